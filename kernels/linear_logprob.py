@@ -1,0 +1,244 @@
+"""Fused linear log-probability (+ entropy): logp[t] = log_softmax(x W^T / temp)[t, y_t].
+
+Layers: Triton kernels -> launchers (grid / block choices, shape and dtype checks)
+-> ``LinearLogprobFunction`` (autograd; triton or torch_chunked implementation)
+-> ``linear_logprob`` in ``api.py``. References: ``reference.linear_logprob_eager`` (eager,
+full logits) and ``chunked.chunked_stats`` / ``chunked.chunked_grads`` (same math, torch).
+
+Forward kernel: grid (T blocks, vocab splits). Each program streams its vocabulary tiles,
+computes the logits tile with tl.dot over H blocks (fp32 accumulation) and keeps an online
+max / sum-exp / first moment / target logit per token; the few splits are combined in torch
+(the same exact combine as across TP ranks). Nothing of size [T, V] is written.
+Backward kernel: grid (T blocks, V tiles). Each program recomputes its logits tile, forms
+dL/dz = g_logp (1[y] - p) - g_ent p (z - E_p z), and atomically adds dz W into dX and
+dz^T X into dW (fp32 buffers), looping over H blocks. FLOPs: 2THV forward, 6THV backward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import HAS_TRITON, NEG_BIG, check_triton_device, combine_stats, finalize_stats
+from .chunked import chunked_grads, chunked_stats, default_chunks
+from .reference import linear_logprob_eager  # noqa: F401  (the reference, importable beside the kernel)
+from .vocab_parallel import allreduce_dx, combine_across_tp
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    _NEG = tl.constexpr(NEG_BIG)
+
+    @triton.jit
+    def _llp_fwd_kernel(X, W, TGT, STATS, T, V, H, stride_x, stride_w, inv_temp, vocab_start, tiles_per_split,
+                        BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
+                        UPCAST: tl.constexpr):
+        pid_t = tl.program_id(0)
+        pid_s = tl.program_id(1)
+        rows = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+        row_ok = rows < T
+        tgt = tl.load(TGT + rows, mask=row_ok, other=0).to(tl.int64) - vocab_start
+        offs_h = tl.arange(0, BLOCK_H)
+        m = tl.full([BLOCK_T], _NEG, tl.float32)
+        s = tl.zeros([BLOCK_T], tl.float32)
+        w1 = tl.zeros([BLOCK_T], tl.float32)
+        tlog = tl.zeros([BLOCK_T], tl.float32)
+        for i in range(0, tiles_per_split):
+            cols = (pid_s * tiles_per_split + i) * BLOCK_V + tl.arange(0, BLOCK_V)
+            col_ok = cols < V
+            acc = tl.zeros([BLOCK_T, BLOCK_V], tl.float32)
+            for h0 in range(0, H, BLOCK_H):
+                hh = h0 + offs_h
+                h_ok = hh < H
+                xt = tl.load(X + rows[:, None] * stride_x + hh[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
+                wt = tl.load(W + cols[:, None] * stride_w + hh[None, :], mask=col_ok[:, None] & h_ok[None, :], other=0.0)
+                if UPCAST:
+                    xt = xt.to(tl.float32)
+                    wt = wt.to(tl.float32)
+                acc = tl.dot(xt, tl.trans(wt), acc)
+            z = tl.where(col_ok[None, :], acc * inv_temp, 3.0 * _NEG)  # (BT, BV)
+            m_new = tl.maximum(m, tl.max(z, 1))
+            alpha = tl.exp(m - m_new)
+            zc = z - m_new[:, None]
+            p = tl.where(col_ok[None, :], tl.exp(zc), 0.0)
+            w1 = alpha * (w1 + (m - m_new) * s) + tl.sum(p * tl.where(col_ok[None, :], zc, 0.0), 1)
+            s = alpha * s + tl.sum(p, 1)
+            tlog += tl.sum(tl.where(cols[None, :].to(tl.int64) == tgt[:, None], z, 0.0), 1)
+            m = m_new
+        base = STATS + pid_s * 4 * T + rows
+        tl.store(base, m, mask=row_ok)
+        tl.store(base + T, s, mask=row_ok)
+        tl.store(base + 2 * T, w1, mask=row_ok)
+        tl.store(base + 3 * T, tlog, mask=row_ok)
+
+    @triton.jit
+    def _llp_bwd_kernel(X, W, TGT, LSE, EZ, GLP, GENT, DX, DW, T, V, H, stride_x, stride_w, inv_temp, vocab_start,
+                        BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
+                        UPCAST: tl.constexpr, HAS_ENT: tl.constexpr, NEED_DX: tl.constexpr, NEED_DW: tl.constexpr):
+        pid_t = tl.program_id(0)
+        pid_v = tl.program_id(1)
+        rows = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+        cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+        row_ok = rows < T
+        col_ok = cols < V
+        offs_h = tl.arange(0, BLOCK_H)
+        acc = tl.zeros([BLOCK_T, BLOCK_V], tl.float32)
+        for h0 in range(0, H, BLOCK_H):
+            hh = h0 + offs_h
+            h_ok = hh < H
+            xt = tl.load(X + rows[:, None] * stride_x + hh[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
+            wt = tl.load(W + cols[:, None] * stride_w + hh[None, :], mask=col_ok[:, None] & h_ok[None, :], other=0.0)
+            if UPCAST:
+                xt = xt.to(tl.float32)
+                wt = wt.to(tl.float32)
+            acc = tl.dot(xt, tl.trans(wt), acc)
+        z = acc * inv_temp
+        ok = row_ok[:, None] & col_ok[None, :]
+        lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
+        glp = tl.load(GLP + rows, mask=row_ok, other=0.0)
+        tgt = tl.load(TGT + rows, mask=row_ok, other=0).to(tl.int64) - vocab_start
+        p = tl.where(ok, tl.exp(z - lse[:, None]), 0.0)
+        if HAS_ENT:
+            ez = tl.load(EZ + rows, mask=row_ok, other=0.0)
+            gent = tl.load(GENT + rows, mask=row_ok, other=0.0)
+            dz = -p * (glp[:, None] + gent[:, None] * (z - ez[:, None]))
+        else:
+            dz = -p * glp[:, None]
+        dz += tl.where(cols[None, :].to(tl.int64) == tgt[:, None], glp[:, None], 0.0)
+        dz = dz * inv_temp
+        if UPCAST:
+            dzc = dz
+        else:
+            dzc = dz.to(X.dtype.element_ty)
+        for h0 in range(0, H, BLOCK_H):
+            hh = h0 + offs_h
+            h_ok = hh < H
+            if NEED_DX:
+                wt = tl.load(W + cols[:, None] * stride_w + hh[None, :], mask=col_ok[:, None] & h_ok[None, :], other=0.0)
+                if UPCAST:
+                    wt = wt.to(tl.float32)
+                dx = tl.dot(dzc, wt)  # (BT, BH)
+                tl.atomic_add(DX + rows[:, None] * H + hh[None, :], dx, mask=row_ok[:, None] & h_ok[None, :])
+            if NEED_DW:
+                xt = tl.load(X + rows[:, None] * stride_x + hh[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
+                if UPCAST:
+                    xt = xt.to(tl.float32)
+                dw = tl.dot(tl.trans(dzc), xt)  # (BV, BH)
+                tl.atomic_add(DW + cols[:, None] * H + hh[None, :], dw, mask=col_ok[:, None] & h_ok[None, :])
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+def _blocks(device: torch.device):
+    """(BLOCK_T, BLOCK_V, BLOCK_H, num_warps, upcast). Small tiles in the interpreter."""
+    if device.type != "cuda":
+        return 16, 128, 32, 4, True  # interpreter: fp32 tl.dot (bf16 dot is wrong there)
+    return 64, 128, 64, 8, False
+
+
+def _check_triton(x, w):
+    if not HAS_TRITON:
+        raise RuntimeError("triton is not installed; use backend='torch_chunked'")
+    check_triton_device(x, w)
+    if x.stride(1) != 1 or w.stride(1) != 1:
+        raise ValueError("hidden and weight must be contiguous in the hidden dimension (stride 1)")
+    if x.shape[1] < 16:
+        raise ValueError(f"hidden size {x.shape[1]} is below the minimum of 16 for the Triton kernels")
+
+
+def triton_linear_stats(x, w, targets, inv_temp: float, vocab_start: int, num_splits=None) -> torch.Tensor:
+    """Local softmax statistics (4, T) over the weight shard with the fused forward kernel."""
+    _check_triton(x, w)
+    T, H = x.shape
+    Vs = w.shape[0]
+    bt, bv, bh, warps, upcast = _blocks(x.device)
+    n_t, n_v = triton.cdiv(T, bt), triton.cdiv(Vs, bv)
+    if num_splits is None:
+        if x.device.type == "cuda":
+            sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+            num_splits = max(1, min(n_v, triton.cdiv(2 * sms, n_t)))
+        else:
+            num_splits = 1
+    tiles_per_split = triton.cdiv(n_v, num_splits)
+    num_splits = triton.cdiv(n_v, tiles_per_split)
+    parts = torch.empty(num_splits, 4, T, dtype=torch.float32, device=x.device)
+    tgt = targets.contiguous()
+    _llp_fwd_kernel[(n_t, num_splits)](x, w, tgt, parts, T, Vs, H, x.stride(0), w.stride(0), float(inv_temp),
+                                       int(vocab_start), tiles_per_split, BLOCK_T=bt, BLOCK_V=bv, BLOCK_H=bh,
+                                       UPCAST=upcast, num_warps=warps)
+    return parts[0] if num_splits == 1 else combine_stats(parts)
+
+
+def triton_linear_grads(x, w, targets, lse, ez, g_logp, g_ent, inv_temp: float, vocab_start: int,
+                        need_dx=True, need_dw=True):
+    """dX (T, H), dW (Vs, H) in fp32 with the fused backward kernel (logits recomputed per tile)."""
+    _check_triton(x, w)
+    T, H = x.shape
+    Vs = w.shape[0]
+    bt, bv, bh, warps, upcast = _blocks(x.device)
+    dx = torch.zeros(T, H, dtype=torch.float32, device=x.device) if need_dx else None
+    dw = torch.zeros(Vs, H, dtype=torch.float32, device=x.device) if need_dw else None
+    has_ent = g_ent is not None
+    glp = g_logp.float().contiguous()
+    gent = g_ent.float().contiguous() if has_ent else glp
+    grid = (triton.cdiv(T, bt), triton.cdiv(Vs, bv))
+    _llp_bwd_kernel[grid](x, w, targets.contiguous(), lse, ez, glp, gent, dx if need_dx else glp,
+                          dw if need_dw else glp, T, Vs, H, x.stride(0), w.stride(0), float(inv_temp),
+                          int(vocab_start), BLOCK_T=bt, BLOCK_V=bv, BLOCK_H=bh, UPCAST=upcast, HAS_ENT=has_ent,
+                          NEED_DX=need_dx, NEED_DW=need_dw, num_warps=warps)
+    return dx, dw
+
+
+# ----------------------------------------------------------------------------- autograd
+
+
+class LinearLogprobFunction(torch.autograd.Function):
+    """(hidden, weight) -> (logp, entropy); impl is "triton" or "torch_chunked".
+
+    With a TP group the forward all-gathers the (4, T) statistics and the backward all-reduces
+    dX (see ``vocab_parallel``)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, temperature, with_entropy, tp_group, vocab_start, impl, chunk_t,
+                num_splits):
+        inv_temp = 1.0 / float(temperature)
+        if impl == "triton":
+            local = triton_linear_stats(hidden, weight, targets, inv_temp, vocab_start, num_splits)
+            chunk_v = None
+        else:
+            chunk_t, chunk_v = default_chunks(hidden.shape[0], weight.shape[0], hidden.device, chunk_t)
+            local = chunked_stats(hidden, weight, targets, inv_temp, vocab_start, chunk_t, chunk_v)
+        lse, logp, entropy, ez = finalize_stats(combine_across_tp(local, tp_group))
+        ctx.save_for_backward(hidden, weight, targets, lse, ez)
+        ctx.cfg = (inv_temp, tp_group, vocab_start, impl, chunk_t, chunk_v)
+        ctx.set_materialize_grads(False)
+        if not with_entropy:
+            ctx.mark_non_differentiable(entropy)
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, g_logp, g_ent):
+        hidden, weight, targets, lse, ez = ctx.saved_tensors
+        inv_temp, tp_group, vocab_start, impl, chunk_t, chunk_v = ctx.cfg
+        need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if g_logp is None:
+            g_logp = torch.zeros_like(lse)
+        if impl == "triton":
+            dx, dw = triton_linear_grads(hidden, weight, targets, lse, ez, g_logp, g_ent, inv_temp, vocab_start,
+                                         need_dx, need_dw)
+        else:
+            dx, dw = chunked_grads(hidden, weight, targets, lse, ez, g_logp, g_ent, inv_temp, vocab_start,
+                                   chunk_t, chunk_v, need_dx, need_dw)
+        if dx is not None:
+            dx = allreduce_dx(dx, tp_group).to(hidden.dtype)
+        if dw is not None:
+            dw = dw.to(weight.dtype)
+        return dx, dw, None, None, None, None, None, None, None, None
+
+
+def interpreted() -> bool:
+    """True when this module's kernels were built for the Triton CPU interpreter."""
+    if not HAS_TRITON:
+        return False
+    return type(_llp_fwd_kernel).__name__ == "InterpretedFunction"
