@@ -200,14 +200,14 @@ class LinearLogprobFunction(torch.autograd.Function):
     dX (see ``vocab_parallel``)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, temperature, with_entropy, tp_group, vocab_start, impl, chunk_t,
+    def forward(ctx, hidden, weight, targets, temperature, with_entropy, tp_group, vocab_start, impl, chunks,
                 num_splits):
         inv_temp = 1.0 / float(temperature)
         if impl == "triton":
             local = triton_linear_stats(hidden, weight, targets, inv_temp, vocab_start, num_splits)
-            chunk_v = None
+            chunk_t = chunk_v = None
         else:
-            chunk_t, chunk_v = default_chunks(hidden.shape[0], weight.shape[0], hidden.device, chunk_t)
+            chunk_t, chunk_v = default_chunks(hidden.shape[0], weight.shape[0], hidden.device, *(chunks or (None,)))
             local = chunked_stats(hidden, weight, targets, inv_temp, vocab_start, chunk_t, chunk_v)
         lse, logp, entropy, ez = finalize_stats(combine_across_tp(local, tp_group))
         ctx.save_for_backward(hidden, weight, targets, lse, ez)
