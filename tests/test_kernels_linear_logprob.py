@@ -1,0 +1,174 @@
+"""Fused linear logprob (+ entropy): forward and backward against a float64 eager reference.
+
+On CPU the Triton kernels run in the interpreter (TRITON_INTERPRET=1, set below before
+r1mega_kernels imports triton); shapes are tiny and odd. Inputs are fresh random each run
+(the seed is in every failure message).
+"""
+
+import os
+import time
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import r1mega_kernels as K  # noqa: E402
+from r1mega_kernels._common import HAS_TRITON  # noqa: E402
+from r1mega_kernels.chunked import chunked_stats  # noqa: E402
+from r1mega_kernels.linear_logprob import LinearLogprobFunction, interpreted  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+TRITON_OK = HAS_TRITON and (DEV == "cuda" or interpreted())
+needs_triton = pytest.mark.skipif(not TRITON_OK, reason="triton missing, or TRITON_INTERPRET was not set before "
+                                                        "r1mega_kernels was imported (CPU)")
+BACKENDS = ["eager", "torch_chunked", pytest.param("triton", marks=needs_triton)]
+# (mean abs logp, max abs logp, entropy rel, grad rel-to-max) per input dtype
+TOL = {torch.float32: (1e-4, 1e-3, 1e-3, 2e-3), torch.bfloat16: (1e-4, 1e-3, 1e-3, 2e-2),
+       torch.float16: (1e-4, 1e-3, 1e-3, 1e-2)}
+
+
+def _seed():
+    s = time.time_ns() % (2 ** 31)
+    torch.manual_seed(s)
+    return s
+
+
+def _inputs(T, H, V, dtype, scale=1.0):
+    x = (torch.randn(T, H, dtype=torch.float64) * scale / H ** 0.25).to(dtype)
+    w = (torch.randn(V, H, dtype=torch.float64) * scale / H ** 0.25).to(dtype)
+    y = torch.randint(0, V, (T,))
+    return x, w, y
+
+
+def _reference(x, w, y, temperature, g_lp, g_ent):
+    xr = x.double().requires_grad_()
+    wr = w.double().requires_grad_()
+    lp, ent = K.linear_logprob_eager(xr, wr, y, temperature=temperature, with_entropy=True)
+    (lp * g_lp + ent * g_ent).sum().backward()
+    return lp.detach(), ent.detach(), xr.grad, wr.grad
+
+
+def _rel(a, b):
+    return ((a.double().cpu() - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_logprob_fwd_bwd_vs_fp64(backend, dtype):
+    seed = _seed()
+    T, H, V = 37, 64, 1031
+    temperature = float(torch.empty(()).uniform_(0.6, 1.4))
+    x, w, y = _inputs(T, H, V, dtype, scale=2.0)
+    g_lp, g_ent = torch.randn(T, dtype=torch.float64), torch.randn(T, dtype=torch.float64)
+    lp_ref, ent_ref, dx_ref, dw_ref = _reference(x, w, y, temperature, g_lp, g_ent)
+
+    xd, wd = x.to(DEV).requires_grad_(), w.to(DEV).requires_grad_()
+    lp, ent = K.linear_logprob(xd, wd, y.to(DEV), temperature=temperature, with_entropy=True, backend=backend,
+                               chunk_size=(16, 300))
+    (lp * g_lp.to(DEV, torch.float32) + ent * g_ent.to(DEV, torch.float32)).sum().backward()
+    mean_tol, max_tol, ent_tol, g_tol = TOL[dtype]
+    msg = f"seed={seed} backend={backend} dtype={dtype}"
+    assert lp.dtype == torch.float32 and ent.dtype == torch.float32, msg
+    err = (lp.double().cpu() - lp_ref).abs()
+    assert err.mean() <= mean_tol and err.max() <= max_tol, f"{msg} logp err mean {err.mean():.2e} max {err.max():.2e}"
+    assert (lp <= 0).all(), f"{msg}: positive logp"
+    ent_err = ((ent.double().cpu() - ent_ref).abs() / ent_ref.abs().clamp_min(1e-6)).max()
+    assert ent_err <= ent_tol, f"{msg} entropy rel err {ent_err:.2e}"
+    assert xd.grad.dtype == dtype and wd.grad.dtype == dtype, msg
+    assert _rel(xd.grad, dx_ref) <= g_tol, f"{msg} dX rel err {_rel(xd.grad, dx_ref):.2e}"
+    assert _rel(wd.grad, dw_ref) <= g_tol, f"{msg} dW rel err {_rel(wd.grad, dw_ref):.2e}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_logp_only_and_single_input_grads(backend):
+    """with_entropy=False returns None; gradient of weight only (hidden frozen) still right."""
+    seed = _seed()
+    T, H, V = 19, 32, 523
+    x, w, y = _inputs(T, H, V, torch.float32)
+    g = torch.randn(T, dtype=torch.float64)
+    _, _, _, dw_ref = _reference(x, w, y, 1.0, g, torch.zeros(T, dtype=torch.float64))
+    wd = w.to(DEV).requires_grad_()
+    lp, ent = K.linear_logprob(x.to(DEV), wd, y.to(DEV), backend=backend)
+    assert ent is None
+    (lp * g.to(DEV, torch.float32)).sum().backward()
+    assert _rel(wd.grad, dw_ref) <= 2e-3, f"seed={seed} dW rel err {_rel(wd.grad, dw_ref):.2e}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_large_logits_stay_finite_and_nonpositive(backend):
+    seed = _seed()
+    T, H, V = 23, 32, 301
+    x, w, y = _inputs(T, H, V, torch.float32, scale=8.0)  # logits of order +-100
+    y[:5] = (x[:5] @ w.T).argmax(1)  # some targets at the max logit: logp ~ 0
+    lp, ent = K.linear_logprob(x.to(DEV), w.to(DEV), y.to(DEV), with_entropy=True, backend=backend)
+    lp_ref, ent_ref = K.linear_logprob_eager(x.double(), w.double(), y, with_entropy=True)
+    assert torch.isfinite(lp).all() and torch.isfinite(ent).all(), f"seed={seed}"
+    assert (lp <= 0).all() and (ent >= 0).all(), f"seed={seed}"
+    assert (lp.double().cpu() - lp_ref).abs().max() <= 1e-3 * lp_ref.abs().max().clamp_min(1), f"seed={seed}"
+
+
+def test_chunked_vocab_tiles_combine_exactly():
+    """Statistics over 7 vocabulary chunks equal those over one."""
+    seed = _seed()
+    x, w, y = _inputs(29, 48, 997, torch.float32)
+    one = chunked_stats(x, w, y, 1.3, 0, 29, 997)
+    many = chunked_stats(x, w, y, 1.3, 0, 8, 150)
+    lse1 = one[0] + one[1].log()
+    lse7 = many[0] + many[1].log()
+    assert torch.allclose(lse1, lse7, atol=1e-5), f"seed={seed}"
+    assert torch.allclose(one[3], many[3], atol=1e-5), f"seed={seed}"
+
+
+@needs_triton
+def test_triton_vocab_splits_match_single_split():
+    seed = _seed()
+    T, H, V = 21, 32, 701
+    x, w, y = _inputs(T, H, V, torch.float32)
+    x, w, y = x.to(DEV), w.to(DEV), y.to(DEV)
+    a = LinearLogprobFunction.apply(x, w, y, 1.0, True, None, 0, "triton", None, 1)
+    b = LinearLogprobFunction.apply(x, w, y, 1.0, True, None, 0, "triton", None, 4)
+    assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-5), f"seed={seed}"
+
+
+def test_clear_errors():
+    x, w, y = _inputs(5, 16, 33, torch.float32)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        K.linear_logprob(x, w, y, backend="cuda")
+    with pytest.raises(ValueError, match="hidden size"):
+        K.linear_logprob(x, w[:, :8], y, backend="torch_chunked")
+    with pytest.raises(ValueError, match="same dtype"):
+        K.linear_logprob(x, w.half(), y, backend="torch_chunked")
+    with pytest.raises(ValueError, match=r"target ids must be in \[0, 33\)"):
+        K.linear_logprob(x, w, y + 40, backend="torch_chunked")
+    with pytest.raises(ValueError, match="temperature"):
+        K.linear_logprob(x, w, y, temperature=0.0, backend="torch_chunked")
+    with pytest.raises(ValueError, match="targets must be"):
+        K.linear_logprob(x, w, y.float(), backend="torch_chunked")
+
+
+def test_auto_backend_choice():
+    expect = "triton" if (torch.cuda.is_available() and HAS_TRITON) else "torch_chunked"
+    assert K.resolve_backend("auto") == expect
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gpu_realistic_shape(dtype):
+    """Bigger shapes on the GPU: Triton vs the fp64 reference and vs torch_chunked."""
+    seed = _seed()
+    T, H, V = 1000, 1024, 32003
+    x, w, y = _inputs(T, H, V, dtype)
+    g = torch.randn(T, dtype=torch.float64)
+    lp_ref, ent_ref, dx_ref, dw_ref = _reference(x, w, y, 1.0, g, torch.zeros(T, dtype=torch.float64))
+    xd, wd = x.cuda().requires_grad_(), w.cuda().requires_grad_()
+    lp, ent = K.linear_logprob(xd, wd, y.cuda(), with_entropy=True, backend="triton")
+    (lp * g.cuda().float()).sum().backward()
+    err = (lp.double().cpu() - lp_ref).abs()
+    assert err.mean() <= 1e-4 and err.max() <= 1e-2, f"seed={seed} mean {err.mean():.2e}"
+    assert (lp <= 0).all()
+    assert ((ent.double().cpu() - ent_ref).abs() / ent_ref).max() <= 1e-3
+    tol = 2e-2 if dtype == torch.bfloat16 else 2e-3
+    assert _rel(xd.grad, dx_ref) <= tol and _rel(wd.grad, dw_ref) <= tol, f"seed={seed}"
