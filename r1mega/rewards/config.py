@@ -1,0 +1,69 @@
+"""Config section for rewards: which reward functions, their weights and the scorer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from r1mega.config.base import ConfigError, option
+
+EXTRACT_MODES = ("boxed", "hashes", "answer_is", "last_number")
+
+
+@dataclass(kw_only=True)
+class RewardConfig:
+    """Which rewards score a sample and how they are combined."""
+
+    weights: dict[str, float] = option(factory=lambda: {"accuracy": 1.0, "format": 0.2},
+                                       help="Reward name -> weight; the sample reward is the weighted sum.")
+    timeout_s: float = option(10.0, "Per-sample time limit of the scorer; a sample past it gets `timeout_score`.")
+    timeout_score: float = option(0.0, "Score given to a sample whose reward timed out or raised.")
+    num_workers: int = option(2, "Processes in the scorer's pool (0: score in this process, no time limit).")
+    start_method: str = option("spawn", "How pool workers start (fork is unsafe with torch threads).",
+                               choices=("spawn", "forkserver"))
+    # accuracy
+    extract_order: list[str] = option(factory=lambda: list(EXTRACT_MODES),
+                                      help="Answer extraction strategies tried in order: boxed, hashes, answer_is, last_number.")
+    extract_after_think: bool = option(True, "Look for the answer only after the last </think> (none if the reasoning never closes).")
+    math_timeout_s: float = option(2.0, "Time limit of one symbolic (sympy) equivalence check; past it the answer counts as wrong.")
+    # format
+    format_mode: str = option("strict", "Format check: strict (one <think>..</think> block first, then the answer) or lenient.",
+                              choices=("strict", "lenient"))
+    think_prefilled: bool = option(False, "The prompt template already ends with <think>, so responses start inside the reasoning.")
+    answer_tags: bool = option(False, "The answer must be wrapped in <answer>...</answer> (R1-Zero template).")
+    # language consistency
+    language: str = option("en", "Target language of the chain of thought (a sample's metadata['language'] overrides it).")
+    language_unit: str = option("word", "Language share counted over words or characters.", choices=("word", "char"))
+    # length
+    length_target: int = option(4096, "Length reward: responses longer than this many tokens are penalised linearly.")
+    length_bonus: bool = option(False, "Length reward: also give a bonus (up to +1) for responses shorter than the target.")
+    max_response_len: int = option(8192, "Overlong reward: the maximum response length in tokens (the rollout's max_new_tokens).")
+    overlong_buffer: int = option(1024, "Overlong reward: the penalty ramps from 0 to -1 over the last this-many tokens.")
+
+    def validate(self) -> None:
+        from r1mega.rewards.language import LANGUAGES
+        from r1mega.rewards.registry import REWARDS
+
+        if not self.weights:
+            raise ConfigError("reward.weights is empty; name at least one of: " + ", ".join(sorted(REWARDS)))
+        for name in self.weights:
+            if name not in REWARDS:
+                raise ConfigError(f"reward.weights: unknown reward {name!r}; valid: {', '.join(sorted(REWARDS))}")
+        if not self.timeout_s > 0:
+            raise ConfigError(f"reward.timeout_s ({self.timeout_s}) must be > 0")
+        if self.num_workers < 0:
+            raise ConfigError(f"reward.num_workers ({self.num_workers}) must be >= 0")
+        if not 0 <= self.math_timeout_s < self.timeout_s:
+            raise ConfigError(f"reward.math_timeout_s ({self.math_timeout_s}) must be >= 0 and below "
+                              f"reward.timeout_s ({self.timeout_s})")
+        for mode in self.extract_order:
+            if mode not in EXTRACT_MODES:
+                raise ConfigError(f"reward.extract_order: unknown mode {mode!r}; valid: {', '.join(EXTRACT_MODES)}")
+        if not self.extract_order:
+            raise ConfigError("reward.extract_order is empty")
+        if self.language not in LANGUAGES:
+            raise ConfigError(f"reward.language ({self.language!r}) is not one of: {', '.join(sorted(LANGUAGES))}")
+        if self.length_target < 1:
+            raise ConfigError(f"reward.length_target ({self.length_target}) must be >= 1")
+        if self.max_response_len < 1 or not 0 <= self.overlong_buffer <= self.max_response_len:
+            raise ConfigError(f"reward.overlong_buffer ({self.overlong_buffer}) must be in [0, "
+                              f"reward.max_response_len ({self.max_response_len})] and max_response_len >= 1")
