@@ -1,0 +1,207 @@
+"""GRPO loss kernels (standalone on logprobs, and fused with the LM head) vs float64 eager.
+
+On CPU the Triton kernels run in the interpreter (TRITON_INTERPRET=1, set below before
+r1mega_kernels imports triton). Fresh random inputs each run; the seed is in failure messages.
+"""
+
+import os
+import time
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import r1mega_kernels as K  # noqa: E402
+from r1mega_kernels._common import HAS_TRITON  # noqa: E402
+from r1mega_kernels.grpo_loss import _grpo_fwd_kernel  # noqa: E402, F401  (imported so the check below sees it)
+from r1mega_kernels.linear_logprob import interpreted  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+TRITON_OK = HAS_TRITON and (DEV == "cuda" or interpreted())
+needs_triton = pytest.mark.skipif(not TRITON_OK, reason="triton missing, or TRITON_INTERPRET was not set before "
+                                                        "r1mega_kernels was imported (CPU)")
+FAST = ["torch_chunked", pytest.param("triton", marks=needs_triton)]
+AGGS = ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant_norm"]
+
+
+def _seed():
+    s = time.time_ns() % (2 ** 31)
+    torch.manual_seed(s)
+    return s
+
+
+def _token_inputs(T, logp_center):
+    """old/ref logprobs near the current ones so ratios straddle the clip range."""
+    old = logp_center + torch.randn(T, dtype=torch.float64) * 0.3
+    ref = logp_center + torch.randn(T, dtype=torch.float64) * 0.2
+    adv = torch.randn(T, dtype=torch.float64)
+    mask = (torch.rand(T) > 0.25).float()
+    seq_ids = torch.sort(torch.randint(0, 5, (T,))).values
+    return old, ref, adv, mask, seq_ids
+
+
+def _f32(t):
+    return None if t is None else (t.float() if t.is_floating_point() else t).to(DEV)
+
+
+def _kwargs(agg, seq_ids, with_ref):
+    return dict(clip_low=0.2, clip_high=0.28, kl_coef=0.05 if with_ref else 0.0, entropy_coef=0.01, agg=agg,
+                seq_ids=seq_ids, max_response_len=13 if agg == "constant_norm" else None)
+
+
+def _close(a, b, rel, msg):
+    a, b = a.double().cpu(), b.double()
+    err = ((a - b).abs().max() / b.abs().max().clamp_min(1e-8)).item()
+    assert err <= rel, f"{msg}: rel err {err:.2e}"
+
+
+@pytest.mark.parametrize("with_ref", [True, False], ids=["kl", "nokl"])
+@pytest.mark.parametrize("agg", AGGS)
+@pytest.mark.parametrize("backend", FAST)
+def test_grpo_loss_vs_fp64(backend, agg, with_ref):
+    seed = _seed()
+    T = 203
+    logp = -torch.rand(T, dtype=torch.float64) * 4
+    old, ref, adv, mask, seq = _token_inputs(T, logp)
+    ent = torch.rand(T, dtype=torch.float64) * 3
+    kw = _kwargs(agg, seq, with_ref)
+    ref = ref if with_ref else None
+    lp64, e64 = logp.clone().requires_grad_(), ent.clone().requires_grad_()
+    l_ref, s_ref = K.grpo_loss_eager(lp64, old, adv, mask, ref_logp=ref, entropy=e64, **kw)
+    (l_ref * 1.7).backward()
+    lp, e = _f32(logp).requires_grad_(), _f32(ent).requires_grad_()
+    kw32 = dict(kw, seq_ids=seq.to(DEV))
+    loss, stats = K.grpo_loss(lp, _f32(old), _f32(adv), mask.to(DEV), ref_logp=_f32(ref), entropy=e, backend=backend,
+                              **kw32)
+    (loss * 1.7).backward()
+    msg = f"seed={seed} backend={backend} agg={agg}"
+    assert abs(loss.item() - l_ref.item()) <= 1e-5 * max(1.0, abs(l_ref.item())), msg
+    _close(lp.grad, lp64.grad, 1e-5, msg + " dlogp")
+    _close(e.grad, e64.grad, 1e-5, msg + " dentropy")
+    for k in ("pg_loss", "clip_frac", "clip_frac_low", "clip_frac_high", "ratio_mean", "entropy", "num_tokens"):
+        assert abs(stats[k].item() - s_ref[k].item()) <= 1e-4 * max(1.0, abs(s_ref[k].item())), f"{msg} {k}"
+    assert ("kl" in stats) == with_ref
+
+
+@pytest.mark.parametrize("agg", AGGS)
+@pytest.mark.parametrize("backend", FAST)
+def test_linear_grpo_loss_vs_fp64(backend, agg):
+    seed = _seed()
+    T, H, V = 37, 64, 1031
+    temperature = 0.9
+    x = torch.randn(T, H, dtype=torch.float64) / H ** 0.25
+    w = torch.randn(V, H, dtype=torch.float64) / H ** 0.25
+    y = torch.randint(0, V, (T,))
+    logp0, _ = K.linear_logprob_eager(x, w, y, temperature=temperature)
+    old, ref, adv, mask, seq = _token_inputs(T, logp0)
+    kw = dict(_kwargs(agg, seq, True), temperature=temperature)
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    l_ref, s_ref = K.linear_grpo_loss_eager(xr, wr, y, old_logp=old, advantages=adv, mask=mask, ref_logp=ref, **kw)
+    (l_ref * 2.0).backward()
+    xd, wd = _f32(x).requires_grad_(), _f32(w).requires_grad_()
+    loss, stats = K.linear_grpo_loss(xd, wd, y.to(DEV), old_logp=_f32(old), advantages=_f32(adv),
+                                     mask=mask.to(DEV), ref_logp=_f32(ref), backend=backend, chunk_size=16,
+                                     **dict(kw, seq_ids=seq.to(DEV)))
+    (loss * 2.0).backward()  # backward scales the gradients made in forward
+    msg = f"seed={seed} backend={backend} agg={agg}"
+    assert abs(loss.item() - l_ref.item()) <= 1e-4 * max(1.0, abs(l_ref.item())), msg
+    _close(xd.grad, xr.grad, 2e-3, msg + " dX")
+    _close(wd.grad, wr.grad, 2e-3, msg + " dW")
+    err = (stats["logp"].double().cpu() - s_ref["logp"]).abs()
+    assert err.mean() <= 1e-4 and (stats["logp"] <= 0).all(), msg
+    for k in ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean"):
+        assert abs(stats[k].item() - s_ref[k].item()) <= 1e-3 * max(1.0, abs(s_ref[k].item())), f"{msg} {k}"
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_linear_grpo_bf16(backend):
+    seed = _seed()
+    T, H, V = 29, 32, 517
+    x = (torch.randn(T, H) / H ** 0.25).bfloat16()
+    w = (torch.randn(V, H) / H ** 0.25).bfloat16()
+    y = torch.randint(0, V, (T,))
+    logp0, _ = K.linear_logprob_eager(x.double(), w.double(), y)
+    old, ref, adv, mask, seq = _token_inputs(T, logp0)
+    xr, wr = x.double().requires_grad_(), w.double().requires_grad_()
+    l_ref, _ = K.linear_grpo_loss_eager(xr, wr, y, old_logp=old, advantages=adv, mask=mask, ref_logp=ref, kl_coef=0.1)
+    l_ref.backward()
+    xd, wd = x.to(DEV).requires_grad_(), w.to(DEV).requires_grad_()
+    loss, _ = K.linear_grpo_loss(xd, wd, y.to(DEV), old_logp=_f32(old), advantages=_f32(adv), mask=mask.to(DEV),
+                                 ref_logp=_f32(ref), kl_coef=0.1, backend=backend)
+    loss.backward()
+    msg = f"seed={seed} backend={backend}"
+    assert abs(loss.item() - l_ref.item()) <= 1e-4 * max(1.0, abs(l_ref.item())), msg
+    assert xd.grad.dtype == torch.bfloat16 and wd.grad.dtype == torch.bfloat16
+    _close(xd.grad, xr.grad, 2e-2, msg + " dX")
+    _close(wd.grad, wr.grad, 2e-2, msg + " dW")
+
+
+@pytest.mark.parametrize("agg", AGGS)
+def test_denominator_makes_micro_batches_sum_to_global(agg):
+    """With the global normaliser passed as ``denominator``, micro-batch losses sum to the full loss."""
+    seed = _seed()
+    T = 120
+    logp = -torch.rand(T, dtype=torch.float64) * 3
+    old, ref, adv, mask, _ = _token_inputs(T, logp)
+    seq = torch.arange(T) // 10  # 12 sequences of 10 tokens; micro-batches split on sequence boundaries
+    kw = _kwargs(agg, seq, True)
+    full, _ = K.grpo_loss(logp.float(), old.float(), adv.float(), mask, ref_logp=ref.float(), backend="torch_chunked",
+                          **kw)
+    denom = {"token_mean": mask.sum().item(), "seq_mean_token_mean": 12, "seq_mean_token_sum": 12,
+             "constant_norm": 12 * 13}[agg]
+    total = 0.0
+    for sl in (slice(0, 50), slice(50, 120)):
+        part, _ = K.grpo_loss(logp[sl].float(), old[sl].float(), adv[sl].float(), mask[sl], ref_logp=ref[sl].float(),
+                              backend="torch_chunked", **dict(kw, seq_ids=seq[sl], denominator=denom))
+        total += part.item()
+    assert abs(total - full.item()) <= 1e-5 * max(1.0, abs(full.item())), f"seed={seed} agg={agg}"
+
+
+def test_constant_norm_is_dr_grpo():
+    T = 12
+    logp = -torch.rand(T)
+    old, ref, adv, mask, _ = _token_inputs(T, logp.double())
+    seq = torch.tensor([0] * 5 + [1] * 7)
+    loss, _ = K.grpo_loss(logp, old.float(), adv.float(), mask, agg="constant_norm", seq_ids=seq, max_response_len=9,
+                          clip_low=10.0, clip_high=10.0, backend="torch_chunked")
+    expect = (-adv.float() * torch.exp(logp - old.float()) * mask).sum() / (2 * 9)
+    assert torch.allclose(loss, expect, atol=1e-6)
+
+
+def test_grpo_clear_errors():
+    T = 8
+    lp = -torch.rand(T)
+    with pytest.raises(ValueError, match="agg must be one of"):
+        K.grpo_loss(lp, lp, lp, torch.ones(T), agg="sum", backend="torch_chunked")
+    with pytest.raises(ValueError, match="needs seq_ids"):
+        K.grpo_loss(lp, lp, lp, torch.ones(T), agg="seq_mean_token_mean", backend="torch_chunked")
+    with pytest.raises(ValueError, match="max_response_len"):
+        K.grpo_loss(lp, lp, lp, torch.ones(T), agg="constant_norm", seq_ids=torch.zeros(T, dtype=torch.long),
+                    backend="torch_chunked")
+    with pytest.raises(ValueError, match=r"advantages must be \[T\]"):
+        K.grpo_loss(lp, lp, lp[:5], torch.ones(T), backend="torch_chunked")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_linear_grpo_matches_chunked():
+    seed = _seed()
+    T, H, V = 2048, 1024, 32003
+    x = (torch.randn(T, H, device="cuda") / H ** 0.25).bfloat16()
+    w = (torch.randn(V, H, device="cuda") / H ** 0.25).bfloat16()
+    y = torch.randint(0, V, (T,), device="cuda")
+    logp0, _ = K.linear_logprob(x, w, y, backend="triton")
+    old, ref, adv, mask, seq = (t.cuda() for t in _token_inputs(T, logp0.double().cpu()))
+    out = {}
+    for be in ("triton", "torch_chunked"):
+        xd, wd = x.clone().requires_grad_(), w.clone().requires_grad_()
+        loss, _ = K.linear_grpo_loss(xd, wd, y, old_logp=old.float(), advantages=adv.float(), mask=mask,
+                                     ref_logp=ref.float(), kl_coef=0.05, backend=be)
+        loss.backward()
+        out[be] = (loss.item(), xd.grad.float(), wd.grad.float())
+    assert abs(out["triton"][0] - out["torch_chunked"][0]) <= 1e-4 * max(1, abs(out["torch_chunked"][0])), seed
+    for i in (1, 2):
+        a, b = out["triton"][i], out["torch_chunked"][i]
+        assert (a - b).abs().max() <= 2e-2 * b.abs().max(), seed
