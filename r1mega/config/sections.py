@@ -1,0 +1,180 @@
+"""The config sections owned by the system side: model, parallel, rollout, optimizer, data,
+trainer, run. (Algorithm and reward sections live beside their code.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from r1mega.config.base import ConfigError, option
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """Which policy model to build and how."""
+
+    hf_path: str | None = option(None, "Hugging Face model directory (config.json + safetensors) to start from.")
+    tokenizer_path: str | None = option(None, "Tokenizer directory or sentencepiece .model file; defaults to hf_path.")
+    dtype: str = option("float32", "Compute dtype of the trainer.", choices=DTYPES)
+    fp8: bool = option(False, "FP8 GEMMs through Transformer Engine (Hopper-class GPU and TE required).")
+    recompute: bool = option(False, "Full activation recomputation of each transformer layer.")
+    max_seq_len: int = option(2048, "Longest prompt + response the trainer will see (sets RoPE cache size).")
+    rope_theta: float | None = option(None, "Override the RoPE base (long-context training); None keeps the HF value.")
+    attention_backend: str = option("auto", "Megatron attention backend.",
+                                    choices=("auto", "local", "flash", "fused", "unfused"))
+
+    def validate(self) -> None:
+        if self.max_seq_len < 2:
+            raise ConfigError(f"model.max_seq_len ({self.max_seq_len}) must be >= 2")
+
+
+@dataclass(kw_only=True)
+class ParallelConfig:
+    """How the trainer and the rollout engines are laid out over the world (torchrun ranks).
+
+    world = tensor * pipeline * context * data; experts are split over ``expert`` ranks taken
+    from data * context (Megatron's expert-data-parallel folding). The rollout engines use
+    ``rollout_tensor`` ranks each; world / rollout_tensor engines run data parallel.
+    """
+
+    tensor: int = option(1, "Tensor-parallel size (TP) of the trainer.")
+    pipeline: int = option(1, "Pipeline-parallel size (PP) of the trainer.")
+    virtual_pipeline: int | None = option(None, "Model chunks per pipeline rank (interleaved 1F1B); None = plain 1F1B.")
+    context: int = option(1, "Context-parallel size (CP) of the trainer.")
+    expert: int = option(1, "Expert-parallel size (EP) for MoE layers.")
+    expert_tensor: int | None = option(None, "Tensor-parallel size inside experts; None = same as tensor.")
+    sequence_parallel: bool = option(False, "Megatron sequence parallelism (needs tensor > 1).")
+    rollout_tensor: int = option(1, "Tensor-parallel size of each vLLM rollout engine.")
+    distributed_optimizer: bool = option(True, "Shard optimizer state over data-parallel ranks (ZeRO-1).")
+
+    def validate(self) -> None:
+        for name in ("tensor", "pipeline", "context", "expert", "rollout_tensor"):
+            v = getattr(self, name)
+            if v < 1:
+                raise ConfigError(f"parallel.{name} ({v}) must be >= 1")
+        if self.sequence_parallel and self.tensor == 1:
+            raise ConfigError("parallel.sequence_parallel=true needs parallel.tensor > 1 (got 1)")
+        if self.virtual_pipeline is not None and self.pipeline == 1:
+            raise ConfigError(f"parallel.virtual_pipeline ({self.virtual_pipeline}) needs parallel.pipeline > 1")
+
+    def model_parallel_size(self) -> int:
+        return self.tensor * self.pipeline * self.context
+
+    def data_parallel_size(self, world_size: int) -> int:
+        return world_size // self.model_parallel_size()
+
+
+@dataclass(kw_only=True)
+class RolloutConfig:
+    """The colocated vLLM engines and their sampling."""
+
+    temperature: float = option(1.0, "Sampling temperature.")
+    top_p: float = option(1.0, "Nucleus sampling mass.")
+    top_k: int = option(-1, "Top-k sampling (-1 = off).")
+    max_new_tokens: int = option(256, "Longest response; longer ones finish with reason 'length'.")
+    max_model_len: int | None = option(None, "Engine context length (prompt + response); None = model.max_seq_len.")
+    stop: list[str] = option(factory=list, help="Stop strings (need a tokenizer).")
+    stop_token_ids: list[int] = option(factory=list, help="Extra stop token ids besides the tokenizer's EOS.")
+    seed: int = option(1234, "Engine seed; data-parallel engine d uses seed + d.")
+    kv_cache_memory_mb: int = option(256, "KV-cache size on CPU (MiB); GPUs use gpu_memory_utilization.")
+    gpu_memory_utilization: float = option(0.5, "Share of GPU memory vLLM may take (colocated with the trainer).")
+    enforce_eager: bool = option(True, "Disable CUDA graphs / torch.compile in the engine.")
+    sync_bucket_mb: float = option(64.0, "Weight-sync bucket size (MiB): at most this much is gathered at once.")
+    allow_stale_policy: bool = option(False, "Allow generating with weights one version behind the trainer.")
+    parity_tokens: int = option(256, "Rollout tokens re-scored by the trainer after each sync (0 = off).")
+
+    def validate(self) -> None:
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"rollout.top_p ({self.top_p}) must be in (0, 1]")
+        if self.temperature < 0:
+            raise ConfigError(f"rollout.temperature ({self.temperature}) must be >= 0")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"rollout.max_new_tokens ({self.max_new_tokens}) must be >= 1")
+        if self.sync_bucket_mb <= 0:
+            raise ConfigError(f"rollout.sync_bucket_mb ({self.sync_bucket_mb}) must be > 0")
+
+
+@dataclass(kw_only=True)
+class OptimizerConfig:
+    """Adam with warmup and decay, as Megatron's optimizer runs it."""
+
+    lr: float = option(1e-6, "Peak learning rate.")
+    min_lr: float = option(0.0, "Learning rate at the end of the decay.")
+    weight_decay: float = option(0.0, "Decoupled weight decay (AdamW).")
+    beta1: float = option(0.9, "Adam beta1.")
+    beta2: float = option(0.999, "Adam beta2.")
+    eps: float = option(1e-8, "Adam epsilon.")
+    warmup_steps: int = option(0, "Linear warmup steps (optimizer steps).")
+    decay: str = option("constant", "LR schedule after warmup.", choices=("constant", "linear", "cosine"))
+    clip_grad: float = option(1.0, "Clip the global gradient norm to this value (0 = off).")
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"optimizer.lr ({self.lr}) must be > 0")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"optimizer.min_lr ({self.min_lr}) must be <= optimizer.lr ({self.lr})")
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Where prompts come from and how they become token ids."""
+
+    train: str | None = option(None, "Training prompts: a .jsonl/.parquet path, or a `datasets` name.")
+    eval: str | None = option(None, "Held-out prompts (same formats).")
+    split: str = option("train", "Split to read when `train` is a `datasets` name.")
+    question_key: str = option("question", "Field holding the question.")
+    answer_key: str = option("answer", "Field holding the reference answer.")
+    template: str = option("r1_zero", "Prompt template.", choices=("r1_zero", "chat", "plain"))
+    prompts_per_step: int = option(8, "Prompts per RL step across all data-parallel ranks.")
+    max_prompt_len: int = option(256, "Prompts longer than this (tokens) are an error.")
+    shuffle: bool = option(True, "Shuffle the prompts every epoch (seeded by run.seed).")
+
+    def validate(self) -> None:
+        if self.prompts_per_step < 1:
+            raise ConfigError(f"data.prompts_per_step ({self.prompts_per_step}) must be >= 1")
+
+
+@dataclass(kw_only=True)
+class TrainerConfig:
+    """How one RL batch becomes optimizer steps."""
+
+    micro_batch_tokens: int = option(4096, "Token budget of one packed micro-batch.")
+    mini_batches: int = option(1, "Optimizer steps per rollout batch (the batch is split in this many).")
+    epochs: int = option(1, "Passes over each rollout batch (PPO epochs).")
+    old_logprobs: str = option("recompute", "Old-policy logprobs: recomputed by the trainer, or the rollout engine's.",
+                               choices=("recompute", "rollout"))
+    logprob_backend: str = option("auto", "LM-head logprob implementation (auto: Triton on GPU, chunked torch on CPU).",
+                                  choices=("auto", "triton", "torch_chunked", "eager"))
+
+    def validate(self) -> None:
+        if self.micro_batch_tokens < 1:
+            raise ConfigError(f"trainer.micro_batch_tokens ({self.micro_batch_tokens}) must be >= 1")
+        if self.mini_batches < 1 or self.epochs < 1:
+            raise ConfigError(f"trainer.mini_batches ({self.mini_batches}) and trainer.epochs ({self.epochs}) must be >= 1")
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """Bookkeeping: where outputs go, how long, how often to save and log."""
+
+    name: str = option("r1mega", "Run name (subdirectory of output_dir).")
+    output_dir: str = option("runs", "Directory for checkpoints, metrics and plots.")
+    steps: int = option(100, "RL steps to run.")
+    seed: int = option(1234, "Global seed (data order, init, sampling).")
+    save_every: int = option(0, "Checkpoint every N steps (0 = only at the end).")
+    keep_last: int = option(2, "Checkpoints kept on disk.")
+    resume: str = option("auto", "'auto' (newest valid checkpoint if any), 'never', or a checkpoint path.")
+    eval_every: int = option(0, "Evaluate on data.eval every N steps (0 = only at the end).")
+    log_every: int = option(1, "Log metrics every N steps.")
+    tensorboard: bool = option(True, "Write TensorBoard event files.")
+    wandb_project: str | None = option(None, "Log to this W&B project (offline unless WANDB_MODE says otherwise).")
+    export_hf: bool = option(True, "Export the final policy as a Hugging Face model directory.")
+    max_bad_steps: int = option(3, "Consecutive NaN/inf steps tolerated before the run stops.")
+    deterministic: bool = option(False, "Deterministic algorithms (slower; used by resume tests).")
+
+    def validate(self) -> None:
+        if self.steps < 0:
+            raise ConfigError(f"run.steps ({self.steps}) must be >= 0")
+        if self.keep_last < 1:
+            raise ConfigError(f"run.keep_last ({self.keep_last}) must be >= 1")

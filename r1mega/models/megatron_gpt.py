@@ -1,0 +1,120 @@
+"""Build a Megatron-Core ``GPTModel`` for an HF architecture on the current parallel layout.
+
+Model code never branches on the layout: Megatron's parallel_state (set up once by
+``r1mega.parallel.init``) tells each layer its shard; here we only translate the HF
+architecture into a ``TransformerConfig`` and a layer spec.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from r1mega.config.base import ConfigError
+from r1mega.config.sections import ModelConfig
+from r1mega.models.arch import ModelArch
+from r1mega.parallel.layout import Layout
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def have_te() -> bool:
+    try:
+        import transformer_engine  # noqa: F401
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def transformer_config(arch: ModelArch, model_cfg: ModelConfig, layout: Layout):
+    """The Megatron ``TransformerConfig`` equivalent to the HF architecture."""
+    from megatron.core.transformer import TransformerConfig
+
+    dtype = _DTYPES[model_cfg.dtype]
+    if model_cfg.fp8 and not have_te():
+        raise ConfigError("model.fp8=true needs Transformer Engine and a CUDA GPU (Hopper or newer); "
+                          "install the gpu extra (`pip install r1mega[gpu]`) or set model.fp8=false")
+    kw = {}
+    if model_cfg.fp8:
+        kw.update(fp8="hybrid", fp8_recipe="delayed", fp8_param=False)
+    if model_cfg.recompute:
+        kw.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+    if layout.virtual_pipeline:
+        kw.update(virtual_pipeline_model_parallel_size=layout.virtual_pipeline)
+    cfg = TransformerConfig(
+        num_layers=arch.num_layers,
+        hidden_size=arch.hidden_size,
+        ffn_hidden_size=arch.ffn_hidden_size,
+        num_attention_heads=arch.num_heads,
+        num_query_groups=arch.num_kv_heads,
+        kv_channels=arch.head_dim,
+        normalization="RMSNorm",
+        layernorm_epsilon=arch.rms_norm_eps,
+        gated_linear_unit=True,
+        activation_func=torch.nn.functional.silu,
+        add_bias_linear=False,
+        add_qkv_bias=arch.qkv_bias,
+        qk_layernorm=arch.qk_norm,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        tensor_model_parallel_size=layout.tensor,
+        pipeline_model_parallel_size=layout.pipeline,
+        context_parallel_size=layout.context,
+        expert_model_parallel_size=layout.expert,
+        sequence_parallel=layout.sequence_parallel,
+        params_dtype=dtype,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        pipeline_dtype=dtype,
+        use_cpu_initialization=not torch.cuda.is_available(),
+        bias_activation_fusion=False,
+        masked_softmax_fusion=False,
+        persist_layer_norm=False,
+        bias_dropout_fusion=False,
+        gradient_accumulation_fusion=False,
+        apply_rope_fusion=False,
+        batch_p2p_comm=False,  # gloo needs it; NCCL is fine either way
+        deallocate_pipeline_outputs=False,
+        **kw,
+    )
+    return cfg
+
+
+def layer_spec(arch: ModelArch):
+    """Transformer Engine layers where TE and a GPU exist, Megatron's local layers elsewhere."""
+    from megatron.core.models.gpt import gpt_layer_specs as specs
+
+    if have_te():
+        return specs.get_gpt_layer_with_transformer_engine_spec(qk_layernorm=arch.qk_norm)
+    return specs.get_gpt_layer_local_spec(qk_layernorm=arch.qk_norm, normalization="RMSNorm")
+
+
+def build_gpt(arch: ModelArch, model_cfg: ModelConfig, layout: Layout, vp_stage: int | None = None):
+    """One model chunk of this rank (several with interleaved pipelines: call per ``vp_stage``)."""
+    from megatron.core import parallel_state as ps
+    from megatron.core.models.gpt import GPTModel
+
+    cfg = transformer_config(arch, model_cfg, layout)
+    pre = ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage)
+    post = ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage)
+    max_len = max(model_cfg.max_seq_len, 2)
+    model = GPTModel(
+        config=cfg,
+        transformer_layer_spec=layer_spec(arch),
+        vocab_size=layout.padded_vocab_size,
+        max_sequence_length=max_len,
+        pre_process=pre,
+        post_process=post,
+        share_embeddings_and_output_weights=arch.tie_embeddings,
+        position_embedding_type="rope",
+        rotary_base=int(model_cfg.rope_theta or arch.rope_theta),
+        vp_stage=vp_stage,
+    )
+    model.r1mega_arch = arch  # the real vocab size etc. travel with the model
+    return model
+
+
+def build_model_chunks(arch: ModelArch, model_cfg: ModelConfig, layout: Layout) -> list:
+    """All model chunks of this rank: one, or ``virtual_pipeline`` of them."""
+    if layout.virtual_pipeline:
+        return [build_gpt(arch, model_cfg, layout, vp_stage=i) for i in range(layout.virtual_pipeline)]
+    return [build_gpt(arch, model_cfg, layout)]

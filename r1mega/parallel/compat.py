@@ -1,0 +1,306 @@
+"""Make megatron-core 0.16 run on a CPU-only torch build (tests, CPU development).
+
+Applied by :func:`apply` only when CUDA is absent; on GPU machines nothing here runs.
+Every workaround is scoped to megatron-core's own modules: megatron's module-level name
+``torch`` is replaced by a shim whose ``torch.cuda`` answers with CPU equivalents and whose
+tensor factories map ``device="cuda"`` to the CPU. vLLM, transformers and user code keep
+the real ``torch``. An import hook extends the shim to megatron modules imported later.
+
+The workarounds (each has a test in tests/test_compat.py that fails without it):
+
+1. ``torch.cuda.current_device()`` (~100 calls) -> ``"cpu"``.
+2. Hard-coded ``device="cuda"`` in tensor factories (pipeline schedules, optimizer, MoE aux
+   loss, attention masks) -> CPU.
+3. The RNG tracker: ``CudaRNGStatesTracker.add/fork`` use ``torch.cuda.get_rng_state``;
+   on CPU the tracked states are CPU generator states, forked around the region.
+4. ``Tensor.type()`` checks for ``'torch.cuda.FloatTensor'`` in the optimizers and
+   ``clip_grad_by_total_norm_fp32``: called from megatron code, a CPU tensor reports the
+   CUDA type name of its dtype.
+5. ``torch.cuda.Stream/Event/synchronize/stream`` (alltoall dispatcher, schedules) ->
+   no-op stand-ins on CPU.
+6. The torch norm wrapper refuses ``sequence_parallel``: sequence parallelism only changes
+   how activations are split, not the norm itself, so the check is relaxed on CPU.
+7. MoE: names defined only with Transformer Engine (``te_general_gemm``, ``fused_*``) are
+   bound to None so the unfused torch paths run; the alltoall dispatcher's split sizes are
+   made plain ints (gloo rejects tensors there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+
+import torch
+
+_APPLIED = False
+_CUDA_TYPE_NAMES = {
+    torch.float32: "torch.cuda.FloatTensor",
+    torch.float16: "torch.cuda.HalfTensor",
+    torch.bfloat16: "torch.cuda.BFloat16Tensor",
+    torch.float64: "torch.cuda.DoubleTensor",
+    torch.int64: "torch.cuda.LongTensor",
+    torch.int32: "torch.cuda.IntTensor",
+}
+
+
+def needed() -> bool:
+    """True when CUDA is absent: megatron-core then needs the CPU workarounds."""
+    return not torch.cuda.is_available()
+
+
+# --------------------------------------------------------------------------- torch.cuda shim
+class _NullStream:
+    """Stand-in for torch.cuda.Stream on CPU: work is already ordered."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def wait_stream(self, other):
+        pass
+
+    def wait_event(self, event):
+        pass
+
+    def record_event(self, event=None):
+        return event or _NullEvent()
+
+    def synchronize(self):
+        pass
+
+    def query(self):
+        return True
+
+
+class _NullEvent:
+    """Stand-in for torch.cuda.Event on CPU; elapsed_time measures wall time between records."""
+
+    def __init__(self, *args, **kwargs):
+        self._t = None
+
+    def record(self, stream=None):
+        import time
+        self._t = time.perf_counter()
+
+    def wait(self, stream=None):
+        pass
+
+    def synchronize(self):
+        pass
+
+    def query(self):
+        return True
+
+    def elapsed_time(self, end):
+        if self._t is None or end._t is None:
+            return 0.0
+        return (end._t - self._t) * 1000.0
+
+
+def _cuda_shim() -> types.SimpleNamespace:
+    real = torch.cuda
+
+    class CudaShim(types.ModuleType):
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    shim = CudaShim("torch.cuda")
+    shim.current_device = lambda: "cpu"
+    shim.device_count = lambda: 0
+    shim.synchronize = lambda *a, **k: None
+    shim.Stream = _NullStream
+    shim.Event = _NullEvent
+    shim.current_stream = lambda *a, **k: _NullStream()
+    shim.default_stream = lambda *a, **k: _NullStream()
+    shim.stream = lambda *a, **k: contextlib.nullcontext()
+    shim.get_rng_state = lambda *a, **k: torch.get_rng_state()
+    shim.set_rng_state = lambda state, *a, **k: torch.set_rng_state(state)
+    shim.manual_seed = lambda seed: None  # the tracker below seeds its own CPU states
+    shim.memory_allocated = lambda *a, **k: 0
+    shim.max_memory_allocated = lambda *a, **k: 0
+    shim.memory_reserved = lambda *a, **k: 0
+    shim.empty_cache = lambda: None
+    shim.nvtx = types.SimpleNamespace(range_push=lambda *a, **k: None, range_pop=lambda *a, **k: None,
+                                      range=lambda *a, **k: contextlib.nullcontext())
+    return shim
+
+
+def _cpu_device(kwargs: dict) -> dict:
+    dev = kwargs.get("device")
+    if dev is not None and (dev == "cuda" or (isinstance(dev, str) and dev.startswith("cuda"))
+                            or (isinstance(dev, torch.device) and dev.type == "cuda") or isinstance(dev, int)):
+        kwargs["device"] = "cpu"
+    return kwargs
+
+
+def _factory(fn):
+    def wrapped(*args, **kwargs):
+        return fn(*args, **_cpu_device(kwargs))
+
+    wrapped.__name__ = getattr(fn, "__name__", "factory")
+    return wrapped
+
+
+_FACTORIES = ("tensor", "zeros", "ones", "empty", "full", "arange", "rand", "randn", "randint",
+              "zeros_like", "ones_like", "empty_like", "full_like", "as_tensor", "eye", "linspace")
+
+
+def _torch_shim() -> types.ModuleType:
+    class TorchShim(types.ModuleType):
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+    shim = TorchShim("torch")
+    shim.cuda = _cuda_shim()
+    for name in _FACTORIES:
+        setattr(shim, name, _factory(getattr(torch, name)))
+    real_device = torch.device
+
+    class _DeviceMeta(type):
+        def __instancecheck__(cls, obj):
+            return isinstance(obj, real_device)
+
+    class device(metaclass=_DeviceMeta):  # torch.device("cuda") -> cpu inside megatron
+        def __new__(cls, *args, **kwargs):
+            if args and isinstance(args[0], str) and args[0].startswith("cuda"):
+                return real_device("cpu")
+            if args and isinstance(args[0], int):
+                return real_device("cpu")
+            return real_device(*args, **kwargs)
+
+    shim.device = device
+    return shim
+
+
+_SHIM: types.ModuleType | None = None
+
+
+def _patch_module(mod: types.ModuleType) -> None:
+    if getattr(mod, "torch", None) is torch:
+        mod.torch = _SHIM
+
+
+class _MegatronImportHook(importlib.abc.MetaPathFinder):
+    """After any ``megatron.*`` module executes, point its global ``torch`` at the shim."""
+
+    def find_spec(self, fullname, path, target=None):
+        if not fullname.startswith("megatron."):
+            return None
+        for finder in sys.meta_path:
+            if finder is self:
+                continue
+            spec = finder.find_spec(fullname, path, target) if hasattr(finder, "find_spec") else None
+            if spec is not None and spec.loader is not None:
+                exec_module = spec.loader.exec_module
+
+                def patched_exec(module, _exec=exec_module):
+                    _exec(module)
+                    _patch_module(module)
+
+                spec.loader.exec_module = patched_exec
+                return spec
+        return None
+
+
+# --------------------------------------------------------------------------- specific fixes
+def _patch_tensor_type() -> None:
+    real_type = torch.Tensor.type
+
+    def type_(self, *args, **kwargs):
+        if not args and not kwargs and self.device.type == "cpu":
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller.startswith("megatron."):
+                return _CUDA_TYPE_NAMES.get(self.dtype, real_type(self))
+        return real_type(self, *args, **kwargs)
+
+    torch.Tensor.type = type_
+
+
+def _patch_rng_tracker() -> None:
+    from megatron.core.tensor_parallel import random as mrandom
+
+    class CpuRNGStatesTracker(mrandom.CudaRNGStatesTracker):
+        """Tracks named CPU generator states; ``fork`` swaps the default CPU generator."""
+
+        def add(self, name, seed):
+            self._is_initialized = True
+            if seed in self.seeds_:
+                raise Exception(f"seed {seed} already exists")
+            self.seeds_.add(seed)
+            if name in self.states_:
+                raise Exception(f"rng state {name} already exists")
+            g = torch.Generator()
+            g.manual_seed(seed)
+            self.states_[name] = g.get_state()
+
+        @contextlib.contextmanager
+        def fork(self, name=mrandom._MODEL_PARALLEL_RNG_TRACKER_NAME):
+            if name not in self.states_:
+                raise Exception(f"rng state {name} is not added")
+            orig = torch.get_rng_state()
+            torch.set_rng_state(self.states_[name])
+            try:
+                yield
+            finally:
+                self.states_[name] = torch.get_rng_state()
+                torch.set_rng_state(orig)
+
+    mrandom.CudaRNGStatesTracker = CpuRNGStatesTracker
+    mrandom._get_cuda_rng_state = lambda *a, **k: torch.get_rng_state()
+    mrandom._set_cuda_rng_state = lambda state, *a, **k: torch.set_rng_state(state)
+    mrandom._CUDA_RNG_STATE_TRACKER = None
+    mrandom._CUDA_RNG_STATE_TRACKER_INITIALIZED = False
+
+
+def _patch_torch_norm() -> None:
+    from megatron.core.transformer import torch_norm
+
+    orig_new = torch_norm.WrappedTorchNorm.__new__
+
+    def new(cls, config, hidden_size, eps=1e-5, persist_layer_norm=False, zero_centered_gamma=False,
+            normalization="LayerNorm"):
+        if config.sequence_parallel:
+            import copy
+            cfg = copy.copy(config)
+            cfg.sequence_parallel = False
+            module = orig_new(cls, cfg, hidden_size, eps, persist_layer_norm, zero_centered_gamma, normalization)
+            for p in module.parameters():  # norm weights are replicated: grads all-reduced over TP
+                setattr(p, "sequence_parallel", True)
+            return module
+        return orig_new(cls, config, hidden_size, eps, persist_layer_norm, zero_centered_gamma, normalization)
+
+    torch_norm.WrappedTorchNorm.__new__ = staticmethod(new)
+
+
+def _patch_moe() -> None:
+    try:
+        from megatron.core.transformer.moe import moe_utils
+    except Exception:  # pragma: no cover - MoE module missing in a trimmed install
+        return
+    for name in ("te_general_gemm", "fused_compute_score_for_moe_aux_loss", "fused_moe_aux_loss", "fused_permute",
+                 "fused_permute_with_probs", "fused_sort_chunks_by_index", "fused_sort_chunks_by_index_with_probs",
+                 "fused_topk_with_score_function", "fused_unpermute"):
+        if not hasattr(moe_utils, name):
+            setattr(moe_utils, name, None)
+
+
+def apply() -> bool:
+    """Install the CPU workarounds once (no-op with CUDA). Returns True if they are active."""
+    global _APPLIED, _SHIM
+    if _APPLIED:
+        return True
+    if not needed():
+        return False
+    _SHIM = _torch_shim()
+    sys.meta_path.insert(0, _MegatronImportHook())
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("megatron.") and mod is not None:
+            _patch_module(mod)
+    _patch_tensor_type()
+    _patch_rng_tracker()
+    _patch_torch_norm()
+    _patch_moe()
+    _APPLIED = True
+    return True
