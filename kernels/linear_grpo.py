@@ -53,7 +53,7 @@ if HAS_TRITON:
             e = tl.where(ok, tl.exp(zc), 0.0)
             w1 = alpha * (w1 + (m - m_new) * s) + tl.where(ok, e * zc, 0.0)
             s = alpha * s + e
-            tlog += tl.where(cols.to(tl.int64) == tgt, z, 0.0)
+            tlog += tl.where((cols.to(tl.int64) == tgt) & ok, z, 0.0)
             m = m_new
         big_m = tl.max(m, 0)
         a = tl.exp(m - big_m)
@@ -79,7 +79,7 @@ if HAS_TRITON:
             ptr = Z + row * stride_z + cols
             z = tl.load(ptr, mask=ok, other=0.0) * inv_temp
             p = tl.exp(z - lse)
-            dz = -p * (glp + gent * (z - ez)) + tl.where(cols.to(tl.int64) == tgt, glp, 0.0)
+            dz = -p * (glp + gent * (z - ez)) + tl.where((cols.to(tl.int64) == tgt) & ok, glp, 0.0)
             tl.store(ptr, dz * inv_temp, mask=ok)
 
 

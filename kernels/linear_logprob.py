@@ -63,7 +63,8 @@ if HAS_TRITON:
             p = tl.where(col_ok[None, :], tl.exp(zc), 0.0)
             w1 = alpha * (w1 + (m - m_new) * s) + tl.sum(p * tl.where(col_ok[None, :], zc, 0.0), 1)
             s = alpha * s + tl.sum(p, 1)
-            tlog += tl.sum(tl.where(cols[None, :].to(tl.int64) == tgt[:, None], z, 0.0), 1)
+            hit = (cols[None, :].to(tl.int64) == tgt[:, None]) & col_ok[None, :]
+            tlog += tl.sum(tl.where(hit, z, 0.0), 1)
             m = m_new
         base = STATS + pid_s * 4 * T + rows
         tl.store(base, m, mask=row_ok)
@@ -104,7 +105,7 @@ if HAS_TRITON:
             dz = -p * (glp[:, None] + gent[:, None] * (z - ez[:, None]))
         else:
             dz = -p * glp[:, None]
-        dz += tl.where(cols[None, :].to(tl.int64) == tgt[:, None], glp[:, None], 0.0)
+        dz += tl.where((cols[None, :].to(tl.int64) == tgt[:, None]) & ok, glp[:, None], 0.0)
         dz = dz * inv_temp
         if UPCAST:
             dzc = dz
