@@ -3,7 +3,7 @@
 ``normalize`` rewrites the surface forms that mean the same answer to one form: ``$``, ``\\left``,
 ``\\right``, spacing commands (``\\!``, ``\\,``, ``\\;``, ``\\quad``), ``\\dfrac``/``\\tfrac`` ->
 ``\\frac``, ``\\text{..}``/``\\mathrm{..}``/``\\mbox{..}`` -> contents, degrees (``^\\circ``), trailing
-units ("5 cm", "\\$18", "3 dollars"), thousands separators, "x = 5" -> "5", "(A)" -> "A".
+units ("5 cm", "\\$18", "3 dollars"), thousands separators, "x \\in S" -> "S", "(A)" -> "A".
 Percent signs are removed but remembered (``is_percent``) so 50% can equal both 50 and 0.5.
 """
 
@@ -68,8 +68,6 @@ def normalize(s: str) -> tuple[str, bool]:
     for _ in range(2):
         s = _UNIT_RE.sub("", s).strip()
     s = re.sub(r"\s+", " ", s).strip()
-    if "=" in s and s.count("=") == 1 and _ASSIGN.match(s):
-        s = _ASSIGN.sub("", s, count=1)
     s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)
     if _THOUSANDS.match(s):
         s = s.replace(",", "")
@@ -84,7 +82,12 @@ def normalize(s: str) -> tuple[str, bool]:
     return s, percent
 
 
-_INT = r"-?\d+"
+
+
+def strip_assignment(s: str) -> str:
+    """"x=5" -> "5" (a single variable on the left of the only "="); other strings unchanged."""
+    return _ASSIGN.sub("", s, count=1) if s.count("=") == 1 else s
+
 _FRAC = re.compile(r"^(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}$|^(-?)\\frac(\d)(\d)$")
 _MIXED = re.compile(r"^(-?)(\d+)\\frac\{(\d+)\}\{(\d+)\}$")
 _SLASH = re.compile(r"^(-?\d+(?:\.\d+)?)/(-?\d+(?:\.\d+)?)$")

@@ -26,7 +26,7 @@ import threading
 from contextlib import contextmanager
 
 from r1mega.rewards.math_extract import read_braced
-from r1mega.rewards.math_normalize import normalize, parse_number
+from r1mega.rewards.math_normalize import normalize, parse_number, strip_assignment
 
 
 class CheckTimeout(BaseException):
@@ -147,6 +147,8 @@ def _equiv(pred: str, ref: str, depth: int) -> bool:
         return False
     p, p_pct = normalize(pred)
     r, r_pct = normalize(ref)
+    if ("=" in p) != ("=" in r):  # "x = 5" against "5"
+        p, r = strip_assignment(p), strip_assignment(r)
     if not p or not r:
         return False
     if p == r:
@@ -188,10 +190,10 @@ _FUNCS = {"sqrt", "log", "exp", "sin", "cos", "tan", "cot", "sec", "csc", "asin"
           "sinh", "cosh", "tanh", "factorial", "binomial", "Abs", "pi", "oo"}
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu", "sigma", "phi", "omega", "rho",
           "tau", "psi", "xi", "eta", "zeta", "nu", "kappa", "chi"}
-_CMD_MAP = {"cdot": "*", "times": "*", "div": "/", "pi": " pi ", "infty": " oo ", "ln": " log", "log": " log",
-            "exp": " exp", "sin": " sin", "cos": " cos", "tan": " tan", "cot": " cot", "sec": " sec",
-            "csc": " csc", "arcsin": " asin", "arccos": " acos", "arctan": " atan", "sinh": " sinh",
-            "cosh": " cosh", "tanh": " tanh", **{g: f" {g} " for g in _GREEK}}
+_CMD_MAP = {"cdot": "*", "times": "*", "div": "/", "pi": " pi ", "infty": " oo ", "ln": " log ", "log": " log ",
+            "exp": " exp ", "sin": " sin ", "cos": " cos ", "tan": " tan ", "cot": " cot ", "sec": " sec ",
+            "csc": " csc ", "arcsin": " asin ", "arccos": " acos ", "arctan": " atan ", "sinh": " sinh ",
+            "cosh": " cosh ", "tanh": " tanh ", **{g: f" {g} " for g in _GREEK}}
 
 
 def _arg(s: str, i: int) -> tuple[str, int] | None:
@@ -261,7 +263,7 @@ def latex_to_sympy_string(s: str) -> str | None:
                 return None
             tok = "*".join(tok)  # "xy" -> x*y
         words.append(tok)
-    text = "".join(words)
+    text = re.sub(r"([A-Za-z])(?=\d)", r"\1 ", "".join(words))  # "x2" -> "x 2" (one Python name otherwise)
     if len(text) > 300 or text.count("**") > 4 or re.search(r"\*\*\s*\(*\s*-?\d{3,}|\d{4,}\s*!", text):
         return None  # huge powers / factorials: refuse rather than hang in C code
     return text
