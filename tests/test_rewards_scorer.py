@@ -111,3 +111,12 @@ def test_inline_mode_and_score_samples():
 def test_unknown_reward_name_lists_valid():
     with pytest.raises(ValueError, match="accuracy"):
         RewardScorer(RewardConfig(weights={"acc": 1.0}))
+
+
+def test_unpicklable_metadata_fails_only_that_sample(scorer):
+    bad = sample(1)
+    bad.metadata["handle"] = lambda: None                 # a lambda does not pickle
+    batch = [sample(0), bad, sample(2)]
+    stats = scorer.score(batch)
+    assert stats["n_error"] == 1 and bad.reward == -1.0 and bad.reward_breakdown["error"] == 1.0
+    assert batch[0].reward == batch[2].reward == 2.5

@@ -10,12 +10,12 @@ import importlib
 import r1mega.config  # noqa: F401  the config tree imports our config section: load it first (no cycle)
 
 _EXPORTS = {
-    "advantages": ("ADVANTAGES", "compute_advantages", "dr_grpo_advantages", "grpo_advantages", "group_stats",
+    "advantages": ("ADVANTAGES", "assign_advantages", "compute_advantages", "dr_grpo_advantages", "grpo_advantages", "group_stats",
                    "reinforce_pp_advantages", "reinforce_pp_baseline_advantages", "rloo_advantages"),
-    "aggregate": ("AGGREGATIONS", "aggregate", "normalizer"),
+    "aggregation": ("AGGREGATIONS", "aggregate", "normalizer"),
     "config": ("AlgorithmConfig",),
     "kl": ("KL_ESTIMATORS", "kl_in_reward", "kl_k1", "kl_k2", "kl_k3", "kl_penalty"),
-    "policy_loss": ("clipped_pg_loss", "policy_loss", "tis_weights"),
+    "loss": ("clipped_pg_loss", "policy_loss", "tis_weights"),
     "sample_filters": ("apply_soft_overlong_penalty", "dynamic_sampling", "overlong_filter", "soft_overlong_penalty"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from r1mega.config.base import choose
+from r1mega.types import Sample
 
 
 def group_stats(rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -111,3 +112,15 @@ def compute_advantages(name: str, rewards: Tensor, group_ids: Tensor, eps: float
     """
     fn = choose("advantage estimator", name, ADVANTAGES)
     return fn(rewards, group_ids.long(), eps)
+
+
+def assign_advantages(samples: list[Sample], name: str = "grpo", eps: float = 1e-6) -> Tensor:
+    """Compute advantages from ``sample.reward`` grouped by ``sample.group_id`` and store each in
+    ``sample.advantage``; returns them as a float64 (N,) tensor. Samples with ``loss_mask=False``
+    (e.g. overlong-filtered) still count in their group's statistics, as in DAPO."""
+    rewards = torch.tensor([s.reward for s in samples], dtype=torch.float64)
+    group_ids = torch.tensor([s.group_id for s in samples], dtype=torch.long)
+    adv = compute_advantages(name, rewards, group_ids, eps)
+    for s, a in zip(samples, adv.tolist()):
+        s.advantage = a
+    return adv

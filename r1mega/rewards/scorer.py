@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing as mp
+import pickle
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -187,6 +188,9 @@ class RewardScorer:
                     i = pending.popleft()
                     try:
                         w.conn.send(tasks[i])
+                    except (pickle.PicklingError, TypeError, AttributeError) as e:  # pickled before writing
+                        results[i] = _failed(None, None, f"sample does not pickle: {e}", timeout=False)
+                        continue
                     except (OSError, ValueError):
                         pending.appendleft(i)
                         self._replace(w)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from r1mega.algorithms.aggregate import aggregate
+from r1mega.algorithms.aggregation import aggregate
 from r1mega.algorithms.config import AlgorithmConfig
 from r1mega.algorithms.kl import kl_penalty
 
