@@ -161,6 +161,8 @@ def triton_linear_stats(x, w, targets, inv_temp: float, vocab_start: int, num_sp
             num_splits = max(1, min(n_v, triton.cdiv(2 * sms, n_t)))
         else:
             num_splits = 1
+    if T == 0:
+        return torch.zeros(4, 0, dtype=torch.float32, device=x.device)
     tiles_per_split = triton.cdiv(n_v, num_splits)
     num_splits = triton.cdiv(n_v, tiles_per_split)
     parts = torch.empty(num_splits, 4, T, dtype=torch.float32, device=x.device)
@@ -183,6 +185,8 @@ def triton_linear_grads(x, w, targets, lse, ez, g_logp, g_ent, inv_temp: float, 
     has_ent = g_ent is not None
     glp = g_logp.float().contiguous()
     gent = g_ent.float().contiguous() if has_ent else glp
+    if T == 0:
+        return dx, dw
     grid = (triton.cdiv(T, bt), triton.cdiv(Vs, bv))
     _llp_bwd_kernel[grid](x, w, targets.contiguous(), lse, ez, glp, gent, dx if need_dx else glp,
                           dw if need_dw else glp, T, Vs, H, x.stride(0), w.stride(0), float(inv_temp),
