@@ -15,7 +15,8 @@ The workarounds (each has a test in tests/test_compat.py that fails without it):
    on CPU the tracked states are CPU generator states, forked around the region.
 4. ``Tensor.type()`` checks for ``'torch.cuda.FloatTensor'`` in the optimizers and
    ``clip_grad_by_total_norm_fp32``: called from megatron code, a CPU tensor reports the
-   CUDA type name of its dtype.
+   CUDA type name of its dtype; and ``Tensor.cuda()`` called from megatron code (tied
+   embeddings across pipeline stages, optimizer state loading) leaves the tensor on the CPU.
 5. ``torch.cuda.Stream/Event/synchronize/stream`` (alltoall dispatcher, schedules) ->
    no-op stand-ins on CPU.
 6. The torch norm wrapper refuses ``sequence_parallel``: sequence parallelism only changes
@@ -217,6 +218,16 @@ def _patch_tensor_type() -> None:
 
     torch.Tensor.type = type_
 
+    real_cuda = torch.Tensor.cuda
+
+    def cuda_(self, *args, **kwargs):
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller.startswith("megatron."):
+            return self
+        return real_cuda(self, *args, **kwargs)
+
+    torch.Tensor.cuda = cuda_
+
 
 def _patch_rng_tracker() -> None:
     from megatron.core.tensor_parallel import random as mrandom
@@ -286,21 +297,39 @@ def _patch_moe() -> None:
             setattr(moe_utils, name, None)
 
 
-def apply() -> bool:
-    """Install the CPU workarounds once (no-op with CUDA). Returns True if they are active."""
-    global _APPLIED, _SHIM
-    if _APPLIED:
-        return True
-    if not needed():
-        return False
+def _install_shim() -> None:
+    global _SHIM
     _SHIM = _torch_shim()
     sys.meta_path.insert(0, _MegatronImportHook())
     for name, mod in list(sys.modules.items()):
         if name.startswith("megatron.") and mod is not None:
             _patch_module(mod)
-    _patch_tensor_type()
-    _patch_rng_tracker()
-    _patch_torch_norm()
-    _patch_moe()
+
+
+WORKAROUNDS = {
+    "cuda_shim": _install_shim,          # 1, 2, 5
+    "tensor_methods": _patch_tensor_type,  # 4
+    "rng_tracker": _patch_rng_tracker,     # 3
+    "torch_norm": _patch_torch_norm,       # 6
+    "moe": _patch_moe,                     # 7
+}
+
+
+def apply(skip: tuple[str, ...] = ()) -> bool:
+    """Install the CPU workarounds once (no-op with CUDA). Returns True if they are active.
+
+    ``skip`` leaves named workarounds out (tests use it to show each one is needed).
+    """
+    global _APPLIED
+    if _APPLIED:
+        return True
+    if not needed():
+        return False
+    unknown = set(skip) - set(WORKAROUNDS)
+    if unknown:
+        raise ValueError(f"unknown compat workaround(s) {sorted(unknown)}; valid: {sorted(WORKAROUNDS)}")
+    for name, fn in WORKAROUNDS.items():
+        if name not in skip:
+            fn()
     _APPLIED = True
     return True

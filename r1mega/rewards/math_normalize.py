@@ -14,13 +14,14 @@ from fractions import Fraction
 
 from r1mega.rewards.math_extract import read_braced
 
+# No single-letter units (m, g, s): "2m" is more often 2 times a variable m than 2 metres.
 UNITS = (
     "square units", "square feet", "square inches", "square meters", "square centimeters", "sq units",
     "cubic units", "cubic feet", "cubic inches", "cubic meters", "cubic centimeters",
-    "units", "unit", "degrees", "degree", "radians", "cm", "mm", "km", "m", "meters", "meter", "metres",
-    "inches", "inch", "in", "feet", "foot", "ft", "yards", "yard", "miles", "mile", "mph", "kg", "g", "grams",
+    "units", "unit", "degrees", "degree", "radians", "cm", "mm", "km", "meters", "meter", "metres",
+    "inches", "inch", "feet", "foot", "ft", "yards", "yard", "miles", "mile", "mph", "kg", "grams",
     "pounds", "lbs", "lb", "ounces", "oz", "liters", "litres", "ml", "gallons", "dollars", "dollar", "cents",
-    "cent", "hours", "hour", "hrs", "minutes", "minute", "mins", "min", "seconds", "second", "sec", "s",
+    "cent", "hours", "hour", "hrs", "minutes", "minute", "mins", "seconds", "second", "sec",
     "days", "day", "weeks", "week", "months", "years", "year", "people", "students", "apples", "points",
     "percent", "times", "ways", "bags", "boxes", "books", "cookies", "eggs", "marbles", "pages", "pieces",
 )

@@ -1,0 +1,240 @@
+"""The colocated vLLM rollout engine: construction, memory phases, generate -> Samples.
+
+Every torchrun process builds one :class:`RolloutEngine`. When torch.distributed is
+initialised (the trainer does it first), the engine uses vLLM's ``external_launcher``
+executor, which forms its groups from the existing ranks: ``parallel.rollout_tensor``
+consecutive ranks make one tensor-parallel engine, and the ``world / rollout_tensor`` engines
+run data parallel. Ranks of one engine must pass identical prompts to :meth:`generate`
+(checked); engines of different DP ranks get different prompts and sample with
+``seed = rollout.seed + dp_rank``. Without a process group the engine is a plain in-process
+single-device engine.
+
+Memory phases: on GPU the engine is built with sleep mode, ``sleep()`` (level 1: KV cache
+dropped, weights offloaded) before training and ``wake_up()`` before rollout. On CPU vLLM's
+sleep/wake are no-ops; the KV cache is capped at ``rollout.kv_cache_memory_mb`` instead
+(``kv_cache_memory_bytes``). The engine tracks its phase on both, so generating while
+asleep, or syncing weights that are asleep, is an error everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from r1mega.config.base import ConfigError
+from r1mega.config.sections import RolloutConfig
+from r1mega.rollout.sampling import LOGPROBS_MODE, check_prompts, make_sampling_params
+from r1mega.rollout.weight_sync import SyncStats, WeightIter, WeightSync
+from r1mega.types import Sample
+
+_TAGS = ("weights", "kv_cache")
+
+
+class StalePolicyError(RuntimeError):
+    """The engine's weights are older than the trainer's policy (and staleness is not allowed)."""
+
+
+def rollout_layout(world_size: int, rank: int, rollout_tensor: int) -> tuple[int, int, int]:
+    """(tp_rank, dp_rank, dp_size) of ``rank``: TP groups are consecutive ranks."""
+    if rollout_tensor < 1 or world_size % rollout_tensor:
+        raise ConfigError(f"parallel.rollout_tensor ({rollout_tensor}) must divide the world "
+                          f"size ({world_size})")
+    return rank % rollout_tensor, rank // rollout_tensor, world_size // rollout_tensor
+
+
+def checkpoint_names(model_path: str) -> list[str]:
+    """Tensor names stored in a HF model directory's safetensors (what a full sync must cover)."""
+    from safetensors import safe_open
+
+    index = os.path.join(model_path, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index) as f:
+            names = list(json.load(f)["weight_map"])
+    else:
+        with safe_open(os.path.join(model_path, "model.safetensors"), "pt") as f:
+            names = list(f.keys())
+    return [n for n in names if "rotary_emb.inv_freq" not in n]
+
+
+class RolloutEngine:
+    """One vLLM engine shard in this process; see the module docstring.
+
+    ``model_path``: HF model directory (initial weights = policy version 0). ``rollout_tensor``:
+    ``parallel.rollout_tensor``. ``dtype``: engine compute dtype (``model.dtype``).
+    ``max_model_len``: context length; None = ``cfg.max_model_len`` or the model's.
+    ``skip_tokenizer``: build without a tokenizer (token ids only; no stop strings, no text).
+    ``version``: policy version of the weights in ``model_path``.
+    """
+
+    def __init__(self, model_path: str, cfg: RolloutConfig, *, rollout_tensor: int = 1,
+                 dtype: str = "float32", max_model_len: int | None = None,
+                 skip_tokenizer: bool = False, version: int = 0, **llm_kwargs: Any):
+        cfg.validate()
+        self.cfg = cfg
+        self.model_path = model_path
+        self.skip_tokenizer = skip_tokenizer
+        dist = torch.distributed
+        distributed = dist.is_available() and dist.is_initialized()
+        world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        self.tp_size = rollout_tensor
+        self.tp_rank, self.dp_rank, self.dp_size = rollout_layout(world, rank, rollout_tensor)
+        self.seed = cfg.seed + self.dp_rank
+        self.on_gpu = torch.cuda.is_available()
+
+        # The weight sync hands vLLM a lazy generator, so the engine core must run in this
+        # process (external_launcher forces this too).
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        kwargs: dict[str, Any] = dict(
+            model=model_path, dtype=dtype, seed=self.seed, tensor_parallel_size=rollout_tensor,
+            max_model_len=max_model_len or cfg.max_model_len, enforce_eager=cfg.enforce_eager,
+            logprobs_mode=LOGPROBS_MODE, skip_tokenizer_init=skip_tokenizer)
+        if distributed:
+            # external_launcher reads RANK / LOCAL_RANK (torchrun sets them; hand-made groups may not)
+            os.environ.setdefault("RANK", str(rank))
+            os.environ.setdefault("LOCAL_RANK", str(rank % max(torch.cuda.device_count(), 1)
+                                                    if self.on_gpu else rank))
+            kwargs["distributed_executor_backend"] = "external_launcher"
+        elif rollout_tensor > 1:
+            raise ConfigError(f"parallel.rollout_tensor ({rollout_tensor}) > 1 needs "
+                              "torch.distributed initialised (launch with torchrun)")
+        if self.on_gpu:
+            kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=True)
+        else:
+            kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_memory_mb) << 20
+        kwargs.update(llm_kwargs)
+
+        from vllm import LLM
+
+        self.llm = LLM(**kwargs)
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
+        self.tokenizer = None if skip_tokenizer else self.llm.get_tokenizer()
+        self.policy_version: int | None = version
+        self._asleep: set[str] = set()
+        self._tp_group = self._make_tp_group() if distributed and rollout_tensor > 1 else None
+        self.weight_sync = WeightSync(self.llm, int(cfg.sync_bucket_mb * (1 << 20)),
+                                      expected_names=checkpoint_names(model_path))
+
+    # ---- memory phases -------------------------------------------------------------------
+    def sleep(self) -> None:
+        """Before training: drop the KV cache and offload weights (GPU; a no-op on CPU)."""
+        if self.on_gpu and not self._asleep:
+            self.llm.sleep(level=1)
+        self._asleep = set(_TAGS)
+
+    def wake_up(self, tags: Sequence[str] | None = None) -> None:
+        """Before sync/rollout: bring back ``tags`` (``weights``, ``kv_cache``; None = both)."""
+        tags = list(tags) if tags is not None else list(_TAGS)
+        if unknown := set(tags) - set(_TAGS):
+            raise ValueError(f"unknown wake_up tags {sorted(unknown)}; valid: {list(_TAGS)}")
+        todo = [t for t in tags if t in self._asleep]
+        if self.on_gpu and todo:
+            self.llm.wake_up(tags=todo)
+        self._asleep -= set(todo)
+
+    @property
+    def asleep(self) -> bool:
+        return bool(self._asleep)
+
+    # ---- weights ---------------------------------------------------------------------------
+    def sync_weights(self, weights: WeightIter, version: int) -> SyncStats:
+        """Load the trainer's policy ``version`` (see :mod:`r1mega.rollout.weight_sync`)."""
+        if "weights" in self._asleep:
+            raise RuntimeError("sync_weights while the engine's weights are asleep; call "
+                               "engine.wake_up(['weights']) first")
+        self.policy_version = None  # undefined until the push completes
+        stats = self.weight_sync.push(weights, version)
+        self.policy_version = version
+        return stats
+
+    def check_version(self, expected_version: int | None) -> None:
+        """Refuse to generate with weights older than the trainer's ``expected_version``."""
+        if self.policy_version is None:
+            raise StalePolicyError("the engine's weights are undefined (the last weight sync "
+                                   "failed); sync again before generating")
+        if expected_version is None or self.policy_version == expected_version:
+            return
+        lag = expected_version - self.policy_version
+        if lag == 1 and self.cfg.allow_stale_policy:
+            return
+        raise StalePolicyError(
+            f"rollout engine holds policy version {self.policy_version} but the trainer is at "
+            f"{expected_version}" + ("" if lag < 0 else "; sync weights first" + (
+                "" if lag > 1 else " or set rollout.allow_stale_policy=true (one step off-policy)")))
+
+    # ---- generation ------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Sequence[int]], n: int = 1, *,
+                 expected_version: int | None = None, group_offset: int = 0,
+                 prompt_texts: Sequence[str] | None = None, seed: int | None = None,
+                 use_tqdm: bool = False, **overrides: Any) -> list[Sample]:
+        """Sample ``n`` responses per prompt; returns ``len(prompts) * n`` Samples, prompt-major.
+
+        ``prompts``: token ids (this DP rank's share). Sample ``i*n + j`` has
+        ``group_id = group_offset + i``. ``expected_version``: the trainer's policy version
+        (see :meth:`check_version`). ``overrides``: per-call sampling fields (see
+        :func:`~r1mega.rollout.sampling.make_sampling_params`). An empty list returns ``[]``
+        without touching the engine.
+        """
+        if self._asleep:
+            raise RuntimeError(f"generate while the engine is asleep ({sorted(self._asleep)}); "
+                               "call engine.wake_up() first")
+        self.check_version(expected_version)
+        params = make_sampling_params(self.cfg, n, seed=seed, has_tokenizer=not self.skip_tokenizer,
+                                      **overrides)
+        prompts = [list(map(int, p)) if not isinstance(p, str) else p for p in prompts]
+        check_prompts(prompts, max_model_len=self.max_model_len, max_new_tokens=params.max_tokens,
+                      vocab_size=self.vocab_size)
+        if prompt_texts is not None and len(prompt_texts) != len(prompts):
+            raise ValueError(f"prompt_texts ({len(prompt_texts)}) and prompts ({len(prompts)}) "
+                             "must have the same length")
+        self._check_same_prompts(prompts, n)
+        if not prompts:
+            return []
+        outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params,
+                                    use_tqdm=use_tqdm)
+        samples = []
+        for i, out in enumerate(outputs):
+            for comp in sorted(out.outputs, key=lambda c: c.index):
+                samples.append(self._to_sample(prompts[i], comp, group_offset + i,
+                                               prompt_texts[i] if prompt_texts else ""))
+        return samples
+
+    def _to_sample(self, prompt: list[int], comp, group_id: int, prompt_text: str) -> Sample:
+        ids = list(comp.token_ids)
+        logprobs = [step[tok].logprob for step, tok in zip(comp.logprobs, ids)]
+        if comp.finish_reason not in ("stop", "length"):
+            raise RuntimeError(f"vLLM finished a request with reason {comp.finish_reason!r}")
+        return Sample(prompt_ids=prompt, response_ids=ids, group_id=group_id,
+                      rollout_logprobs=logprobs, finish_reason=comp.finish_reason,
+                      policy_version=self.policy_version, prompt_text=prompt_text,
+                      response_text=comp.text or "",
+                      metadata={"stop_reason": comp.stop_reason, "dp_rank": self.dp_rank})
+
+    # ---- TP-group consistency ---------------------------------------------------------------
+    def _make_tp_group(self):
+        """A gloo group per rollout-TP engine (every rank creates all of them, in order)."""
+        dist = torch.distributed
+        world = dist.get_world_size()
+        mine = None
+        for start in range(0, world, self.tp_size):
+            group = dist.new_group(list(range(start, start + self.tp_size)), backend="gloo")
+            if start == self.dp_rank * self.tp_size:
+                mine = group
+        return mine
+
+    def _check_same_prompts(self, prompts: list, n: int) -> None:
+        """Ranks of one TP engine must feed it identical requests, or vLLM deadlocks."""
+        if self._tp_group is None:
+            return
+        digest = hashlib.sha1(repr((prompts, n)).encode()).hexdigest()
+        digests: list[str | None] = [None] * self.tp_size
+        torch.distributed.all_gather_object(digests, digest, group=self._tp_group)
+        if len(set(digests)) != 1:
+            raise ValueError(f"rank {torch.distributed.get_rank()}: the {self.tp_size} ranks of "
+                             "one rollout engine (parallel.rollout_tensor) were given different "
+                             "prompts; shard prompts by dp_rank, not by rank")

@@ -1,0 +1,40 @@
+"""Random tiny Hugging Face models for parity tests (no downloads: built with transformers)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+FAMILIES = {
+    # Qwen2: QKV bias, tied embeddings, an odd vocab (padding needed at TP=2).
+    "qwen2": dict(cls="Qwen2", vocab_size=257, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, rope_theta=10000.0),
+    # Qwen3: QK-norm, head_dim != hidden / heads, large RoPE base, untied.
+    "qwen3": dict(cls="Qwen3", vocab_size=301, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=False,
+                  rope_theta=1e6),
+    # Llama: GQA with a single KV head (TP must stay 1 for it; PP works).
+    "llama": dict(cls="Llama", vocab_size=263, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=1, tie_word_embeddings=False, rope_theta=5e5),
+}
+
+
+def make_hf_model(family: str, root: str, seed: int = 0, **overrides):
+    """Build, save and return (path, model) for a random tiny model of ``family``."""
+    import transformers
+
+    spec = dict(FAMILIES[family], **overrides)
+    cls = spec.pop("cls")
+    config = getattr(transformers, f"{cls}Config")(**spec)
+    torch.manual_seed(seed)
+    model = getattr(transformers, f"{cls}ForCausalLM")(config).float().eval()
+    with torch.no_grad():  # norms start at 1 in HF: perturb them so a swapped norm is caught
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith(".bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    path = os.path.join(root, family)
+    model.save_pretrained(path)
+    torch.save(torch.randint(0, config.vocab_size, (2, 13), generator=torch.Generator().manual_seed(seed)),
+               os.path.join(path, "ids.pt"))
+    return path, model
