@@ -106,6 +106,10 @@ def test_inline_mode_and_score_samples():
     batch2 = [sample(0), sample(1, text="no think block")]
     score_samples(batch2, cfg2)
     assert [s.reward for s in batch2] == [1.0, 0.0]
+    batch3 = [sample(0), sample(1, text="no think block")]
+    with RewardScorer(RewardConfig(weights={"format": 1.0}, num_workers=1, start_method="forkserver")) as sc:
+        sc.score(batch3)
+    assert [s.reward for s in batch3] == [1.0, 0.0]
 
 
 def test_unknown_reward_name_lists_valid():

@@ -27,6 +27,7 @@ UNITS = (
 )
 _UNIT_RE = re.compile(r"(?<=[\d}).])\s*(?:\\?\s*)(?:" + "|".join(sorted((re.escape(u) for u in UNITS), key=len, reverse=True))
                       + r")(?:\^\{?[23]\}?|\s*\^\\circ)?\s*$")
+_TEXT_UNIT = re.compile(r"(?<=[\d}])\s*\\(?:text|mbox|mathrm)\{\s*[A-Za-z][A-Za-z ]*\}(?:\^\{?[23]\}?)?\s*$")
 _TEXT_CMDS = ("text", "textbf", "textit", "mathrm", "mathbf", "mbox", "operatorname", "mathit", "rm")
 _SPACES = re.compile(r"\\[,;:! ]|\\q?quad|~|\\displaystyle|\\limits|\\nonumber|\\mathrm(?=\{)")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
@@ -60,6 +61,7 @@ def normalize(s: str) -> tuple[str, bool]:
     s = _SPACES.sub(" ", s)
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
     s = s.replace("\\le ", "\\leq ").replace("\\ge ", "\\geq ").replace("\\neq", "\\ne")
+    s = _TEXT_UNIT.sub("", s)  # "5\\text{ m}": a word in \\text after a number at the end is a unit
     s = unwrap_command(s, _TEXT_CMDS)
     s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ", "", s)
     s = s.replace("\\$", "").replace("\\\\%", "%").replace("\\%", "%")
