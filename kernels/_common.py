@@ -105,9 +105,11 @@ def tile_stats(z: torch.Tensor, tgt_local: torch.Tensor) -> torch.Tensor:
     """Statistics of a logits tile. z: (T, Vt) fp32 already divided by temperature;
     tgt_local: (T,) target index inside the tile (out of range when not in it). Returns (4, T)."""
     m = z.max(dim=1).values  # (T,)
-    e = torch.exp(z - m[:, None])  # (T, Vt)
+    zc = z - m[:, None]  # (T, Vt)
+    e = torch.exp(zc)
     s = e.sum(dim=1)
-    w = (e * (z - m[:, None])).sum(dim=1)
+    w = torch.linalg.vecdot(e, zc)  # sum_j e_j zc_j without another (T, Vt) temporary
+    del zc, e
     inside = (tgt_local >= 0) & (tgt_local < z.shape[1])
     tl = torch.where(inside, z.gather(1, tgt_local.clamp(0, z.shape[1] - 1)[:, None])[:, 0], torch.zeros_like(m))
     return torch.stack([m, s, w, tl])
@@ -139,11 +141,13 @@ def softmax_grad(z: torch.Tensor, tgt_local: torch.Tensor, lse, ez, g_logp, g_en
     """dL/dz for a logits tile (T, Vt) given global lse and E_p[z] (T,), and upstream
     gradients of logp and entropy (T,) (g_ent may be None):
         dlogp/dz_j = 1[j = target] - p_j,  dH/dz_j = -p_j (z_j - E_p[z])."""
-    p = torch.exp(z - lse[:, None])  # (T, Vt)
+    dz = torch.sub(z, lse[:, None]).exp_().neg_()  # -p, (T, Vt)
     if g_ent is not None:
-        dz = -p * (g_logp[:, None] + g_ent[:, None] * (z - ez[:, None]))
+        t = torch.sub(z, ez[:, None]).mul_(g_ent[:, None]).add_(g_logp[:, None])  # g_lp + g_ent (z - E z)
+        dz.mul_(t)
+        del t
     else:
-        dz = -p * g_logp[:, None]
+        dz.mul_(g_logp[:, None])
     inside = (tgt_local >= 0) & (tgt_local < z.shape[1])
     rows = torch.nonzero(inside, as_tuple=True)[0]
     dz[rows, tgt_local[rows]] += g_logp[rows]

@@ -11,7 +11,7 @@ import torch
 
 from ._common import combine_stats, mm_f32, softmax_grad, tile_stats
 
-CPU_BUDGET_BYTES = 64 << 20  # fp32 logits tile budget on CPU
+CPU_BUDGET_BYTES = 32 << 20  # fp32 logits tile budget on CPU
 GPU_BUDGET_BYTES = 1 << 30
 
 
@@ -35,7 +35,7 @@ def chunked_stats(x, w, targets, inv_temp: float, vocab_start: int, chunk_t: int
         xc = x[t0:t1]
         parts = []
         for v0 in range(0, Vs, chunk_v):
-            z = mm_f32(xc, w[v0:v0 + chunk_v].T) * inv_temp  # (c, cv)
+            z = mm_f32(xc, w[v0:v0 + chunk_v].T).mul_(inv_temp)  # (c, cv)
             parts.append(tile_stats(z, tgt[t0:t1] - v0))
             del z
         out[:, t0:t1] = parts[0] if len(parts) == 1 else combine_stats(torch.stack(parts))
@@ -58,7 +58,7 @@ def chunked_grads(x, w, targets, lse, ez, g_logp, g_ent, inv_temp: float, vocab_
         ge = None if g_ent is None else g_ent[t0:t1]
         for v0 in range(0, Vs, chunk_v):
             v1 = min(Vs, v0 + chunk_v)
-            z = mm_f32(xc, w[v0:v1].T) * inv_temp  # (c, cv)
+            z = mm_f32(xc, w[v0:v1].T).mul_(inv_temp)  # (c, cv)
             dz = softmax_grad(z, tgt[t0:t1] - v0, lse[t0:t1], ez[t0:t1], g_logp[t0:t1], ge)
             dz.mul_(inv_temp)  # d z / d logits
             del z

@@ -106,11 +106,13 @@ def triton_row_grad_(z, tgt, lse, ez, glp, gent, inv_temp, vocab_start):
 
 
 def torch_row_stats(z, tgt, inv_temp, vocab_start):
-    return tile_stats(z * inv_temp, tgt.long() - vocab_start)
+    return tile_stats(z * inv_temp if inv_temp != 1.0 else z, tgt.long() - vocab_start)
 
 
 def torch_row_grad_(z, tgt, lse, ez, glp, gent, inv_temp, vocab_start):
-    dz = softmax_grad(z * inv_temp, tgt.long() - vocab_start, lse, ez, glp, gent)
+    if inv_temp != 1.0:
+        z.mul_(inv_temp)
+    dz = softmax_grad(z, tgt.long() - vocab_start, lse, ez, glp, gent)
     return z.copy_(dz.mul_(inv_temp))
 
 
