@@ -32,7 +32,7 @@ if HAS_TRITON:
     @triton.jit
     def _llp_fwd_kernel(X, W, TGT, STATS, T, V, H, stride_x, stride_w, inv_temp, vocab_start, tiles_per_split,
                         BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
-                        UPCAST: tl.constexpr):
+                        UPCAST: tl.constexpr, PREC: tl.constexpr):
         pid_t = tl.program_id(0)
         pid_s = tl.program_id(1)
         rows = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -55,7 +55,7 @@ if HAS_TRITON:
                 if UPCAST:
                     xt = xt.to(tl.float32)
                     wt = wt.to(tl.float32)
-                acc = tl.dot(xt, tl.trans(wt), acc)
+                acc = tl.dot(xt, tl.trans(wt), acc, input_precision=PREC)
             z = tl.where(col_ok[None, :], acc * inv_temp, 3.0 * _NEG)  # (BT, BV)
             m_new = tl.maximum(m, tl.max(z, 1))
             alpha = tl.exp(m - m_new)
@@ -75,7 +75,8 @@ if HAS_TRITON:
     @triton.jit
     def _llp_bwd_kernel(X, W, TGT, LSE, EZ, GLP, GENT, DX, DW, T, V, H, stride_x, stride_w, inv_temp, vocab_start,
                         BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
-                        UPCAST: tl.constexpr, HAS_ENT: tl.constexpr, NEED_DX: tl.constexpr, NEED_DW: tl.constexpr):
+                        UPCAST: tl.constexpr, HAS_ENT: tl.constexpr, NEED_DX: tl.constexpr, NEED_DW: tl.constexpr,
+                        PREC: tl.constexpr):
         pid_t = tl.program_id(0)
         pid_v = tl.program_id(1)
         rows = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -92,7 +93,7 @@ if HAS_TRITON:
             if UPCAST:
                 xt = xt.to(tl.float32)
                 wt = wt.to(tl.float32)
-            acc = tl.dot(xt, tl.trans(wt), acc)
+            acc = tl.dot(xt, tl.trans(wt), acc, input_precision=PREC)
         z = acc * inv_temp
         ok = row_ok[:, None] & col_ok[None, :]
         lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
@@ -118,13 +119,13 @@ if HAS_TRITON:
                 wt = tl.load(W + cols[:, None] * stride_w + hh[None, :], mask=col_ok[:, None] & h_ok[None, :], other=0.0)
                 if UPCAST:
                     wt = wt.to(tl.float32)
-                dx = tl.dot(dzc, wt)  # (BT, BH)
+                dx = tl.dot(dzc, wt, input_precision=PREC)  # (BT, BH)
                 tl.atomic_add(DX + rows[:, None] * H + hh[None, :], dx, mask=row_ok[:, None] & h_ok[None, :])
             if NEED_DW:
                 xt = tl.load(X + rows[:, None] * stride_x + hh[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
                 if UPCAST:
                     xt = xt.to(tl.float32)
-                dw = tl.dot(tl.trans(dzc), xt)  # (BV, BH)
+                dw = tl.dot(tl.trans(dzc), xt, input_precision=PREC)  # (BV, BH)
                 tl.atomic_add(DW + cols[:, None] * H + hh[None, :], dw, mask=col_ok[:, None] & h_ok[None, :])
 
 
@@ -136,6 +137,11 @@ def _blocks(device: torch.device):
     if device.type != "cuda":
         return 16, 128, 32, 4, True  # interpreter: fp32 tl.dot (bf16 dot is wrong there)
     return 64, 128, 64, 8, False
+
+
+def _prec(x):
+    """fp32 inputs: exact fp32 dot (no TF32) so fp32 numerics match the reference."""
+    return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
 def _check_triton(x, w):
@@ -169,7 +175,7 @@ def triton_linear_stats(x, w, targets, inv_temp: float, vocab_start: int, num_sp
     tgt = targets.contiguous()
     _llp_fwd_kernel[(n_t, num_splits)](x, w, tgt, parts, T, Vs, H, x.stride(0), w.stride(0), float(inv_temp),
                                        int(vocab_start), tiles_per_split, BLOCK_T=bt, BLOCK_V=bv, BLOCK_H=bh,
-                                       UPCAST=upcast, num_warps=warps)
+                                       UPCAST=upcast, PREC=_prec(x), num_warps=warps)
     return parts[0] if num_splits == 1 else combine_stats(parts)
 
 
@@ -191,7 +197,7 @@ def triton_linear_grads(x, w, targets, lse, ez, g_logp, g_ent, inv_temp: float, 
     _llp_bwd_kernel[grid](x, w, targets.contiguous(), lse, ez, glp, gent, dx if need_dx else glp,
                           dw if need_dw else glp, T, Vs, H, x.stride(0), w.stride(0), float(inv_temp),
                           int(vocab_start), BLOCK_T=bt, BLOCK_V=bv, BLOCK_H=bh, UPCAST=upcast, HAS_ENT=has_ent,
-                          NEED_DX=need_dx, NEED_DW=need_dw, num_warps=warps)
+                          NEED_DX=need_dx, NEED_DW=need_dw, PREC=_prec(x), num_warps=warps)
     return dx, dw
 
 
