@@ -66,7 +66,8 @@ class RolloutEngine:
 
     ``model_path``: HF model directory (initial weights = policy version 0). ``rollout_tensor``:
     ``parallel.rollout_tensor``. ``dtype``: engine compute dtype (``model.dtype``).
-    ``max_model_len``: context length; None = ``cfg.max_model_len`` or the model's.
+    ``max_model_len``: context length; None = ``cfg.max_model_len``, or if that is None too
+    the model's own (callers pass ``model.max_seq_len`` there, as the config documents).
     ``skip_tokenizer``: build without a tokenizer (token ids only; no stop strings, no text).
     ``version``: policy version of the weights in ``model_path``.
     """
@@ -162,10 +163,14 @@ class RolloutEngine:
         lag = expected_version - self.policy_version
         if lag == 1 and self.cfg.allow_stale_policy:
             return
-        raise StalePolicyError(
-            f"rollout engine holds policy version {self.policy_version} but the trainer is at "
-            f"{expected_version}" + ("" if lag < 0 else "; sync weights first" + (
-                "" if lag > 1 else " or set rollout.allow_stale_policy=true (one step off-policy)")))
+        if lag < 0:
+            hint = "; the engine is ahead of the trainer (version bookkeeping bug)"
+        elif lag == 1:
+            hint = "; sync weights first or set rollout.allow_stale_policy=true (one step off-policy)"
+        else:
+            hint = "; sync weights first (rollout.allow_stale_policy allows one version only)"
+        raise StalePolicyError(f"rollout engine holds policy version {self.policy_version} but "
+                               f"the trainer is at {expected_version}{hint}")
 
     # ---- generation ------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Sequence[int]], n: int = 1, *,
@@ -174,7 +179,8 @@ class RolloutEngine:
                  use_tqdm: bool = False, **overrides: Any) -> list[Sample]:
         """Sample ``n`` responses per prompt; returns ``len(prompts) * n`` Samples, prompt-major.
 
-        ``prompts``: token ids (this DP rank's share). Sample ``i*n + j`` has
+        ``prompts``: token ids (this DP rank's share; identical on the ranks of one TP
+        engine, checked). Sample ``i*n + j`` has
         ``group_id = group_offset + i``. ``expected_version``: the trainer's policy version
         (see :meth:`check_version`). ``overrides``: per-call sampling fields (see
         :func:`~r1mega.rollout.sampling.make_sampling_params`). An empty list returns ``[]``
