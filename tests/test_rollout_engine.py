@@ -41,7 +41,9 @@ def engine(tiny_dir):
     from r1mega.rollout import RolloutEngine
     cfg = RolloutConfig(max_new_tokens=16, max_model_len=128, kv_cache_memory_mb=64,
                         sync_bucket_mb=BUCKET_MB, temperature=1.0)
-    return RolloutEngine(tiny_dir, cfg)
+    eng = RolloutEngine(tiny_dir, cfg)
+    yield eng
+    eng.shutdown()  # frees vLLM's groups: later test modules may build their own engine
 
 
 def perturbed(model, scale=0.05, seed=1):

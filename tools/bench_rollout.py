@@ -106,6 +106,7 @@ def main() -> None:
                         "effective_gb_s": weight_bytes / sync_s / 1e9,
                         "buckets": stats.num_buckets, "peak_bucket_bytes": stats.peak_bucket_bytes},
     }
+    engine.shutdown()
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
     print(json.dumps(result, indent=2))

@@ -81,6 +81,7 @@ class RolloutEngine:
         self.skip_tokenizer = skip_tokenizer
         dist = torch.distributed
         distributed = dist.is_available() and dist.is_initialized()
+        self._owned_group = distributed  # a process group someone else created (and owns)
         world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
         self.tp_size = rollout_tensor
         self.tp_rank, self.dp_rank, self.dp_size = rollout_layout(world, rank, rollout_tensor)
@@ -120,6 +121,27 @@ class RolloutEngine:
         self._tp_group = self._make_tp_group() if distributed and rollout_tensor > 1 else None
         self.weight_sync = WeightSync(self.llm, int(cfg.sync_bucket_mb * (1 << 20)),
                                       expected_names=checkpoint_names(model_path))
+
+    def shutdown(self) -> None:
+        """Free the engine and vLLM's process groups so another engine can be built here.
+
+        torch.distributed's default group is left alone when it existed before the engine
+        (the trainer owns it); vLLM's own world group (no torchrun) is destroyed.
+        """
+        import gc
+
+        from vllm.distributed.parallel_state import (destroy_distributed_environment,
+                                                     destroy_model_parallel)
+
+        if getattr(self, "llm", None) is None:
+            return
+        self.llm = None
+        self.weight_sync = None
+        gc.collect()
+        destroy_model_parallel()
+        if not self._owned_group:
+            destroy_distributed_environment()
+        gc.collect()
 
     # ---- memory phases -------------------------------------------------------------------
     def sleep(self) -> None:
