@@ -13,6 +13,9 @@ On GPU each config is first checked against a float64 reference on a slice of to
       --ops logprob_fwdbwd grpo_fwdbwd --backends eager torch_chunked --name cpu_kernels_memory
   # H200 (defaults: T 4K..64K, V 32K / 129,280 / 151,936, H 4096, bf16, all backends):
   python tools/bench_kernels.py --device cuda --name h200_kernels
+  # standalone GRPO loss kernel at 1M tokens (H is unused by that op; keep it small):
+  python tools/bench_kernels.py --device cuda --ops grpo_loss --tokens 1048576 --vocab 32 --hidden 16 \
+      --name h200_grpo_loss
 """
 
 from __future__ import annotations
