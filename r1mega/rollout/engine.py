@@ -6,7 +6,10 @@ executor, which forms its groups from the existing ranks: ``parallel.rollout_ten
 consecutive ranks make one tensor-parallel engine, and the ``world / rollout_tensor`` engines
 run data parallel. Ranks of one engine must pass identical prompts to :meth:`generate`
 (checked); engines of different DP ranks get different prompts and sample with
-``seed = rollout.seed + dp_rank``. Without a process group the engine is a plain in-process
+``seed = rollout.seed + dp_rank``. Every request gets its own generator, seeded from
+(engine seed, policy version, call number since the last sync, prompt index): sampling never
+depends on the global torch RNG the trainer also draws from, the ranks of one TP engine draw
+identical tokens, and a resumed run re-draws the same samples for the same version. Without a process group the engine is a plain in-process
 single-device engine.
 
 Memory phases: on GPU the engine is built with sleep mode, ``sleep()`` (level 1: KV cache
@@ -47,6 +50,12 @@ def rollout_layout(world_size: int, rank: int, rollout_tensor: int) -> tuple[int
     return rank % rollout_tensor, rank // rollout_tensor, world_size // rollout_tensor
 
 
+def request_seed(base: int, version: int, call: int, index: int) -> int:
+    """A 62-bit seed for request ``index`` of call ``call`` at policy ``version``."""
+    digest = hashlib.sha256(f"{base}:{version}:{call}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 2
+
+
 def checkpoint_names(model_path: str) -> list[str]:
     """Tensor names stored in a HF model directory's safetensors (what a full sync must cover)."""
     from safetensors import safe_open
@@ -81,7 +90,7 @@ class RolloutEngine:
         self.skip_tokenizer = skip_tokenizer
         dist = torch.distributed
         distributed = dist.is_available() and dist.is_initialized()
-        self._owned_group = distributed  # a process group someone else created (and owns)
+        self._external_group = distributed  # a process group someone else created (and owns)
         world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
         self.tp_size = rollout_tensor
         self.tp_rank, self.dp_rank, self.dp_size = rollout_layout(world, rank, rollout_tensor)
@@ -117,6 +126,7 @@ class RolloutEngine:
         self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
         self.tokenizer = None if skip_tokenizer else self.llm.get_tokenizer()
         self.policy_version: int | None = version
+        self._calls = 0  # generate calls since the last weight sync (part of request seeds)
         self._asleep: set[str] = set()
         self._tp_group = self._make_tp_group() if distributed and rollout_tensor > 1 else None
         self.weight_sync = WeightSync(self.llm, int(cfg.sync_bucket_mb * (1 << 20)),
@@ -139,7 +149,7 @@ class RolloutEngine:
         self.weight_sync = None
         gc.collect()
         destroy_model_parallel()
-        if not self._owned_group:
+        if not self._external_group:
             destroy_distributed_environment()
         gc.collect()
 
@@ -173,6 +183,7 @@ class RolloutEngine:
         self.policy_version = None  # undefined until the push completes
         stats = self.weight_sync.push(weights, version)
         self.policy_version = version
+        self._calls = 0
         return stats
 
     def check_version(self, expected_version: int | None) -> None:
@@ -212,7 +223,7 @@ class RolloutEngine:
             raise RuntimeError(f"generate while the engine is asleep ({sorted(self._asleep)}); "
                                "call engine.wake_up() first")
         self.check_version(expected_version)
-        params = make_sampling_params(self.cfg, n, seed=seed, has_tokenizer=not self.skip_tokenizer,
+        params = make_sampling_params(self.cfg, n, has_tokenizer=not self.skip_tokenizer,
                                       **overrides)
         prompts = [list(map(int, p)) if not isinstance(p, str) else p for p in prompts]
         check_prompts(prompts, max_model_len=self.max_model_len, max_new_tokens=params.max_tokens,
@@ -223,7 +234,14 @@ class RolloutEngine:
         self._check_same_prompts(prompts, n)
         if not prompts:
             return []
-        outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params,
+        base, call = (self.seed, self._calls) if seed is None else (seed, 0)
+        per_request = []
+        for i in range(len(prompts)):  # vLLM seeds the n children of a request with seed + j
+            p = params.clone()
+            p.seed = request_seed(base, self.policy_version, call, i)
+            per_request.append(p)
+        self._calls += 1
+        outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], per_request,
                                     use_tqdm=use_tqdm)
         samples = []
         for i, out in enumerate(outputs):
