@@ -216,8 +216,9 @@ class RolloutEngine:
         engine, checked). Sample ``i*n + j`` has
         ``group_id = group_offset + i``. ``expected_version``: the trainer's policy version
         (see :meth:`check_version`). ``overrides``: per-call sampling fields (see
-        :func:`~r1mega.rollout.sampling.make_sampling_params`). An empty list returns ``[]``
-        without touching the engine.
+        :func:`~r1mega.rollout.sampling.make_sampling_params`). ``seed``: base of this call's
+        request seeds instead of the engine's (same seed, version and prompts -> same
+        samples). An empty list returns ``[]`` without touching the engine.
         """
         if self._asleep:
             raise RuntimeError(f"generate while the engine is asleep ({sorted(self._asleep)}); "
@@ -226,12 +227,12 @@ class RolloutEngine:
         params = make_sampling_params(self.cfg, n, has_tokenizer=not self.skip_tokenizer,
                                       **overrides)
         prompts = [list(map(int, p)) if not isinstance(p, str) else p for p in prompts]
+        self._check_same_prompts(prompts, n)  # first: a rank raising alone would hang the others
         check_prompts(prompts, max_model_len=self.max_model_len, max_new_tokens=params.max_tokens,
                       vocab_size=self.vocab_size)
         if prompt_texts is not None and len(prompt_texts) != len(prompts):
             raise ValueError(f"prompt_texts ({len(prompt_texts)}) and prompts ({len(prompts)}) "
                              "must have the same length")
-        self._check_same_prompts(prompts, n)
         if not prompts:
             return []
         base, call = (self.seed, self._calls) if seed is None else (seed, 0)
