@@ -1,0 +1,273 @@
+"""PNG plots of a run's ``metrics.jsonl`` (matplotlib, no display needed).
+
+``plot_run(run_dir, out_dir)`` writes, for each group whose keys are present:
+
+- ``reward_length.png``  reward (and accuracy) and response length vs step: the README figure
+- ``reward.png``         ``reward/mean``, each ``reward/<name>``, ``acc/mean``
+- ``length.png``         ``response/len_mean``, ``response/len_max``, ``response/clip_frac``
+- ``actor.png``          ``actor/kl``, ``actor/entropy``, ``actor/clip_frac``, grad norm, loss,
+                         lr, trainer/rollout logprob difference (one panel each)
+- ``time.png``           step-time breakdown (``time/<stage>``) as stacked areas, seconds and %
+- ``eval.png``           ``eval/*`` points (pass@1, maj@k, greedy accuracy)
+- ``keys.png``           extra keys asked for with ``keys=`` (fnmatch patterns), one panel each
+
+Curves are drawn smoothed (bias-corrected EMA, as TensorBoard does) over the raw values drawn
+faintly. Groups with none of their keys are skipped.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from r1mega.logging.metrics import METRICS_FILE, read_metrics
+from r1mega.logging.timers import STAGES
+
+ACTOR_KEYS = ("actor/kl", "actor/entropy", "actor/clip_frac", "actor/grad_norm", "actor/loss", "actor/lr",
+              "rollout/logprob_diff_mean", "rollout/logprob_diff_max")
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+          "#7f7f7f", "#bcbd22"]
+
+
+# -- data ---------------------------------------------------------------------------------------
+def series(records: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of the records holding ``key``; null values become NaN."""
+    steps, values = [], []
+    for r in records:
+        if key in r:
+            v = r[key]
+            steps.append(r["step"])
+            values.append(np.nan if v is None or isinstance(v, str) else float(v))
+    return np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+
+
+def auto_smoothing(n: int) -> float:
+    """EMA weight for ``n`` points: a window of about n/20 points (none for short runs)."""
+    span = max(1.0, n / 20)
+    return min(0.95, 1 - 2 / (span + 1))
+
+
+def ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """Bias-corrected exponential moving average; NaN/inf points are skipped (kept as NaN)."""
+    out = np.full_like(values, np.nan, dtype=float)
+    acc, norm = 0.0, 0.0
+    for i, v in enumerate(values):
+        if not np.isfinite(v):
+            continue
+        acc = weight * acc + (1 - weight) * v
+        norm = weight * norm + (1 - weight)
+        out[i] = acc / norm
+    return out
+
+
+def _keys(records: Sequence[dict]) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in records:
+        for k in r:
+            if k not in ("step", "ts"):
+                seen.setdefault(k, None)
+    return list(seen)
+
+
+# -- drawing ------------------------------------------------------------------------------------
+def _line(ax, records, key, color, label=None, smoothing=None, style="-") -> bool:
+    steps, values = series(records, key)
+    if len(steps) == 0:
+        return False
+    w = auto_smoothing(len(steps)) if smoothing is None else smoothing
+    label = label or key
+    if w > 0 and len(steps) > 2:
+        ax.plot(steps, values, color=color, alpha=0.25, lw=0.8)
+        ax.plot(steps, ema(values, w), color=color, lw=1.8, ls=style, label=label)
+    else:
+        ax.plot(steps, values, color=color, lw=1.5, ls=style, marker="o" if len(steps) < 30 else None,
+                ms=3, label=label)
+    return True
+
+
+def _finish(fig: Figure, title: str, out: Path) -> Path:
+    fig.suptitle(title, fontsize=12)
+    for ax in fig.axes:
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def _figure(nrows: int, ncols: int = 1, width: float = 8.0, height: float = 3.0):
+    fig = Figure(figsize=(width, height * nrows + 0.6))
+    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
+    return fig, [ax for row in axes for ax in row]
+
+
+def plot_reward_length(records, out: Path, name: str, smoothing=None) -> Path | None:
+    keys = _keys(records)
+    has_r, has_l = "reward/mean" in keys, "response/len_mean" in keys
+    if not (has_r or has_l):
+        return None
+    fig, axes = _figure(int(has_r) + int(has_l))
+    i = 0
+    if has_r:
+        ax = axes[i]
+        _line(ax, records, "reward/mean", COLORS[0], "reward (mean)", smoothing)
+        ax.set_ylabel("reward")
+        if "acc/mean" in keys:
+            _line(ax, records, "acc/mean", COLORS[2], "accuracy", smoothing, style="--")
+            ax.set_ylabel("reward / accuracy")
+        i += 1
+    if has_l:
+        ax = axes[i]
+        _line(ax, records, "response/len_mean", COLORS[1], "length (mean)", smoothing)
+        ax.set_ylabel("response tokens")
+    axes[-1].set_xlabel("step")
+    return _finish(fig, f"{name}: reward and response length", out)
+
+
+def plot_reward(records, out: Path, name: str, smoothing=None) -> Path | None:
+    keys = _keys(records)
+    rkeys = ["reward/mean"] * ("reward/mean" in keys) + sorted(k for k in keys
+                                                               if k.startswith("reward/") and k != "reward/mean")
+    has_acc = "acc/mean" in keys
+    if not rkeys and not has_acc:
+        return None
+    fig, axes = _figure(int(bool(rkeys)) + int(has_acc))
+    if rkeys:
+        for j, k in enumerate(rkeys):
+            _line(axes[0], records, k, COLORS[j % len(COLORS)], k, smoothing)
+        axes[0].set_ylabel("reward")
+    if has_acc:
+        _line(axes[-1], records, "acc/mean", COLORS[2], "acc/mean", smoothing)
+        axes[-1].set_ylabel("accuracy")
+    axes[-1].set_xlabel("step")
+    return _finish(fig, f"{name}: rewards", out)
+
+
+def plot_length(records, out: Path, name: str, smoothing=None) -> Path | None:
+    keys = _keys(records)
+    lkeys = [k for k in ("response/len_mean", "response/len_max") if k in keys]
+    has_clip = "response/clip_frac" in keys
+    if not lkeys and not has_clip:
+        return None
+    fig, axes = _figure(int(bool(lkeys)) + int(has_clip))
+    if lkeys:
+        for j, k in enumerate(lkeys):
+            _line(axes[0], records, k, COLORS[1 + j], k.split("/")[1], smoothing)
+        axes[0].set_ylabel("response tokens")
+    if has_clip:
+        _line(axes[-1], records, "response/clip_frac", COLORS[4], "clipped at max length", smoothing)
+        axes[-1].set_ylabel("share")
+    axes[-1].set_xlabel("step")
+    return _finish(fig, f"{name}: response length", out)
+
+
+def plot_panels(records, keys: Sequence[str], out: Path, title: str, smoothing=None) -> Path | None:
+    """One panel per key (two columns when more than three)."""
+    if not keys:
+        return None
+    ncols = 2 if len(keys) > 3 else 1
+    nrows = -(-len(keys) // ncols)
+    fig, axes = _figure(nrows, ncols, width=6.0 * ncols, height=2.6)
+    for j, (ax, k) in enumerate(zip(axes, keys)):
+        _line(ax, records, k, COLORS[j % len(COLORS)], k, smoothing)
+        ax.set_title(k, fontsize=10)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    for ax in axes[-ncols:]:
+        ax.set_xlabel("step")
+    if ncols == 2 and len(keys) % 2:  # the last visible panel in the left column needs its label
+        axes[len(keys) - 1].xaxis.set_tick_params(labelbottom=True)
+        axes[len(keys) - 1].set_xlabel("step")
+    return _finish(fig, title, out)
+
+
+def plot_time(records, out: Path, name: str) -> Path | None:
+    keys = _keys(records)
+    stages = [s for s in STAGES if f"time/{s}" in keys]
+    stages += [k[5:] for k in keys if k.startswith("time/") and k[5:] not in STAGES and k not in ("time/step", "time/other")]
+    stages += ["other"] * ("time/other" in keys)
+    if not stages:
+        return None
+    timed = [r for r in records if any(f"time/{s}" in r for s in stages)]
+    steps = np.array([r["step"] for r in timed], dtype=float)
+    secs = np.array([[_finite(r.get(f"time/{s}", 0.0)) for r in timed] for s in stages])  # (S, steps)
+    total = secs.sum(axis=0)
+    share = 100 * secs / np.where(total > 0, total, 1.0)
+    colors = [COLORS[i % len(COLORS)] if s != "other" else "#c7c7c7" for i, s in enumerate(stages)]
+    fig, axes = _figure(2)
+    axes[0].stackplot(steps, secs, labels=stages, colors=colors, alpha=0.85)
+    axes[0].set_ylabel("seconds per step")
+    axes[1].stackplot(steps, share, colors=colors, alpha=0.85)
+    axes[1].set_ylabel("share of step (%)")
+    axes[1].set_ylim(0, 100)
+    axes[1].set_xlabel("step")
+    mean_share = share.mean(axis=1)
+    axes[1].set_title("mean: " + ", ".join(f"{s} {m:.0f}%" for s, m in zip(stages, mean_share)), fontsize=9)
+    return _finish(fig, f"{name}: step-time breakdown", out)
+
+
+def plot_eval(records, out: Path, name: str) -> Path | None:
+    ekeys = [k for k in _keys(records) if k.startswith("eval/")]
+    if not ekeys:
+        return None
+    fig, axes = _figure(1, height=3.6)
+    for j, k in enumerate(ekeys):
+        steps, values = series(records, k)
+        axes[0].plot(steps, values, marker="o", ms=5, lw=1.2, color=COLORS[j % len(COLORS)], label=k[5:])
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("score")
+    return _finish(fig, f"{name}: evaluation", out)
+
+
+def _finite(v) -> float:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return 0.0
+    return v if np.isfinite(v) else 0.0
+
+
+# -- entry point --------------------------------------------------------------------------------
+def plot_run(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    keys: Sequence[str] = (),
+    smoothing: float | None = None,
+) -> list[Path]:
+    """Write the PNGs for ``run_dir/metrics.jsonl`` (or a metrics file) into ``out_dir``
+    (default ``run_dir/plots``); returns their paths. ``smoothing``: EMA weight in [0, 1)
+    (``None``: chosen from the number of steps; 0: raw only)."""
+    src = Path(run_dir)
+    metrics_path = src / METRICS_FILE if src.is_dir() else src
+    run_root = metrics_path.parent
+    records = read_metrics(metrics_path)
+    if not records:
+        raise ValueError(f"{metrics_path} holds no records: nothing to plot (did the run log any step?)")
+    if smoothing is not None and not 0 <= smoothing < 1:
+        raise ValueError(f"smoothing ({smoothing}) must be in [0, 1)")
+    records = sorted(records, key=lambda r: r["step"])
+    out = Path(out_dir) if out_dir is not None else run_root / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    name = run_root.name or "run"
+    all_keys = _keys(records)
+    extra = [k for k in all_keys if any(fnmatch.fnmatchcase(k, p) for p in keys)]
+    if keys and not extra:
+        raise ValueError(f"no metric matches keys={list(keys)}; present: {', '.join(all_keys)}")
+    written = [
+        plot_reward_length(records, out / "reward_length.png", name, smoothing),
+        plot_reward(records, out / "reward.png", name, smoothing),
+        plot_length(records, out / "length.png", name, smoothing),
+        plot_panels(records, [k for k in ACTOR_KEYS if k in all_keys], out / "actor.png",
+                    f"{name}: policy update", smoothing),
+        plot_time(records, out / "time.png", name),
+        plot_eval(records, out / "eval.png", name),
+        plot_panels(records, extra, out / "keys.png", f"{name}: selected metrics", smoothing),
+    ]
+    return [p for p in written if p is not None]
