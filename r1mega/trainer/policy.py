@@ -1,0 +1,321 @@
+"""The Megatron policy: logprobs and optimizer steps over packed micro-batches.
+
+Forward/backward goes through Megatron's ``get_forward_backward_func`` so every pipeline
+layout (none, 1F1B, interleaved) runs the same code. The last stage never materialises
+[N, V] logits: the model returns its final hidden states and the LM head is applied by
+``r1mega_kernels`` (Triton on GPU, chunked torch on CPU) to the response positions only,
+vocab-parallel over TP.
+
+Loss scaling: the loss of one micro-batch is already normalised by the *global* mini-batch
+denominator (all micro-batches, all data-parallel ranks), so the sum over everything is
+the full-batch loss. Megatron divides each micro-batch loss by the number of micro-batches
+and DDP averages gradients over data-parallel ranks; we multiply both factors back in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.distributed as dist
+
+from r1mega.config import Config
+from r1mega.trainer.batch import MicroBatch
+
+# Options the fused kernel implements; anything else takes the unfused path.
+_FUSED_OK = dict(kl_estimator="k3", dual_clip=None, tis_cap=None)
+
+
+@contextlib.contextmanager
+def _hidden_states_only(model):
+    """Make the last stage's GPTModel return final hidden states (S, B, H) instead of logits."""
+    prev = model.post_process
+    model.post_process = False
+    try:
+        yield prev
+    finally:
+        model.post_process = prev
+
+
+def _unwrap(m):
+    while hasattr(m, "module"):
+        m = m.module
+    return m
+
+
+class Policy:
+    """This rank's shard of the policy (and of the frozen reference), with its optimizer."""
+
+    def __init__(self, cfg: Config, layout, arch, chunks: list, ref_chunks: list | None = None,
+                 total_optimizer_steps: int = 1):
+        from megatron.core import parallel_state as ps
+        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+        from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+        self.cfg, self.layout, self.arch = cfg, layout, arch
+        self.ps = ps
+        ddp_cfg = DistributedDataParallelConfig(use_distributed_optimizer=cfg.parallel.distributed_optimizer,
+                                                grad_reduce_in_fp32=True, overlap_grad_reduce=False)
+        self.chunks = [DistributedDataParallel(config=c.config, ddp_config=ddp_cfg, module=c) for c in chunks]
+        self.ref_chunks = ref_chunks
+        o = cfg.optimizer
+        dtype = chunks[0].config.params_dtype
+        self.optimizer = get_megatron_optimizer(
+            OptimizerConfig(optimizer="adam", lr=o.lr, min_lr=o.min_lr, weight_decay=o.weight_decay,
+                            adam_beta1=o.beta1, adam_beta2=o.beta2, adam_eps=o.eps, clip_grad=o.clip_grad,
+                            bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, params_dtype=dtype,
+                            use_distributed_optimizer=cfg.parallel.distributed_optimizer),
+            self.chunks)
+        # What Megatron's schedule calls after the last backward: DP grad reduction, tied
+        # embedding grads across the first/last pipeline stages, layer-norm grads under SP.
+        from megatron.core.distributed import finalize_model_grads
+        for c in self.chunks:
+            c.config.finalize_model_grads_func = finalize_model_grads
+            c.config.grad_scale_func = self.optimizer.scale_loss
+            c.config.no_sync_func = [m.no_sync for m in self.chunks] if len(self.chunks) > 1 else self.chunks[0].no_sync
+        decay_steps = max(total_optimizer_steps, o.warmup_steps + 1)
+        self.scheduler = OptimizerParamScheduler(
+            self.optimizer, init_lr=0.0 if o.warmup_steps else o.lr, max_lr=o.lr, min_lr=o.min_lr,
+            lr_warmup_steps=o.warmup_steps, lr_decay_steps=decay_steps, lr_decay_style=o.decay,
+            start_wd=o.weight_decay, end_wd=o.weight_decay, wd_incr_steps=decay_steps, wd_incr_style="constant")
+        self.fused = all(getattr(cfg.algorithm, k) == v for k, v in _FUSED_OK.items()) and not (
+            cfg.algorithm.kl_coef > 0 and cfg.algorithm.kl_in_reward)
+        self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def modules(self) -> list:
+        """The unwrapped model chunks (weight sync, export, checkpoints)."""
+        return [_unwrap(c) for c in self.chunks]
+
+    def _tp_group(self):
+        return self.ps.get_tensor_model_parallel_group() if self.layout.tensor > 1 else None
+
+    def _head(self, model):
+        """This rank's LM-head weight rows for real vocabulary ids, and the first id they hold."""
+        m = _unwrap(model)
+        w = m.shared_embedding_or_output_weight() if m.share_embeddings_and_output_weights else m.output_layer.weight
+        start = self.ps.get_tensor_model_parallel_rank() * w.shape[0]
+        valid = max(0, min(w.shape[0], self.arch.vocab_size - start))
+        return w[:valid], start
+
+    def _hidden(self, model, mb: MicroBatch):
+        """Run the chunk; on the last stage return the (N, H) hidden states of scored positions."""
+        m = _unwrap(model)
+        if not m.post_process:
+            return model(mb.tokens, mb.position_ids, attention_mask=None), False
+        with _hidden_states_only(m):
+            h = model(mb.tokens, mb.position_ids, attention_mask=None)          # (S, B, H)
+        if self.layout.sequence_parallel:
+            from megatron.core.tensor_parallel import gather_from_sequence_parallel_region
+            h = gather_from_sequence_parallel_region(h, tensor_parallel_output_grad=False)
+        B, T = mb.tokens.shape
+        h = h.transpose(0, 1).reshape(B * T, -1)                                 # (B*T, H)
+        return h.index_select(0, mb.select), True                                # (N, H)
+
+    def _run(self, chunks, mbs: list[MicroBatch], forward_step, forward_only: bool):
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        T = max(mb.tokens.shape[1] for mb in mbs)
+        B = max(mb.tokens.shape[0] for mb in mbs)
+        if self.layout.pipeline > 1:  # p2p buffers need one shape for every micro-batch
+            mbs = [_pad_to(mb, B, T) for mb in mbs]
+        its = [iter(mbs) for _ in chunks]
+        fb = get_forward_backward_func()
+        return fb(forward_step_func=forward_step, data_iterator=its if len(chunks) > 1 else its[0],
+                  model=chunks if len(chunks) > 1 else chunks[0], num_microbatches=len(mbs), seq_length=T,
+                  micro_batch_size=B, forward_only=forward_only)
+
+    # ------------------------------------------------------------------ logprobs
+    @torch.no_grad()
+    def logprobs(self, mbs: list[MicroBatch], which: str = "old") -> None:
+        """Fill ``mb.old_logp`` (current policy) or ``mb.ref_logp`` (reference) on the last stage."""
+        from r1mega_kernels import linear_logprob
+
+        chunks = self.chunks if which == "old" else self.ref_chunks
+        if chunks is None:
+            raise RuntimeError("reference logprobs requested but no reference model was built "
+                               "(algorithm.kl_coef is 0)")
+        queue = list(mbs)
+
+        def forward_step(data_iterator, model):
+            mb_in = next(data_iterator)
+            h, last = self._hidden(model, mb_in)
+            target_mb = queue.pop(0) if last else None
+
+            def loss_func(out, non_loss_data=False):
+                w, start = self._head(model)
+                logp, _ = linear_logprob(out, w, target_mb.targets, temperature=self.temperature,
+                                         tp_group=self._tp_group(), vocab_start=start,
+                                         backend=self.cfg.trainer.logprob_backend)
+                if which == "old":
+                    target_mb.old_logp = logp.float()
+                else:
+                    target_mb.ref_logp = logp.float()
+                return out.new_zeros(()), {}
+
+            return h, loss_func
+
+        for c in chunks:
+            c.eval()
+        self._run(chunks, mbs, forward_step, forward_only=True)
+        for c in chunks:
+            c.train()
+
+    # ------------------------------------------------------------------ train step
+    def train_step(self, mbs: list[MicroBatch], denominator: float, max_response_len: int) -> dict[str, float]:
+        """One optimizer step over ``mbs`` (this rank's share of one mini-batch)."""
+        from r1mega_kernels import linear_grpo_loss, linear_logprob
+
+        a = self.cfg.algorithm
+        dp = self.layout.data
+        scale = len(mbs) * dp  # undo Megatron's 1/num_microbatches and DDP's 1/dp averaging
+        queue = list(mbs)
+        stats_acc: dict[str, float] = {}
+
+        def add(name, value, weight):
+            stats_acc[name] = stats_acc.get(name, 0.0) + float(value) * weight
+
+        def forward_step(data_iterator, model):
+            mb_in = next(data_iterator)
+            h, last = self._hidden(model, mb_in)
+            mb = queue.pop(0) if last else None
+
+            def loss_func(out, non_loss_data=False):
+                w, start = self._head(model)
+                old = mb.old_logp if mb.old_logp is not None else mb.rollout_logp
+                ref = mb.ref_logp if a.kl_coef > 0 and not a.kl_in_reward else None
+                n = float(mb.mask.sum())
+                if self.fused:
+                    loss, st = linear_grpo_loss(
+                        out, w, mb.targets, old_logp=old, advantages=mb.advantages, mask=mb.mask, ref_logp=ref,
+                        clip_low=a.clip_low, clip_high=a.clip_high, kl_coef=a.kl_coef if ref is not None else 0.0,
+                        entropy_coef=a.entropy_coef, temperature=self.temperature, agg=a.loss_agg,
+                        seq_ids=mb.seq_ids, denominator=denominator, max_response_len=max_response_len,
+                        tp_group=self._tp_group(), vocab_start=start, backend=self.cfg.trainer.logprob_backend)
+                    for k in ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean"):
+                        if k in st:
+                            add(k, st[k], n)
+                else:
+                    loss = self._unfused_loss(out, w, start, mb, old, ref, denominator, max_response_len, add, n)
+                add("loss", loss.detach(), 1.0)
+                add("tokens", n, 1.0)
+                return loss * scale, {}
+
+            return h, loss_func
+
+        self.optimizer.zero_grad()
+        for c in self.chunks:
+            c.zero_grad_buffer()
+        self._run(self.chunks, mbs, forward_step, forward_only=False)  # ends in finalize_model_grads
+
+        finite = self._grads_finite()
+        if finite:
+            ok, grad_norm, _ = self.optimizer.step()
+            self.scheduler.step(increment=1)
+        else:
+            ok, grad_norm = False, float("nan")
+            self.optimizer.zero_grad()
+        stats = self._reduce_stats(stats_acc)
+        stats.update(grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
+                     lr=self.optimizer.param_groups[0]["lr"], skipped=0.0 if (finite and ok) else 1.0)
+        return stats
+
+    def _unfused_loss(self, h, w, start, mb, old, ref, denominator, max_response_len, add, n):
+        """LM head logprobs (+entropy) then r1mega.algorithms.policy_loss on (S, L) padded rows."""
+        from r1mega.algorithms import policy_loss
+        from r1mega_kernels import linear_logprob
+
+        a = self.cfg.algorithm
+        logp, ent = linear_logprob(h, w, mb.targets, temperature=self.temperature, with_entropy=a.entropy_coef > 0,
+                                   tp_group=self._tp_group(), vocab_start=start,
+                                   backend=self.cfg.trainer.logprob_backend)
+        _, counts = torch.unique_consecutive(mb.seq_ids, return_counts=True)
+        sizes = counts.tolist()
+
+        def rows(x):
+            if x is None:
+                return None
+            return torch.nn.utils.rnn.pad_sequence(list(torch.split(x, sizes)), batch_first=True)  # (S, L)
+
+        mask = rows(mb.mask)
+        loss, st = policy_loss(rows(logp), rows(old), rows(mb.advantages), mask, a, ref_logp=rows(ref),
+                               entropy=rows(ent), rollout_logp=rows(mb.rollout_logp) if a.tis_cap else None,
+                               max_response_len=max_response_len, denominator=denominator)
+        for k in ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean", "tis_weight_mean"):
+            if k in st:
+                add(k, st[k], n)
+        return loss
+
+    def _grads_finite(self) -> bool:
+        flag = torch.ones(1)
+        for c in self.chunks:
+            for p in c.parameters():
+                g = getattr(p, "main_grad", None)
+                g = p.grad if g is None else g
+                if g is not None and not torch.isfinite(g).all():
+                    flag.zero_()
+                    break
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def _reduce_stats(self, acc: dict[str, float]) -> dict[str, float]:
+        """Token-weighted means over micro-batches, summed from the last stage and all DP ranks."""
+        keys = ["loss", "tokens", "pg_loss", "kl", "entropy", "clip_frac", "ratio_mean", "tis_weight_mean"]
+        present = torch.tensor([1.0 if k in acc else 0.0 for k in keys])
+        vec = torch.tensor([acc.get(k, 0.0) for k in keys], dtype=torch.float64)
+        if self.layout.tensor > 1:  # every TP rank holds the same numbers: count them once
+            vec /= self.layout.tensor
+            present /= self.layout.tensor
+        dist.all_reduce(vec)
+        dist.all_reduce(present)
+        out = {}
+        tokens = max(vec[1].item(), 1.0)
+        for i, k in enumerate(keys):
+            if present[i] > 0 and k not in ("loss", "tokens"):
+                out[k] = vec[i].item() / tokens
+        # loss: every DP replica's last stage adds its share of the one global loss
+        out["loss"] = vec[0].item()
+        out["tokens"] = vec[1].item()
+        return out
+
+    # ------------------------------------------------------------------ stats helpers
+    def gather_logp_stats(self, mbs: list[MicroBatch]) -> dict[str, float]:
+        """Mismatch |logp_trainer - logp_rollout| over all scored tokens (reduced to every rank)."""
+        s, m, n = 0.0, 0.0, 0
+        for mb in mbs:
+            if mb.old_logp is None or mb.rollout_logp is None:
+                continue
+            d = (mb.old_logp - mb.rollout_logp).abs()
+            s += float(d.sum())
+            m = max(m, float(d.max())) if d.numel() else m
+            n += d.numel()
+        vec = torch.tensor([s, float(n)], dtype=torch.float64)
+        mx = torch.tensor([m], dtype=torch.float64)
+        if self.layout.tensor > 1:
+            vec /= self.layout.tensor
+        dist.all_reduce(vec)
+        dist.all_reduce(mx, op=dist.ReduceOp.MAX)
+        if vec[1] == 0:
+            return {}
+        return {"rollout/logprob_diff_mean": vec[0].item() / vec[1].item(), "rollout/logprob_diff_max": mx.item()}
+
+
+def _pad_to(mb: MicroBatch, B: int, T: int) -> MicroBatch:
+    """Pad a micro-batch's token matrix to (B, T) (pipeline p2p needs fixed shapes)."""
+    b, t = mb.tokens.shape
+    if (b, t) == (B, T):
+        return mb
+    tokens = torch.zeros((B, T), dtype=mb.tokens.dtype)
+    tokens[:b, :t] = mb.tokens
+    # flat indices b*t_old + j -> b*T + j
+    rows, cols = mb.select // t, mb.select % t
+    import dataclasses
+    return dataclasses.replace(mb, tokens=tokens, position_ids=torch.arange(T).unsqueeze(0).expand(B, -1).contiguous(),
+                               select=rows * T + cols)
+
+
+def is_finite(x: float) -> bool:
+    return math.isfinite(x)

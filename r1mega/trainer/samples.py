@@ -1,0 +1,99 @@
+"""Sample bookkeeping between rollout and training: gather, filter, advantages, sharding,
+mini-batch denominators and rollout metrics. Every function is deterministic given the
+global sample list, so every rank computes the same result without communication."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+import torch.distributed as dist
+
+from r1mega.config import Config
+from r1mega.types import Sample
+
+
+def gather_samples(local: list[Sample], contribute: bool) -> list[Sample]:
+    """All ranks' samples, in rank order (ranks with ``contribute=False`` add nothing: the TP
+    peers of a rollout engine hold the same samples as its first rank)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return list(local)
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, local if contribute else [])
+    return [s for p in parts for s in p]
+
+
+def prepare(samples: list[Sample], cfg: Config) -> tuple[list[Sample], dict[str, float]]:
+    """Reward shaping, DAPO filters and advantages on the global sample list."""
+    from r1mega.algorithms import (apply_soft_overlong_penalty, compute_advantages, dynamic_sampling,
+                                   overlong_filter)
+
+    a = cfg.algorithm
+    info: dict[str, float] = {}
+    if a.overlong_penalty > 0:
+        samples = apply_soft_overlong_penalty(samples, max_len=cfg.rollout.max_new_tokens, buffer=a.overlong_buffer,
+                                              penalty=a.overlong_penalty)
+    if a.dynamic_sampling:
+        samples, dropped = dynamic_sampling(samples)
+        info["filter/dropped_groups"] = float(dropped)
+    if a.overlong_filter:
+        samples = overlong_filter(samples)
+    if samples:
+        rewards = torch.tensor([s.reward for s in samples], dtype=torch.float64)
+        groups = torch.tensor([s.group_id for s in samples], dtype=torch.long)
+        adv = compute_advantages(a.advantage, rewards, groups, eps=a.eps)
+        for s, v in zip(samples, adv.tolist()):
+            s.advantage = float(v)
+    return samples, info
+
+
+def split_groups(samples: list[Sample], parts: int) -> list[list[Sample]]:
+    """Whole groups, in order, dealt into ``parts`` contiguous shares of near-equal size."""
+    by_group: dict[int, list[Sample]] = defaultdict(list)
+    for s in samples:
+        by_group[s.group_id].append(s)
+    groups = [by_group[g] for g in sorted(by_group)]
+    out: list[list[Sample]] = [[] for _ in range(parts)]
+    for i in range(parts):
+        lo, hi = len(groups) * i // parts, len(groups) * (i + 1) // parts
+        out[i] = [s for g in groups[lo:hi] for s in g]
+    return out
+
+
+def shard(samples: list[Sample], dp_size: int, mini_batches: int) -> list[list[list[Sample]]]:
+    """shares[d][m]: the samples of data-parallel rank d in mini-batch m."""
+    return [split_groups(share, mini_batches) for share in split_groups(samples, dp_size)]
+
+
+def denominator(samples: list[Sample], agg: str, max_response_len: int) -> float:
+    """Normaliser of one global mini-batch (all DP ranks) for the aggregation mode ``agg``."""
+    counted = [s for s in samples if s.loss_mask and s.response_ids]
+    if agg == "token_mean":
+        return float(max(1, sum(len(s.response_ids) for s in counted)))
+    if agg in ("seq_mean_token_mean", "seq_mean_token_sum"):
+        return float(max(1, len(counted)))
+    if agg == "constant_norm":
+        return float(max(1, len(counted)) * max_response_len)
+    raise ValueError(f"unknown loss aggregation {agg!r}")
+
+
+def rollout_metrics(samples: list[Sample]) -> dict[str, float]:
+    """Reward, accuracy and length statistics of a step's samples."""
+    if not samples:
+        return {}
+    n = len(samples)
+    lens = [len(s.response_ids) for s in samples]
+    out = {
+        "reward/mean": sum(s.reward for s in samples) / n,
+        "response/len_mean": sum(lens) / n,
+        "response/len_max": float(max(lens)),
+        "response/clip_frac": sum(s.truncated for s in samples) / n,
+    }
+    names = sorted({k for s in samples for k, v in s.reward_breakdown.items() if isinstance(v, (int, float))})
+    for k in names:
+        vals = [float(s.reward_breakdown[k]) for s in samples if isinstance(s.reward_breakdown.get(k), (int, float))]
+        if vals:
+            out[f"reward/{k}"] = sum(vals) / len(vals)
+    if "accuracy" in names:
+        out["acc/mean"] = out["reward/accuracy"]
+    return out
