@@ -1,0 +1,189 @@
+"""Prompt datasets: rows from a local file or a `datasets` name -> templated, tokenized records.
+
+Sources: ``.jsonl`` (one object per line), ``.json`` (a list of objects, or ``{"data": [...]}``),
+``.parquet`` (pyarrow), or any other string as a ``datasets.load_dataset(name, split=...)`` name.
+Each row needs the question and answer fields named by ``data.question_key`` /
+``data.answer_key``. GSM8K-style answers (``"...reasoning... #### 1,234"``) are reduced to the
+final answer (``"1234"``). The remaining row fields go into the record's ``metadata`` (reward
+functions receive it, e.g. countdown's ``numbers`` and ``target``).
+
+Templates (``data.template``):
+
+    r1_zero  the DeepSeek-R1-Zero template, asking for ``<think> ... </think> <answer> \\boxed{..}
+             </answer>``: what r1mega.rewards' format reward (strict or lenient, with or without
+             ``reward.answer_tags``) and accuracy reward (boxed extraction after ``</think>``) check.
+             It ends with "Assistant:" (``reward.think_prefilled`` stays false).
+    chat     the tokenizer's chat template, one user turn: the question plus a boxed-answer instruction.
+    plain    the question alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+R1_ZERO_TEMPLATE = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+    "The assistant first thinks about the reasoning process in the mind and then provides the user with "
+    "the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> "
+    "</answer> tags, respectively, and the final answer is written inside \\boxed{{}}, i.e., <think> "
+    "reasoning process here </think> <answer> \\boxed{{final answer}} </answer>.\n"
+    "User: {question}\n"
+    "Assistant:"
+)
+CHAT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+TEMPLATES = ("r1_zero", "chat", "plain")
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+class DataError(ValueError):
+    """A dataset row, file or size does not fit the config; the message names file, row and key."""
+
+
+@dataclass(kw_only=True)
+class PromptRecord:
+    """One prompt, ready for the rollout engine."""
+
+    index: int
+    """Row number in the source (0-based): the sampler's indices point here."""
+    prompt_text: str
+    prompt_ids: list[int]
+    answer: str | None
+    """Reference answer for rule rewards (normalised; None for general prompts)."""
+    kind: str = "reasoning"
+    """Reward family: ``reasoning`` (rule rewards) or ``general`` (reward model)."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def normalize_answer(answer: Any) -> str:
+    """The final answer as a string: GSM8K's ``#### 1,234`` -> ``1234``; numbers -> str."""
+    if isinstance(answer, bool):
+        return str(answer)
+    if isinstance(answer, (int, float)):
+        return str(int(answer)) if float(answer).is_integer() else str(answer)
+    text = str(answer)
+    if "####" in text:
+        text = text.rsplit("####", 1)[1]
+    text = text.strip()
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", text):
+        text = text.replace(",", "")
+    return text
+
+
+def render_prompt(question: str, template: str, tokenizer=None) -> str:
+    """The prompt text for ``question`` under ``template`` (``chat`` needs the tokenizer)."""
+    if template == "r1_zero":
+        return R1_ZERO_TEMPLATE.format(question=question.strip())
+    if template == "plain":
+        return question
+    if template == "chat":
+        if tokenizer is None:
+            raise ValueError("template 'chat' needs a tokenizer with a chat template")
+        return tokenizer.apply_chat_template([{"role": "user", "content": f"{question.strip()}\n{CHAT_INSTRUCTION}"}])
+    raise DataError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)}")
+
+
+def is_local_source(source: str) -> bool:
+    return os.path.exists(source) or source.endswith(FILE_SUFFIXES)
+
+
+def read_rows(source: str, split: str = "train") -> list[dict]:
+    """All rows of ``source`` as plain dicts (see the module docstring for the formats)."""
+    if is_local_source(source):
+        if not os.path.isfile(source):
+            raise DataError(f"dataset file {source!r} does not exist")
+        if source.endswith(".jsonl"):
+            rows = []
+            with open(source, encoding="utf-8") as f:
+                for line_no, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"{source}: line {line_no} is not valid JSON ({e.msg})") from None
+        elif source.endswith(".json"):
+            with open(source, encoding="utf-8") as f:
+                data = json.load(f)
+            rows = data["data"] if isinstance(data, dict) and isinstance(data.get("data"), list) else data
+            if not isinstance(rows, list):
+                raise DataError(f"{source}: expected a JSON list of objects (or {{\"data\": [...]}}), "
+                                f"got {type(rows).__name__}")
+        elif source.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(source).to_pylist()
+        else:
+            raise DataError(f"{source}: unsupported file type; use one of {', '.join(FILE_SUFFIXES)}")
+    else:
+        import datasets
+
+        rows = [dict(r) for r in datasets.load_dataset(source, split=split)]
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(f"{source}: row {i} is a {type(row).__name__}, expected an object")
+    return rows
+
+
+def load_prompts(source: str, tokenizer, *, split: str = "train", question_key: str = "question",
+                 answer_key: str = "answer", template: str = "r1_zero", max_prompt_len: int = 256,
+                 prompts_per_step: int | None = None, kind: str = "reasoning",
+                 limit: int | None = None) -> list[PromptRecord]:
+    """Read, template and tokenize every row of ``source``.
+
+    Raises :class:`DataError` for an empty dataset, a row without ``question_key`` or
+    ``answer_key`` (a row may set ``answer: null`` only when its ``kind`` is ``general``), a
+    prompt over ``max_prompt_len`` tokens, or ``prompts_per_step`` above the number of prompts.
+    A row's own ``kind`` field overrides ``kind``.
+    """
+    if template not in TEMPLATES:
+        raise DataError(f"data.template ({template!r}) must be one of: {', '.join(TEMPLATES)}")
+    rows = read_rows(source, split)
+    if limit is not None:
+        rows = rows[:limit]
+    if not rows:
+        raise DataError(f"dataset {source!r} is empty (0 rows)")
+    records = []
+    for i, row in enumerate(rows):
+        for key, what in ((question_key, "data.question_key"), (answer_key, "data.answer_key")):
+            if key not in row:
+                raise DataError(f"{source}: row {i} has no {key!r} field ({what}); its keys: "
+                                f"{', '.join(sorted(map(str, row)))}")
+        row_kind = row.get("kind", kind)
+        raw_answer = row[answer_key]
+        if raw_answer is None and row_kind != "general":
+            raise DataError(f"{source}: row {i}: {answer_key!r} is null (only kind 'general' rows may "
+                            f"have no answer)")
+        text = render_prompt(str(row[question_key]), template, tokenizer)
+        ids = tokenizer.encode(text)
+        if len(ids) > max_prompt_len:
+            raise DataError(f"{source}: row {i}: prompt is {len(ids)} tokens, longer than "
+                            f"data.max_prompt_len ({max_prompt_len})")
+        meta = {k: v for k, v in row.items() if k not in (question_key, answer_key, "kind")}
+        meta.update(source=source, row=i)
+        records.append(PromptRecord(index=i, prompt_text=text, prompt_ids=ids,
+                                    answer=None if raw_answer is None else normalize_answer(raw_answer),
+                                    kind=row_kind, metadata=meta))
+    if prompts_per_step is not None and prompts_per_step > len(records):
+        raise DataError(f"data.prompts_per_step ({prompts_per_step}) is larger than the dataset "
+                        f"{source!r} ({len(records)} prompts)")
+    return records
+
+
+def prompts_from_config(cfg, tokenizer, *, eval: bool = False) -> list[PromptRecord]:
+    """:func:`load_prompts` for ``cfg.train`` (or ``cfg.eval``) of a ``DataConfig``. The eval set is
+    not checked against ``prompts_per_step`` (it is read whole)."""
+    source = cfg.eval if eval else cfg.train
+    if source is None:
+        raise DataError(f"data.{'eval' if eval else 'train'} is not set")
+    return load_prompts(source, tokenizer, split=cfg.split, question_key=cfg.question_key,
+                        answer_key=cfg.answer_key, template=cfg.template, max_prompt_len=cfg.max_prompt_len,
+                        prompts_per_step=None if eval else cfg.prompts_per_step)
+
+
+def batch_records(records: Sequence[PromptRecord], indices: Sequence[int]) -> list[PromptRecord]:
+    """The records at ``indices`` (the sampler's output), in that order."""
+    return [records[i] for i in indices]
