@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from r1mega.algorithms.config import AlgorithmConfig
 from r1mega.config.base import (ConfigError, apply_override, describe, from_dict, option, parse_override,
                                 to_dict, validate_tree)
-from r1mega.config.sections import (DataConfig, ModelConfig, OptimizerConfig, ParallelConfig, RolloutConfig,
+from r1mega.config.sections import (DataConfig, EvalConfig, ModelConfig, OptimizerConfig, ParallelConfig, RolloutConfig,
                                     RunConfig, TrainerConfig)
 from r1mega.rewards.config import RewardConfig
 
@@ -35,6 +35,7 @@ class Config:
     optimizer: OptimizerConfig = option(factory=OptimizerConfig, help="Optimizer and LR schedule.")
     data: DataConfig = option(factory=DataConfig, help="Prompt data.")
     trainer: TrainerConfig = option(factory=TrainerConfig, help="Micro-batching and PPO epochs.")
+    eval: EvalConfig = option(factory=EvalConfig, help="Held-out evaluation.")
     run: RunConfig = option(factory=RunConfig, help="Outputs, length, checkpoints, logging.")
 
     def validate(self, world_size: int | None = None) -> None:
@@ -54,10 +55,11 @@ class Config:
                 from r1mega.models.arch import read_hf_config
                 arch = read_hf_config(self.model.hf_path)
             layout = _check_layout(self.parallel, world_size, arch)
-            dp = layout.data
-            if self.data.prompts_per_step % dp:
-                raise ConfigError(f"data.prompts_per_step ({self.data.prompts_per_step}) must be a multiple of the "
-                                  f"data-parallel size ({dp})")
+            for what, dp in (("trainer data-parallel size", layout.data),
+                             ("number of rollout engines (world / parallel.rollout_tensor)", layout.rollout_data)):
+                if self.data.prompts_per_step % dp:
+                    raise ConfigError(f"data.prompts_per_step ({self.data.prompts_per_step}) must be a multiple of "
+                                      f"the {what} ({dp})")
 
 
 def _check_layout(p, world_size, arch):

@@ -178,3 +178,20 @@ class RunConfig:
             raise ConfigError(f"run.steps ({self.steps}) must be >= 0")
         if self.keep_last < 1:
             raise ConfigError(f"run.keep_last ({self.keep_last}) must be >= 1")
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    """Held-out evaluation: pass@1 over k samples, maj@k, greedy accuracy."""
+
+    k: int = option(8, "Samples per held-out prompt (pass@1 is their mean accuracy; maj@k their vote).")
+    temperature: float = option(0.6, "Sampling temperature of the k samples (DeepSeek-R1 evaluates at 0.6).")
+    top_p: float = option(0.95, "Nucleus sampling mass of the k samples.")
+    greedy: bool = option(True, "Also generate one greedy (temperature 0) response per prompt.")
+    max_prompts: int | None = option(None, "Evaluate on the first N held-out prompts (None: all).")
+
+    def validate(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"eval.k ({self.k}) must be >= 1")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"eval.top_p ({self.top_p}) must be in (0, 1]")

@@ -1,0 +1,310 @@
+"""The R1-Zero / GRPO training loop.
+
+    prompts -> rollout -> rewards -> advantages -> pack -> logprobs -> train -> sync -> log/ckpt
+
+:func:`rl_step` is that line, one call per stage; :func:`train` runs it ``run.steps`` times
+under torchrun (every rank runs the same code: SPMD). What each stage needs is built once by
+:func:`setup` into an :class:`RLRun`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from r1mega.config import Config
+from r1mega.trainer.batch import pack
+from r1mega.trainer.samples import denominator, gather_samples, prepare, rollout_metrics, shard
+
+log = logging.getLogger("r1mega.train")
+
+
+@dataclass
+class RLRun:
+    """Everything one rank needs to run RL steps."""
+
+    cfg: Config
+    layout: object
+    arch: object
+    policy: object
+    engine: object
+    tokenizer: object
+    records: list
+    eval_records: list | None
+    sampler: object
+    logger: object
+    timer: object
+    run_dir: str
+    version: int = 0
+    step: int = 0
+    bad_steps: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def rank(self) -> int:
+        return torch.distributed.get_rank()
+
+
+def rl_step(run: RLRun) -> dict[str, float]:
+    """One GRPO step. Returns the step's metrics (identical on every rank)."""
+    cfg, t = run.cfg, run.timer
+    t.start()
+    with t("rollout"):
+        prompts = generate_inputs(run)
+        local = rollout(run, prompts)
+    with t("reward"):
+        score(run, local)
+        samples = gather_samples(local, contribute=run.engine.tp_rank == 0)
+    samples, info = prepare(samples, cfg)                      # shaping, filters, advantages
+    shares = shard(samples, run.layout.data, cfg.trainer.mini_batches)
+    mine = shares[data_parallel_rank()]
+    with t("logprob"):
+        batches = [pack(m, cfg.trainer.micro_batch_tokens, pad_id=run.tokenizer.pad_id) for m in mine]
+        logprob_stats = compute_logprobs(run, [mb for b in batches for mb in b])
+    with t("train"):
+        train_stats = train_on(run, batches, shares)
+    with t("sync"):
+        sync_stats = sync_weights(run)
+    metrics = {**rollout_metrics(samples), **info, **logprob_stats, **train_stats, **sync_stats}
+    times = t.stop()
+    metrics.update(times.metrics(), **{"perf/tokens_per_s": sum(s.num_tokens for s in samples) / max(times.total, 1e-9),
+                                       "policy/version": float(run.version)})
+    run.step += 1
+    return metrics
+
+
+# ---------------------------------------------------------------------------- stages
+def data_parallel_rank() -> int:
+    from megatron.core import parallel_state as ps
+    return ps.get_data_parallel_rank()
+
+
+def generate_inputs(run: RLRun) -> list:
+    """This rollout engine's prompts for the step (the sampler shards by rollout DP rank)."""
+    from r1mega.data.prompts import batch_records
+    return batch_records(run.records, run.sampler.next_batch())
+
+
+def rollout(run: RLRun, prompts: list) -> list:
+    """G samples per prompt from the colocated engine, with their prompt's answer attached."""
+    eng = run.engine
+    eng.wake_up(["kv_cache"])
+    offset = eng.dp_rank * len(prompts)
+    samples = eng.generate([p.prompt_ids for p in prompts], n=run.cfg.algorithm.group_size,
+                           expected_version=run.version, group_offset=offset,
+                           prompt_texts=[p.prompt_text for p in prompts])
+    for s in samples:
+        rec = prompts[s.group_id - offset]
+        s.answer, s.kind = rec.answer, rec.kind
+        s.metadata.update(rec.metadata)
+    eng.sleep()
+    return samples
+
+
+def score(run: RLRun, samples: list) -> None:
+    """Rule rewards on the first rank of each engine (its TP peers hold the same samples)."""
+    from r1mega.rewards import score_samples
+    if run.engine.tp_rank == 0 and samples:
+        score_samples(samples, run.cfg.reward)
+
+
+def compute_logprobs(run: RLRun, mbs: list) -> dict[str, float]:
+    """Old-policy (and reference) logprobs; reports the trainer/engine mismatch."""
+    cfg = run.cfg
+    if cfg.trainer.old_logprobs == "recompute" or cfg.rollout.parity_tokens > 0:
+        run.policy.logprobs(mbs, "old")
+    if run.policy.ref_chunks is not None:
+        run.policy.logprobs(mbs, "ref")
+    stats = run.policy.gather_logp_stats(mbs)
+    if cfg.trainer.old_logprobs == "rollout":
+        for mb in mbs:
+            mb.old_logp = None  # the loss takes the engine's logprobs
+    return stats
+
+
+def train_on(run: RLRun, batches: list[list], shares: list[list[list]]) -> dict[str, float]:
+    """``trainer.epochs`` passes of ``trainer.mini_batches`` optimizer steps."""
+    cfg = run.cfg
+    if any(not m for share in shares for m in share):
+        log.warning("step %d: a data-parallel rank has an empty mini-batch (too few groups after "
+                    "filtering); skipping the update", run.step)
+        return {"actor/skipped": 1.0}
+    max_len = cfg.rollout.max_new_tokens
+    out: dict[str, float] = {}
+    n = 0
+    for _ in range(cfg.trainer.epochs):
+        for m, mbs in enumerate(batches):
+            global_mb = [s for share in shares for s in share[m]]
+            den = denominator(global_mb, cfg.algorithm.loss_agg, max_len)
+            stats = run.policy.train_step(mbs, den, max_len)
+            for k, v in stats.items():
+                out[k] = out.get(k, 0.0) + v
+            n += 1
+    out = {f"actor/{k}": v / n for k, v in out.items()}
+    check_finite(run, out)
+    return out
+
+
+def check_finite(run: RLRun, stats: dict[str, float]) -> None:
+    """A NaN/inf step was skipped by the policy; too many in a row stop the run."""
+    import math
+    bad = stats.get("actor/skipped", 0.0) > 0 or not math.isfinite(stats.get("actor/loss", 0.0))
+    if not bad:
+        run.bad_steps = 0
+        return
+    run.bad_steps += 1
+    log.warning("step %d: non-finite loss or gradient; update skipped (%d in a row)", run.step, run.bad_steps)
+    if run.bad_steps >= run.cfg.run.max_bad_steps:
+        raise FloatingPointError(
+            f"{run.bad_steps} consecutive steps with a non-finite loss or gradient (run.max_bad_steps="
+            f"{run.cfg.run.max_bad_steps}); stopping. The last checkpoint under {run.run_dir}/checkpoints is "
+            f"intact: lower optimizer.lr or check the data, then resume from it")
+
+
+def sync_weights(run: RLRun) -> dict[str, float]:
+    """Push the new policy version into the engine (see r1mega.rollout.weight_sync)."""
+    from r1mega.models import iter_hf_weights
+    run.version += 1
+    run.engine.wake_up(["weights"])
+    st = run.engine.sync_weights(iter_hf_weights(run.policy.modules, run.arch), run.version)
+    return {"sync/seconds": st.seconds, "sync/bytes": float(st.total_bytes), "sync/buckets": float(st.num_buckets)}
+
+
+# ---------------------------------------------------------------------------- setup / run
+def setup(cfg: Config, *, engine=None) -> RLRun:
+    """Build this rank's policy, reference, engine, data and loggers; resume if asked."""
+    from r1mega.config import ConfigError, to_dict
+    from r1mega.data.prompts import prompts_from_config
+    from r1mega.data.sampler import PromptSampler
+    from r1mega.data.tokenizer import load_tokenizer
+    from r1mega.logging.metrics import MetricsLogger
+    from r1mega.logging.timers import StepTimer
+    from r1mega.models import load_hf, read_hf_config
+    from r1mega.parallel.init import init_parallel
+    from r1mega.trainer.policy import Policy
+
+    if not cfg.model.hf_path:
+        raise ConfigError("model.hf_path is required for RL: the Hugging Face model directory of the starting policy")
+    if cfg.algorithm.kl_in_reward and cfg.algorithm.kl_coef > 0:
+        raise ConfigError("algorithm.kl_in_reward=true is not supported by the RL loop yet (the reference "
+                          "logprobs are computed after advantages); use the KL term in the loss (kl_in_reward=false)")
+    arch = read_hf_config(cfg.model.hf_path)
+    layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed)
+    cfg.validate(world_size=layout.world_size)
+    rank = torch.distributed.get_rank()
+    run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
+    os.makedirs(run_dir, exist_ok=True)
+    tokenizer = load_tokenizer(cfg.model.tokenizer_path or cfg.model.hf_path)
+    records = prompts_from_config(cfg.data, tokenizer)
+    eval_records = prompts_from_config(cfg.data, tokenizer, eval=True) if cfg.data.eval else None
+
+    chunks, arch = load_hf(cfg.model.hf_path, cfg.model, layout)
+    ref_chunks = None
+    if cfg.algorithm.kl_coef > 0:
+        ref_chunks, _ = load_hf(cfg.model.hf_path, cfg.model, layout)
+        for c in ref_chunks:
+            c.requires_grad_(False)
+    per_step = cfg.trainer.mini_batches * cfg.trainer.epochs
+    policy = Policy(cfg, layout, arch, chunks, ref_chunks, total_optimizer_steps=cfg.run.steps * per_step)
+    if engine is None:
+        from r1mega.rollout import RolloutEngine
+        engine = RolloutEngine(cfg.model.hf_path, cfg.rollout, rollout_tensor=cfg.parallel.rollout_tensor,
+                               dtype=cfg.model.dtype, max_model_len=cfg.rollout.max_model_len or cfg.model.max_seq_len)
+    sampler = PromptSampler(len(records), cfg.data.prompts_per_step, dp_rank=engine.dp_rank, dp_size=engine.dp_size,
+                            seed=cfg.run.seed, shuffle=cfg.data.shuffle)
+    run = RLRun(cfg=cfg, layout=layout, arch=arch, policy=policy, engine=engine, tokenizer=tokenizer,
+                records=records, eval_records=eval_records, sampler=sampler, logger=None, timer=StepTimer(),
+                run_dir=run_dir)
+    resumed = maybe_resume(run)
+    run.logger = MetricsLogger(run_dir, tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project,
+                               config_dict=to_dict(cfg), rank=rank, resume_step=run.step if resumed else None)
+    # The engine generates with exactly the trainer's weights from the first step on.
+    run.engine.wake_up(["weights"])
+    run.engine.sync_weights(_weights(run), run.version)
+    return run
+
+
+def _weights(run: RLRun):
+    from r1mega.models import iter_hf_weights
+    return iter_hf_weights(run.policy.modules, run.arch)
+
+
+def checkpoint_root(run: RLRun) -> str:
+    return os.path.join(run.run_dir, "checkpoints")
+
+
+def maybe_resume(run: RLRun) -> bool:
+    """Load the checkpoint ``run.resume`` points at (``auto``: the newest valid one, if any)."""
+    from r1mega.checkpoint import load_checkpoint, resolve_resume
+
+    path = resolve_resume(checkpoint_root(run), run.cfg.run.resume)
+    if path is None:
+        return False
+    extra = load_checkpoint(path, chunks=run.policy.modules, optimizer=run.policy.optimizer,
+                            scheduler=run.policy.scheduler)
+    run.step, run.version = int(extra["step"]), int(extra["policy_version"])
+    run.sampler.load_state_dict(extra["sampler"])
+    run.bad_steps = int(extra.get("bad_steps", 0))
+    if run.rank == 0:
+        log.info("resumed from %s at step %d (policy version %d)", path, run.step, run.version)
+    return True
+
+
+def save(run: RLRun) -> str:
+    from r1mega.checkpoint import save_checkpoint
+    from r1mega.config import to_dict
+
+    extra = {"step": run.step, "policy_version": run.version, "sampler": run.sampler.state_dict(),
+             "bad_steps": run.bad_steps, "config": to_dict(run.cfg)}
+    return save_checkpoint(checkpoint_root(run), run.step, chunks=run.policy.modules, optimizer=run.policy.optimizer,
+                           scheduler=run.policy.scheduler, extra=extra, keep_last=run.cfg.run.keep_last)
+
+
+def train(cfg: Config, *, engine=None) -> dict:
+    """Run ``cfg.run.steps`` RL steps (resuming if a checkpoint exists); returns the last metrics."""
+    from r1mega.logging.progress import StepProgress, console_summary
+
+    run = setup(cfg, engine=engine)
+    rc = cfg.run
+    progress = StepProgress(rc.steps, initial=run.step, rank=run.rank)
+    metrics: dict = {}
+    try:
+        while run.step < rc.steps:
+            metrics = rl_step(run)
+            if rc.eval_every and run.eval_records and run.step % rc.eval_every == 0 and run.step < rc.steps:
+                metrics.update(evaluate_run(run))
+            if rc.save_every and run.step % rc.save_every == 0 and run.step < rc.steps:
+                t0 = time.perf_counter()
+                save(run)
+                metrics["time/checkpoint"] = time.perf_counter() - t0
+            run.logger.log(run.step, metrics)
+            progress.update(run.step, metrics)
+            if run.rank == 0 and rc.log_every and run.step % rc.log_every == 0:
+                console_summary(run.step, metrics)
+        if run.step == rc.steps and rc.steps > 0:
+            final = evaluate_run(run) if run.eval_records else {}
+            if final:
+                run.logger.log(run.step, final)
+                metrics.update(final)
+            save(run)
+            if rc.export_hf:
+                from r1mega.models import export_hf
+                export_hf(run.policy.modules, run.arch, os.path.join(run.run_dir, "hf"),
+                          tokenizer_dir=cfg.model.tokenizer_path or cfg.model.hf_path)
+    finally:
+        progress.close()
+        run.logger.close()
+    return metrics
+
+
+def evaluate_run(run: RLRun) -> dict[str, float]:
+    """Held-out pass@1 / maj@k / greedy accuracy with the current policy (engine already synced)."""
+    from r1mega.eval.evaluate import evaluate_engine
+    run.engine.wake_up()
+    out = evaluate_engine(run.engine, run.eval_records, run.cfg)
+    run.engine.sleep()
+    return out
