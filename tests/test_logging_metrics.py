@@ -3,9 +3,9 @@
 import json
 import math
 import sys
-
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +15,7 @@ def test_jsonl_round_trip_with_nonfinite_and_tensors(tmp_path):
     with MetricsLogger(tmp_path, tensorboard=False) as log:
         log.log(1, {"reward/mean": 0.5, "response/len_max": 812, "actor/kl": torch.tensor(0.25),
                     "actor/grad_norm": float("nan"), "actor/loss": float("inf"), "x/neg": -math.inf,
-                    "flag": True})
+                    "flag": True, "np": np.float32(2.0)})
         log.log(2, {"reward/mean": torch.tensor([0.75], dtype=torch.float64)})
     lines = (tmp_path / METRICS_FILE).read_text().splitlines()
     assert len(lines) == 2
@@ -27,6 +27,7 @@ def test_jsonl_round_trip_with_nonfinite_and_tensors(tmp_path):
     assert r["reward/mean"] == 0.5 and r["response/len_max"] == 812 and isinstance(r["response/len_max"], int)
     assert r["actor/kl"] == 0.25 and r["flag"] == 1
     assert math.isnan(r["actor/grad_norm"]) and r["actor/loss"] == math.inf and r["x/neg"] == -math.inf
+    assert r["np"] == 2.0
     assert recs[1]["reward/mean"] == 0.75
     assert recs[0]["ts"] > 0
 
@@ -41,6 +42,8 @@ def test_bad_values_are_errors_naming_the_key(tmp_path):
     with MetricsLogger(tmp_path, tensorboard=False) as log:
         with pytest.raises(ValueError, match="'v'.*shape"):
             log.log(1, {"v": torch.zeros(3)})
+        with pytest.raises(ValueError, match="'n'.*shape"):
+            log.log(1, {"n": np.ones(2)})
         with pytest.raises(TypeError, match="'s'"):
             log.log(1, {"s": "hello"})
         with pytest.raises(ValueError, match="reserved"):

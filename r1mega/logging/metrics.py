@@ -61,9 +61,10 @@ def to_number(key: str, value: Any) -> int | float:
         return int(value)
     if isinstance(value, (int, float)):
         return value
-    if hasattr(value, "numel") and value.numel() != 1:  # torch tensor
-        raise ValueError(f"metric {key!r} must be a scalar, got a tensor of shape {tuple(value.shape)}")
-    if hasattr(value, "item"):  # torch / numpy scalar
+    if hasattr(value, "item"):  # torch / numpy scalar or one-element tensor
+        shape = tuple(getattr(value, "shape", ()))
+        if math.prod(shape) != 1:
+            raise ValueError(f"metric {key!r} must be a scalar, got a tensor of shape {shape}")
         item = value.item()
         if isinstance(item, bool):
             return int(item)

@@ -90,11 +90,11 @@ def _line(ax, records, key, color, label=None, smoothing=None, style="-") -> boo
     return True
 
 
-def _finish(fig: Figure, title: str, out: Path) -> Path:
+def _finish(fig: Figure, title: str, out: Path, legend: bool = True) -> Path:
     fig.suptitle(title, fontsize=12)
     for ax in fig.axes:
         ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
+        if legend and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -179,12 +179,11 @@ def plot_panels(records, keys: Sequence[str], out: Path, title: str, smoothing=N
         ax.set_title(k, fontsize=10)
     for ax in axes[len(keys):]:
         ax.set_visible(False)
-    for ax in axes[-ncols:]:
+    for i in range(len(axes) - ncols, len(axes)):  # bottom visible panel of each column
+        ax = axes[i] if i < len(keys) else axes[i - ncols]
+        ax.xaxis.set_tick_params(labelbottom=True)
         ax.set_xlabel("step")
-    if ncols == 2 and len(keys) % 2:  # the last visible panel in the left column needs its label
-        axes[len(keys) - 1].xaxis.set_tick_params(labelbottom=True)
-        axes[len(keys) - 1].set_xlabel("step")
-    return _finish(fig, title, out)
+    return _finish(fig, title, out, legend=False)
 
 
 def plot_time(records, out: Path, name: str) -> Path | None:

@@ -97,7 +97,7 @@ class StepProgress:
             mininterval=0.5 if interactive else log_interval,
             smoothing=0.1,  # steps are long and uneven: a slow EMA gives a steadier ETA
             ascii=not interactive,
-            bar_format="{desc} {n_fmt}/{total_fmt} {bar:20} [{elapsed}<{remaining}, {rate_fmt}] {postfix}",
+            bar_format="{desc} {n_fmt}/{total_fmt} {bar:20} [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
         )
 
     def update(self, step: int, metrics: Mapping[str, Any] | None = None) -> None:

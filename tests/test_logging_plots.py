@@ -1,0 +1,98 @@
+"""plot_metrics / plot_run: PNGs from a synthetic metrics file; clear errors on empty/missing."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from r1mega.logging.metrics import MetricsLogger  # noqa: E402
+from r1mega.logging.plots import auto_smoothing, ema, plot_run  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_synthetic_run(run_dir: Path, steps: int = 120) -> None:
+    rng = np.random.default_rng(0)
+    with MetricsLogger(run_dir, tensorboard=False) as log:
+        for s in range(1, steps + 1):
+            acc = min(0.9, 0.2 + 0.6 * s / steps + 0.05 * rng.standard_normal())
+            m = {
+                "reward/mean": acc + 0.1, "reward/accuracy": acc, "reward/format": 0.1, "acc/mean": acc,
+                "response/len_mean": 300 + 4 * s + 20 * rng.standard_normal(), "response/len_max": 1024,
+                "response/clip_frac": 0.02 * s / steps, "actor/kl": 1e-3 * s / steps,
+                "actor/entropy": 0.8 - 0.3 * s / steps, "actor/clip_frac": 0.01, "actor/grad_norm": 0.5,
+                "actor/lr": 1e-6, "actor/loss": 0.01 * rng.standard_normal(),
+                "rollout/logprob_diff_mean": 1e-3, "perf/tokens_per_s": 5000.0,
+                "time/rollout": 6.0 + rng.random(), "time/reward": 0.2, "time/logprob": 0.8, "time/train": 2.5,
+                "time/sync": 0.3, "time/other": 0.2,
+            }
+            m["time/step"] = sum(v for k, v in m.items() if k.startswith("time/"))
+            if s == 7:
+                m["actor/grad_norm"] = math.nan  # a bad step must not break the curves
+            if s % 40 == 0:
+                m.update({"eval/pass@1": acc - 0.05, "eval/maj@16": acc, "eval/greedy_acc": acc - 0.02})
+            log.log(s, m)
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file() and path.stat().st_size > 1000, path
+    assert path.read_bytes()[:8] == PNG_MAGIC, path
+
+
+def test_plot_run_writes_all_pngs(tmp_path):
+    run = tmp_path / "grpo_demo"
+    write_synthetic_run(run, steps=60)
+    paths = plot_run(run, tmp_path / "out", keys=["reward/*"])
+    names = sorted(p.name for p in paths)
+    assert names == sorted(["reward_length.png", "reward.png", "length.png", "actor.png", "time.png",
+                            "eval.png", "keys.png"])
+    for p in paths:
+        assert_png(p)
+
+
+def test_missing_groups_are_skipped(tmp_path):
+    with MetricsLogger(tmp_path, tensorboard=False) as log:
+        for s in range(5):
+            log.log(s, {"reward/mean": s * 0.1})
+    paths = plot_run(tmp_path)  # default out: run_dir/plots
+    assert sorted(p.name for p in paths) == ["reward.png", "reward_length.png"]
+    assert all(p.parent == tmp_path / "plots" for p in paths)
+    assert_png(paths[0])
+    with pytest.raises(ValueError, match="no metric matches"):
+        plot_run(tmp_path, keys=["nope/*"])
+
+
+def test_empty_and_missing_files_are_clear_errors(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text("")
+    with pytest.raises(ValueError, match="no records"):
+        plot_run(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no metrics file"):
+        plot_run(tmp_path / "missing")
+
+
+def test_cli(tmp_path):
+    with MetricsLogger(tmp_path / "run", tensorboard=False) as log:  # small: the subprocess pays imports
+        for s in range(1, 6):
+            log.log(s, {"reward/mean": s * 0.1, "response/len_mean": 100 + s})
+    cmd = [sys.executable, str(REPO / "tools" / "plot_metrics.py")]
+    ok = subprocess.run(cmd + [str(tmp_path / "run"), "--out", str(tmp_path / "figs")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "reward_length.png" in ok.stdout
+    assert_png(tmp_path / "figs" / "reward_length.png")
+    bad = subprocess.run(cmd + [str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "no metrics file" in bad.stderr
+
+
+def test_ema():
+    v = np.array([1.0, np.nan, 3.0, 3.0])
+    out = ema(v, 0.5)
+    assert out[0] == 1.0 and math.isnan(out[1])  # debiased: the first point is itself
+    assert out[2] == pytest.approx((0.5 * 0.5 * 1 + 0.5 * 3) / 0.75)
+    assert auto_smoothing(10) == 0.0 and 0.9 < auto_smoothing(1000) <= 0.95
