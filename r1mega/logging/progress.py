@@ -146,7 +146,7 @@ def format_summary(step: int, metrics: Mapping[str, Any], total_steps: int | Non
         stages = [(k[5:], float(v)) for k, v in metrics.items()
                   if k.startswith("time/") and k != "time/step"]
         shares = ", ".join(f"{name} {100 * s / total:.0f}%" for name, s in stages if total > 0)
-        parts.append(f"{total:.1f}s" + (f" ({shares})" if shares else ""))
+        parts.append((f"{total:.2f}s" if total < 10 else f"{total:.1f}s") + (f" ({shares})" if shares else ""))
     return " | ".join(parts)
 
 
