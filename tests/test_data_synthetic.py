@@ -1,0 +1,105 @@
+"""Synthetic tasks: deterministic, held-out disjoint, answers right (is_equiv / countdown checker),
+worked steps and the pretraining mix."""
+
+import random
+
+import pytest
+
+from r1mega.data.prompts import load_prompts
+from r1mega.data.synthetic import (arithmetic_steps, countdown_check, countdown_reward, make_splits,
+                                   pretraining_corpus, write_jsonl)
+from r1mega.rewards import RewardConfig, accuracy_reward, format_reward, is_equiv
+
+
+@pytest.mark.parametrize("task,knobs", [("arithmetic", dict(ops=("+", "-", "*"), max_digits=4)),
+                                        ("countdown", dict(num_numbers=3, max_number=20))])
+def test_deterministic_and_disjoint(task, knobs):
+    train, held = make_splits(task, 300, 50, seed=5, **knobs)
+    assert (train, held) == make_splits(task, 300, 50, seed=5, **knobs)
+    assert train != make_splits(task, 300, 50, seed=6, **knobs)[0]
+    assert len(train) == 300 and len(held) == 50
+    qs_train, qs_held = {r["question"] for r in train}, {r["question"] for r in held}
+    assert len(qs_train) == 300 and not qs_train & qs_held
+    assert make_splits(task, 100, 50, seed=5, **knobs)[1] == held  # eval set independent of n_train
+
+
+def test_arithmetic_answers_correct():
+    train, held = make_splits("arithmetic", 200, 20, seed=0, ops=("+", "-", "*"), min_digits=1, max_digits=3)
+    for r in train + held:
+        value = eval(f"{r['a']} {r['op']} {r['b']}")  # noqa: S307 (ints and one operator, generated here)
+        assert is_equiv(str(value), r["answer"]) and r["question"] == f"What is {r['a']} {r['op']} {r['b']}?"
+
+
+def test_arithmetic_steps():
+    assert arithmetic_steps({"a": 58, "b": 67, "op": "+"}) == [
+        "8+7=15, write 5, carry 1", "5+6+1=12, write 2, carry 1", "write the carry 1"]
+    assert arithmetic_steps({"a": 503, "b": 78, "op": "-"}) == [
+        "3-8: borrow, 13-8=5", "0-1-7: borrow, 9-7=2", "5-1-0=4"]
+    assert arithmetic_steps({"a": 123, "b": 45, "op": "*"}) == ["123*5=615", "123*40=4920", "615+4920=5535"]
+
+
+def test_too_narrow_task_is_an_error():
+    with pytest.raises(ValueError, match="distinct questions"):
+        make_splits("arithmetic", 200, 0, seed=0, ops=("+",), min_digits=1, max_digits=1)  # only 100 exist
+
+
+def test_countdown_checker():
+    nums = [3, 5, 2]
+    assert countdown_check("3*5+2", nums, 17)
+    assert countdown_check("(3 \\times 5) + 2 = 17", nums, 17)
+    assert countdown_check("2+5*3", nums, 17)
+    assert not countdown_check("17", nums, 17)              # numbers not used
+    assert not countdown_check("3*5+2+2", nums, 19)          # 2 used twice
+    assert not countdown_check("3*5", nums, 15)              # 2 unused
+    assert not countdown_check("3*5+2", nums, 18)            # wrong value
+    assert not countdown_check("3*5+2 = 18", nums, 17)
+    assert not countdown_check("__import__('os')", nums, 17)
+    assert not countdown_check("3**5+2", nums, 245)
+    assert not countdown_check("5/(3-3)+2", [5, 3, 3, 2], 1)  # division by zero
+    assert countdown_check("(5+3)/2*3", [5, 3, 2, 3], 12)
+    assert not countdown_check(None, nums, 17)
+    train, held = make_splits("countdown", 100, 10, seed=1)
+    assert all(countdown_check(r["answer"], r["numbers"], r["target"]) for r in train + held)
+
+
+def test_countdown_reward():
+    cfg = RewardConfig()
+    meta = {"numbers": [3, 5, 2], "target": 17}
+    assert countdown_reward("<think> 15+2 </think> <answer> \\boxed{3*5+2} </answer>", "3*5+2", meta, cfg).score == 1.0
+    assert countdown_reward("<think> x </think> <answer>5*3+2</answer>", None, meta, cfg).score == 1.0
+    assert countdown_reward("<think> x </think> \\boxed{17}", "3*5+2", meta, cfg).score == 0.0
+    assert countdown_reward("<think> \\boxed{3*5+2}", "3*5+2", meta, cfg).score == 0.0  # not closed
+    assert countdown_reward("\\boxed{3*5+2}", "", {}, cfg).info["reason"] == "metadata lacks numbers/target"
+
+
+def test_rows_load_as_prompts(tmp_path):
+    class TOK:  # one id per character
+        encode = staticmethod(lambda text: [ord(c) for c in text])
+
+    train, _ = make_splits("countdown", 5, 0, seed=0)
+    recs = load_prompts(write_jsonl(train, str(tmp_path / "cd" / "train.jsonl")), TOK, max_prompt_len=2000)
+    assert [r.answer for r in recs] == [r["answer"] for r in train]
+    assert recs[0].metadata["numbers"] == train[0]["numbers"] and recs[0].metadata["task"] == "countdown"
+
+
+def test_pretraining_mix_and_exclusion():
+    cfg = RewardConfig()
+    _, held = make_splits("arithmetic", 0, 200, seed=0)
+    docs = pretraining_corpus(400, seed=0, format_rate=0.7, correct_rate=0.4, exclude=[r["question"] for r in held])
+    assert docs == pretraining_corpus(400, seed=0, format_rate=0.7, correct_rate=0.4,
+                                      exclude=[r["question"] for r in held])
+    fmt = acc = 0
+    for doc in docs:
+        prompt, response = doc.rsplit("Assistant:", 1)
+        question = prompt.rsplit("User: ", 1)[1].strip()
+        assert question not in {r["question"] for r in held}
+        a, op, b = question[len("What is "):-1].split()
+        fmt += format_reward(response, None, {}, cfg).score
+        acc += accuracy_reward(response, str(eval(f"{a}{op}{b}")), {}, cfg).score  # noqa: S307
+    assert 0.6 < fmt / len(docs) < 0.8
+    assert 0.3 < acc / len(docs) < 0.5  # unformatted "The answer is x." also scores: rule extraction
+    all_right = pretraining_corpus(50, seed=1, format_rate=1.0, correct_rate=1.0)
+    assert all(accuracy_reward(d.split("Assistant:")[-1], str(eval(d.split("What is ")[-1].split("?")[0])), {}, cfg).score
+               for d in all_right)  # noqa: S307
+    with pytest.raises(ValueError, match=r"format_rate \(1.5\)"):
+        pretraining_corpus(1, format_rate=1.5)

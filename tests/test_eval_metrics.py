@@ -1,0 +1,64 @@
+"""pass@k, pass@1 mean, maj@k and summarize against hand-computed values."""
+
+import math
+
+import pytest
+
+from r1mega.eval.metrics import PromptResult, majority_answer, majority_vote, pass_at_1_mean, pass_at_k, summarize
+
+
+def test_pass_at_k_hand_values():
+    assert pass_at_k(10, 0, 1) == 0.0
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    # 1 - C(7,2)/C(10,2) = 1 - 21/45
+    assert pass_at_k(10, 3, 2) == pytest.approx(1 - 21 / 45)
+    # 1 - C(3,3)/C(5,3) = 1 - 1/10
+    assert pass_at_k(5, 2, 3) == pytest.approx(0.9)
+    assert pass_at_k(5, 3, 3) == 1.0  # n - c < k
+    assert pass_at_k(4, 4, 4) == 1.0
+    for n, c, k in [(20, 7, 5), (64, 10, 8)]:
+        assert pass_at_k(n, c, k) == pytest.approx(1 - math.comb(n - c, k) / math.comb(n, k))
+    with pytest.raises(ValueError):
+        pass_at_k(4, 5, 1)
+    with pytest.raises(ValueError):
+        pass_at_k(4, 1, 5)
+
+
+def test_pass_at_1_mean():
+    assert pass_at_1_mean([[True, False, False, False], [True, True], [False]]) == pytest.approx((0.25 + 1 + 0) / 3)
+    with pytest.raises(ValueError):
+        pass_at_1_mean([])
+
+
+def test_majority_vote_groups_equivalent_answers():
+    answers = ["1/2", "0.5", "3", "3", None, "\\frac{1}{2}"]
+    assert majority_answer(answers) == "1/2"  # {1/2, 0.5, \frac12}: 3 votes beats {3}: 2
+    assert majority_vote(answers, lambda a: a == "1/2")
+    assert not majority_vote(answers, lambda a: a == "3")
+
+
+def test_majority_tie_goes_to_first_seen():
+    same = lambda a, b: a == b  # noqa: E731
+    assert majority_answer(["7", "5", "5", "7"], same) == "7"
+    assert majority_answer(["5", "7", "7", "5"], same) == "5"
+    assert majority_answer([None, "", None], same) is None
+    assert not majority_vote([None, None], lambda a: True)
+
+
+def test_summarize_hand_values():
+    results = [
+        PromptResult(correct=[True, False, False, True], answers=["4", "5", "6", "4.0"], reference="4",
+                     response_lens=[10, 20, 30, 40], greedy_correct=True),
+        PromptResult(correct=[False, False, False, False], answers=["1", "2", "2", None], reference="3",
+                     response_lens=[5, 5, 5, 5], greedy_correct=False),
+        PromptResult(correct=[True, True, True, False], answers=["9", "9", "9", "8"], reference="9"),
+    ]
+    out = summarize(results)
+    assert out["prompts"] == 3 and out["samples"] == 12 and out["k"] == 4
+    assert out["pass@1"] == pytest.approx((0.5 + 0 + 0.75) / 3)
+    assert out["pass@k"] == pytest.approx(2 / 3)  # k = n: any correct sample
+    assert out["maj@k"] == pytest.approx(2 / 3)   # "4" (2 votes, 4.0 == 4), "2" wrong, "9"
+    assert out["greedy_acc"] == pytest.approx(0.5)
+    assert out["mean_response_len"] == pytest.approx(120 / 8)
+    bare = summarize([PromptResult(correct=[True, False])])
+    assert set(bare) == {"prompts", "samples", "k", "pass@1", "pass@k"}
