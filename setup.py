@@ -7,4 +7,6 @@ kernel_packages = ["r1mega_kernels" + p[len("kernels"):] for p in find_packages(
 setup(
     packages=packages + kernel_packages,
     package_dir={"r1mega_kernels": "kernels"},
+    package_data={"r1mega.recipes": ["*.yaml"]},
+    include_package_data=True,
 )

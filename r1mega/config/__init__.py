@@ -93,11 +93,16 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
                 raise ConfigError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
+    if path is not None:
+        try:
+            config_from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
     try:
         return config_from_dict(data, overrides)
     except ConfigError as e:
-        if path is not None:
-            raise ConfigError(f"{path}: {e}") from None
+        if overrides:
+            raise ConfigError(f"{e} (with the command-line overrides {list(overrides)})") from None
         raise
 
 

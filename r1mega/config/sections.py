@@ -21,8 +21,6 @@ class ModelConfig:
     recompute: bool = option(False, "Full activation recomputation of each transformer layer.")
     max_seq_len: int = option(2048, "Longest prompt + response the trainer will see (sets RoPE cache size).")
     rope_theta: float | None = option(None, "Override the RoPE base (long-context training); None keeps the HF value.")
-    attention_backend: str = option("auto", "Megatron attention backend.",
-                                    choices=("auto", "local", "flash", "fused", "unfused"))
 
     def validate(self) -> None:
         if self.max_seq_len < 2:

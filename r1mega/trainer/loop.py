@@ -212,8 +212,7 @@ def setup(cfg: Config, *, engine=None) -> RLRun:
     policy = Policy(cfg, layout, arch, chunks, ref_chunks, total_optimizer_steps=cfg.run.steps * per_step)
     if engine is None:
         from r1mega.rollout import RolloutEngine
-        engine = RolloutEngine(cfg.model.hf_path, cfg.rollout, rollout_tensor=cfg.parallel.rollout_tensor,
-                               dtype=cfg.model.dtype, max_model_len=cfg.rollout.max_model_len or cfg.model.max_seq_len)
+        engine = make_engine(cfg, cfg.model.hf_path)
     sampler = PromptSampler(len(records), cfg.data.prompts_per_step, dp_rank=engine.dp_rank, dp_size=engine.dp_size,
                             seed=cfg.run.seed, shuffle=cfg.data.shuffle)
     run = RLRun(cfg=cfg, layout=layout, arch=arch, policy=policy, engine=engine, tokenizer=tokenizer,
@@ -226,6 +225,15 @@ def setup(cfg: Config, *, engine=None) -> RLRun:
     run.engine.wake_up(["weights"])
     run.engine.sync_weights(_weights(run), run.version)
     return run
+
+
+def make_engine(cfg: Config, model_path: str):
+    """This rank's colocated vLLM engine for the HF model at ``model_path``."""
+    from r1mega.rollout import RolloutEngine
+
+    extra = {"tokenizer": cfg.model.tokenizer_path} if cfg.model.tokenizer_path else {}
+    return RolloutEngine(model_path, cfg.rollout, rollout_tensor=cfg.parallel.rollout_tensor, dtype=cfg.model.dtype,
+                         max_model_len=cfg.rollout.max_model_len or cfg.model.max_seq_len, **extra)
 
 
 def _weights(run: RLRun):
@@ -293,8 +301,10 @@ def train(cfg: Config, *, engine=None) -> dict:
             save(run)
             if rc.export_hf:
                 from r1mega.models import export_hf
+                # A separate tokenizer (model.tokenizer_path) stays separate: copied into a model
+                # directory, transformers would read it as the architecture's own tokenizer class.
                 export_hf(run.policy.modules, run.arch, os.path.join(run.run_dir, "hf"),
-                          tokenizer_dir=cfg.model.tokenizer_path or cfg.model.hf_path)
+                          tokenizer_dir=None if cfg.model.tokenizer_path else cfg.model.hf_path)
     finally:
         progress.close()
         run.logger.close()

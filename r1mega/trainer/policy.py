@@ -223,6 +223,47 @@ class Policy:
                      lr=self.optimizer.param_groups[0]["lr"], skipped=0.0 if (finite and ok) else 1.0)
         return stats
 
+    def sft_step(self, mbs: list[MicroBatch], denominator: float) -> dict[str, float]:
+        """One optimizer step of supervised fine-tuning: -sum(mask * logp) / denominator over the
+        scored (response) tokens, ``denominator`` = the global count of masked tokens."""
+        from r1mega_kernels import linear_logprob
+
+        scale = len(mbs) * self.layout.data
+        queue = list(mbs)
+        acc: dict[str, float] = {}
+
+        def forward_step(data_iterator, model):
+            mb_in = next(data_iterator)
+            h, last = self._hidden(model, mb_in)
+            mb = queue.pop(0) if last else None
+
+            def loss_func(out, non_loss_data=False):
+                w, start = self._head(model)
+                logp, _ = linear_logprob(out, w, mb.targets, tp_group=self._tp_group(), vocab_start=start,
+                                         backend=self.cfg.trainer.logprob_backend)
+                loss = -(logp * mb.mask).sum() / denominator
+                acc["loss"] = acc.get("loss", 0.0) + float(loss.detach())
+                acc["tokens"] = acc.get("tokens", 0.0) + float(mb.mask.sum())
+                return loss * scale, {}
+
+            return h, loss_func
+
+        self.optimizer.zero_grad()
+        for c in self.chunks:
+            c.zero_grad_buffer()
+        self._run(self.chunks, mbs, forward_step, forward_only=False)
+        finite = self._grads_finite()
+        if finite:
+            ok, grad_norm, _ = self.optimizer.step()
+            self.scheduler.step(increment=1)
+        else:
+            ok, grad_norm = False, float("nan")
+            self.optimizer.zero_grad()
+        stats = self._reduce_stats(acc)
+        stats.update(grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
+                     lr=self.optimizer.param_groups[0]["lr"], skipped=0.0 if (finite and ok) else 1.0)
+        return stats
+
     def _unfused_loss(self, h, w, start, mb, old, ref, denominator, max_response_len, add, n):
         """LM head logprobs (+entropy) then r1mega.algorithms.policy_loss on (S, L) padded rows."""
         from r1mega.algorithms import policy_loss

@@ -1,0 +1,231 @@
+"""``r1mega``: the command line.
+
+    r1mega tiny [--out DIR] [--quick]                 the embedded tiny default (R1-Zero on CPU)
+    r1mega train CONFIG [key=value ...]               GRPO training (torchrun for several processes)
+    r1mega sft CONFIG --data FILE [key=value ...]     supervised fine-tuning (prompt/response jsonl)
+    r1mega eval --model DIR --data FILE [...]         pass@1 over k samples, maj@k, greedy accuracy
+    r1mega generate --model DIR --prompts FILE --out FILE [...]
+    r1mega convert hf-to-r1mega|r1mega-to-hf SRC DST [--tp N --pp N]
+    r1mega config [CONFIG] [key=value ...] [--schema] resolved config, or every documented field
+
+Multi-process: ``torchrun --nproc-per-node N -m r1mega.cli train CONFIG ...`` (or the
+``r1mega`` script path in place of ``-m r1mega.cli``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+
+def _setup_logging() -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"[r1mega rank{rank}] %(message)s")
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def cmd_tiny(args) -> int:
+    from r1mega.recipes.tiny import run_tiny
+
+    summary = run_tiny(args.out, quick=args.quick, config_path=args.config, overrides=args.overrides)
+    if int(os.environ.get("RANK", "0")) == 0:
+        b, a = summary["before"], summary["after"]
+        print(json.dumps({"pass@1 before": b.get("eval/pass@1"), "pass@1 after": a.get("eval/pass@1"),
+                          "maj@k before": b.get("eval/maj@k"), "maj@k after": a.get("eval/maj@k"),
+                          "wall_time_s": round(summary["wall_time_s"], 1),
+                          "summary": os.path.join(args.out, "summary.json")}, indent=2))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from r1mega.config import load_config
+    from r1mega.trainer.loop import train
+
+    cfg = load_config(args.config, args.overrides)
+    train(cfg)
+    return 0
+
+
+def cmd_sft(args) -> int:
+    from r1mega.config import load_config
+    from r1mega.data.tokenizer import load_tokenizer
+    from r1mega.models import export_hf
+    from r1mega.trainer.sft import example, run_sft
+
+    cfg = load_config(args.config, args.overrides)
+    if not cfg.model.hf_path:
+        raise SystemExit("r1mega sft: model.hf_path is required (the model to fine-tune)")
+    tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.hf_path)
+    examples = []
+    with open(args.data) as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            for key in (args.prompt_key, args.response_key):
+                if key not in row:
+                    raise SystemExit(f"{args.data}: row {i} has no {key!r} field; its keys: {sorted(row)}")
+            examples.append(example(tok.encode(row[args.prompt_key]),
+                                    tok.encode(row[args.response_key]) + [tok.eos_id]))
+    if not examples:
+        raise SystemExit(f"{args.data}: no examples")
+    from r1mega.logging.progress import StepProgress
+    bar = StepProgress(cfg.run.steps, rank=int(os.environ.get("RANK", "0")), desc="sft")
+    policy = run_sft(cfg, examples, steps=cfg.run.steps, examples_per_step=args.batch,
+                     on_step=lambda s, st: bar.update(s, {"loss": st["loss"]}), pad_id=tok.pad_id)
+    bar.close()
+    out = os.path.join(cfg.run.output_dir, cfg.run.name, "hf")
+    export_hf(policy.modules, policy.arch, out, tokenizer_dir=cfg.model.tokenizer_path or cfg.model.hf_path)
+    print(f"exported the fine-tuned model to {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from r1mega.config import load_config
+    from r1mega.data.prompts import load_prompts
+    from r1mega.data.tokenizer import load_tokenizer
+    from r1mega.eval.evaluate import evaluate_engine
+    from r1mega.parallel.init import init_distributed
+    from r1mega.trainer.loop import make_engine
+
+    cfg = load_config(args.config, args.overrides)
+    init_distributed()
+    tok = load_tokenizer(cfg.model.tokenizer_path or args.model)
+    d = cfg.data
+    records = load_prompts(args.data, tok, split=d.split, question_key=d.question_key, answer_key=d.answer_key,
+                           template=d.template, max_prompt_len=d.max_prompt_len)
+    engine = make_engine(cfg, args.model)
+    metrics = evaluate_engine(engine, records, cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        text = json.dumps(metrics, indent=2)
+        print(text)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text + "\n")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from r1mega.config import load_config
+    from r1mega.parallel.init import init_distributed
+    from r1mega.rollout.generate_cmd import run_generate
+
+    cfg = load_config(args.config, args.overrides)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        init_distributed()
+    stats = run_generate(args.model, args.prompts, args.out, cfg.rollout, n=args.n, prompt_key=args.prompt_key,
+                         rollout_tensor=cfg.parallel.rollout_tensor, dtype=cfg.model.dtype)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(stats, indent=2, default=str))
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from r1mega.checkpoint.convert import hf_to_r1mega, r1mega_to_hf
+    from r1mega.config.sections import ParallelConfig
+
+    parallel = ParallelConfig(tensor=args.tp, pipeline=args.pp)
+    if args.direction == "hf-to-r1mega":
+        hf_to_r1mega(args.src, args.dst, parallel)
+    else:
+        r1mega_to_hf(args.src, args.dst, parallel)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"converted {args.src} -> {args.dst}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    import yaml
+
+    from r1mega.config import Config, describe, load_config, to_dict
+
+    if args.schema:
+        for key, tp, default, help_ in describe(Config):
+            if tp == "section":
+                print(f"\n{key}:  {help_}")
+            else:
+                print(f"  {key} ({tp}, default {default}): {help_}")
+        return 0
+    cfg = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="r1mega", description="DeepSeek-R1-style RL for reasoning LLMs on Megatron-Core")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("tiny", help="the embedded tiny default: tokenizer, base model, eval, GRPO, eval (CPU)")
+    t.add_argument("--out", default="runs/tiny", help="output directory (default runs/tiny)")
+    t.add_argument("--quick", action="store_true", help="the shortened version (seconds; used by the tests)")
+    t.add_argument("--config", default=None, help="RL config (default: the embedded tiny_cpu.yaml)")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides of the RL config")
+    t.set_defaults(fn=cmd_tiny)
+
+    t = sub.add_parser("train", help="GRPO / R1-Zero training")
+    t.add_argument("config", help="YAML config")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    t.set_defaults(fn=cmd_train)
+
+    t = sub.add_parser("sft", help="supervised fine-tuning on prompt/response jsonl")
+    t.add_argument("config", help="YAML config (model, parallel, optimizer, trainer, run sections)")
+    t.add_argument("--data", required=True, help="jsonl with prompt and response fields")
+    t.add_argument("--prompt-key", default="prompt")
+    t.add_argument("--response-key", default="response")
+    t.add_argument("--batch", type=int, default=32, help="examples per optimizer step (global)")
+    t.add_argument("overrides", nargs="*")
+    t.set_defaults(fn=cmd_sft)
+
+    t = sub.add_parser("eval", help="held-out pass@1 over k samples, maj@k and greedy accuracy")
+    t.add_argument("--model", required=True, help="HF model directory (e.g. a run's hf/ export)")
+    t.add_argument("--data", required=True, help="jsonl/parquet with question and answer fields")
+    t.add_argument("--config", default=None, help="YAML config for eval/rollout/data/reward settings")
+    t.add_argument("--out", default=None, help="write the metrics JSON here")
+    t.add_argument("overrides", nargs="*")
+    t.set_defaults(fn=cmd_eval)
+
+    t = sub.add_parser("generate", help="sample responses for a jsonl of prompts")
+    t.add_argument("--model", required=True, help="HF model directory")
+    t.add_argument("--prompts", required=True, help="jsonl with a prompt field")
+    t.add_argument("--out", required=True, help="output jsonl")
+    t.add_argument("--n", type=int, default=1, help="samples per prompt")
+    t.add_argument("--prompt-key", default="prompt")
+    t.add_argument("--config", default=None)
+    t.add_argument("overrides", nargs="*")
+    t.set_defaults(fn=cmd_generate)
+
+    t = sub.add_parser("convert", help="checkpoint conversion between HF and r1mega (any TP/PP layout)")
+    t.add_argument("direction", choices=["hf-to-r1mega", "r1mega-to-hf"])
+    t.add_argument("src")
+    t.add_argument("dst")
+    t.add_argument("--tp", type=int, default=1, help="tensor-parallel size to run the conversion at")
+    t.add_argument("--pp", type=int, default=1, help="pipeline-parallel size to run the conversion at")
+    t.set_defaults(fn=cmd_convert)
+
+    t = sub.add_parser("config", help="print the resolved config, or the documented schema")
+    t.add_argument("config", nargs="?", default=None)
+    t.add_argument("overrides", nargs="*")
+    t.add_argument("--schema", action="store_true", help="list every field with its type, default and help")
+    t.set_defaults(fn=cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from r1mega.config import ConfigError
+
+    _setup_logging()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"r1mega {args.command}: config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
