@@ -22,8 +22,9 @@ rename is the commit). A crash at any point before the rename leaves only a ``.t
 directory, which :func:`find_latest_checkpoint` ignores and the next save deletes.
 Older checkpoints are pruned (``keep_last``) only after the new one is committed.
 
-Resharding: model weights and optimizer state (``fully_sharded_model_space``) are stored per
-parameter with global keys, so both load at another TP/PP/DP layout. RNG states are per
+Resharding: model weights and the distributed optimizer's state (``fully_reshardable``: the
+canonical per-parameter form, gathered over DP at save) are stored per parameter with
+global keys, so both load at another TP/PP/DP layout. RNG states are per
 rank and are restored only when the world size and layout are unchanged.
 """
 
@@ -50,8 +51,8 @@ FORMAT_VERSION = 1
 COMPLETE = "COMPLETE"
 META = "meta.json"
 _STEP = re.compile(r"^step_(\d+)$")
-# Optimizer state in model space: one ShardedTensor per (parameter, state), any layout loads it.
-OPTIM_METADATA = {"distrib_optim_sharding_type": "fully_sharded_model_space", "chained_optim_avoid_prefix": True}
+# Optimizer state in its canonical per-parameter form (gathered over DP at save): any layout loads it.
+OPTIM_METADATA = {"distrib_optim_sharding_type": "fully_reshardable", "chained_optim_avoid_prefix": True}
 
 
 class CheckpointError(ConfigError):
@@ -346,6 +347,61 @@ def check_arch(path: str, chunks: list) -> None:
                               f"being loaded into: " + "; ".join(diff))
 
 
+def _torch_adam_load_fixes(optimizer) -> None:
+    """Let megatron's ``fully_reshardable`` load run over ``torch.optim.Adam`` (no Apex/TE).
+
+    Without Apex/TE megatron wraps ``torch.optim.Adam``, which keeps a per-parameter ``step``
+    tensor; two spots of megatron-core 0.16's distributed optimizer do not expect it:
+
+    * building the sharded state dict to load into calls ``state_dict()``, which asserts a
+      single ``step`` over the inner state -- empty in a fresh optimizer. We give every
+      parameter a placeholder state (all of it replaced by the checkpoint's).
+    * ``_set_main_param_and_optimizer_states`` copies every key of the inner state from the
+      loaded tensors, which hold ``param``/``exp_avg``/``exp_avg_sq`` only -> ``KeyError: 'step'``.
+      ``step`` is restored from the saved param groups by ``load_state_dict``, so we skip it.
+    * that restore puts *one* ``step`` tensor into every parameter's state; torch Adam then
+      increments it in place once per parameter, corrupting the bias correction of the next
+      step. :func:`_unshare_adam_steps` gives each parameter its own copy after loading.
+
+    Not CPU-specific (any machine without Apex/TE); TE's FusedAdam has no per-parameter step.
+    """
+    import types
+
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        if not isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)):
+            continue
+        for group in inner.param_groups:
+            for p in group["params"]:
+                st = inner.state[p]
+                if not st:
+                    st["step"] = torch.tensor(0.0)
+                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if not hasattr(opt, "_set_main_param_and_optimizer_states") or \
+                getattr(opt.config, "use_precision_aware_optimizer_no_fp8_or_ds_fp8", False):
+            continue
+
+        def set_states(self, model_param, tensors):
+            group_index, group_order = self.model_param_group_index_map[model_param]
+            main_param = self.optimizer.param_groups[group_index]["params"][group_order]
+            for key, dst in {"param": main_param, **self.optimizer.state[main_param]}.items():
+                if key == "step" and key not in tensors:
+                    continue
+                dst.copy_(tensors[key])
+
+        opt._set_main_param_and_optimizer_states = types.MethodType(set_states, opt)
+
+
+def _unshare_adam_steps(optimizer) -> None:
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        if isinstance(inner, torch.optim.Optimizer):
+            for st in inner.state.values():
+                if isinstance(st.get("step"), torch.Tensor):
+                    st["step"] = st["step"].clone()
+
+
 def load_checkpoint(path: str | os.PathLike, *, chunks: list, optimizer=None, scheduler=None,
                     restore_rng: bool = True) -> dict:
     """Collective: load a checkpoint into this rank's chunks (any layout) and optimizer.
@@ -364,9 +420,11 @@ def load_checkpoint(path: str | os.PathLike, *, chunks: list, optimizer=None, sc
 
     load_model_shards(chunks, os.path.join(path, "model"))
     if optimizer is not None:
+        _torch_adam_load_fixes(optimizer)
         optim_sd = optimizer.sharded_state_dict(model_sharded_state_dict(chunks), is_loading=True,
                                                 metadata=OPTIM_METADATA)
         optimizer.load_state_dict(load_sharded(optim_sd, os.path.join(path, "optim")))
+        _unshare_adam_steps(optimizer)
     if scheduler is not None:
         scheduler.load_state_dict(torch.load(os.path.join(path, "scheduler.pt"), weights_only=False))
 
