@@ -25,7 +25,10 @@ def _setup_logging() -> None:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"[r1mega rank{rank}] %(message)s")
+    for noisy in ("megatron", "megatron.core"):  # Megatron lists every parameter at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

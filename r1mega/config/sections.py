@@ -123,7 +123,7 @@ class DataConfig:
     split: str = option("train", "Split to read when `train` is a `datasets` name.")
     question_key: str = option("question", "Field holding the question.")
     answer_key: str = option("answer", "Field holding the reference answer.")
-    template: str = option("r1_zero", "Prompt template.", choices=("r1_zero", "chat", "plain"))
+    template: str = option("r1_zero", "Prompt template.", choices=("r1_zero", "r1_zero_compact", "chat", "plain"))
     prompts_per_step: int = option(8, "Prompts per RL step across all data-parallel ranks.")
     max_prompt_len: int = option(256, "Prompts longer than this (tokens) are an error.")
     shuffle: bool = option(True, "Shuffle the prompts every epoch (seeded by run.seed).")

@@ -9,6 +9,7 @@ functions receive it, e.g. countdown's ``numbers`` and ``target``).
 
 Templates (``data.template``):
 
+    r1_zero_compact  the same instructions in one line (for tiny models: the prompt stays short)
     r1_zero  the DeepSeek-R1-Zero template, asking for ``<think> ... </think> <answer> \\boxed{..}
              </answer>``: what r1mega.rewards' format reward (strict or lenient, with or without
              ``reward.answer_tags``) and accuracy reward (boxed extraction after ``</think>``) check.
@@ -34,8 +35,14 @@ R1_ZERO_TEMPLATE = (
     "User: {question}\n"
     "Assistant:"
 )
+# The same contract in a few tokens, for tiny models whose compute the long template would dominate.
+R1_ZERO_COMPACT_TEMPLATE = (
+    "Think in <think> </think>, then answer in <answer> \\boxed{{}} </answer>.\n"
+    "User: {question}\n"
+    "Assistant:"
+)
 CHAT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-TEMPLATES = ("r1_zero", "chat", "plain")
+TEMPLATES = ("r1_zero", "r1_zero_compact", "chat", "plain")
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
@@ -77,6 +84,8 @@ def render_prompt(question: str, template: str, tokenizer=None) -> str:
     """The prompt text for ``question`` under ``template`` (``chat`` needs the tokenizer)."""
     if template == "r1_zero":
         return R1_ZERO_TEMPLATE.format(question=question.strip())
+    if template == "r1_zero_compact":
+        return R1_ZERO_COMPACT_TEMPLATE.format(question=question.strip())
     if template == "plain":
         return question
     if template == "chat":

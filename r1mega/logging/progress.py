@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 # metric key -> short label, in the order shown
 SHORT_KEYS = {
+    "loss": "loss",
     "reward/mean": "reward",
     "acc/mean": "acc",
     "response/len_mean": "len",

@@ -30,10 +30,11 @@ class TinySettings:
     n_train: int = 4000
     n_eval: int = 200
     task_knobs: dict = field(default_factory=lambda: dict(ops=["+", "-"], min_digits=1, max_digits=3))
+    template: str = "r1_zero_compact"
     format_rate: float = 0.5
     correct_rate: float = 0.5
     pretrain_docs: int = 12000
-    vocab_size: int = 384
+    vocab_size: int = 512
     hidden_size: int = 128
     layers: int = 4
     heads: int = 2
@@ -45,9 +46,10 @@ class TinySettings:
 
     @classmethod
     def quick(cls) -> "TinySettings":
-        return cls(n_train=64, n_eval=8, pretrain_docs=256, pretrain_steps=6, pretrain_batch=16, vocab_size=320,
+        return cls(n_train=64, n_eval=8, pretrain_docs=256, pretrain_steps=6, pretrain_batch=16, vocab_size=512,
                    hidden_size=128, layers=2, ffn=256,
                    rl_overrides=["run.steps=2", "data.prompts_per_step=4", "algorithm.group_size=4",
+                                 "data.max_prompt_len=420", "model.max_seq_len=480",
                                  "rollout.max_new_tokens=24", "eval.k=2", "run.save_every=1"])
 
 
@@ -69,7 +71,8 @@ def prepare_data(out: str, s: TinySettings, seed: int) -> tuple[str, str, list[s
     train, held = make_splits("arithmetic", s.n_train, s.n_eval, seed=seed, **s.task_knobs)
     train_path, eval_path = os.path.join(out, "data", "train.jsonl"), os.path.join(out, "data", "eval.jsonl")
     docs = pretraining_corpus(s.pretrain_docs, seed=seed, task="arithmetic", format_rate=s.format_rate,
-                              correct_rate=s.correct_rate, exclude=[r["question"] for r in held], **s.task_knobs)
+                              correct_rate=s.correct_rate, exclude=[r["question"] for r in held],
+                              template=s.template, **s.task_knobs)
     if _rank() == 0:
         os.makedirs(os.path.dirname(train_path), exist_ok=True)
         write_jsonl(train, train_path)
@@ -134,7 +137,7 @@ def run_tiny(out: str, *, quick: bool = False, config_path: str | None = None, o
     pretrain_s = time.perf_counter() - t_pre
     cfg = load_config(config_path, [f"run.output_dir={out}", f"model.hf_path={base_dir}",
                                     f"model.tokenizer_path={tok_dir}", f"data.train={train_path}",
-                                    f"data.eval={eval_path}", *s.rl_overrides, *overrides])
+                                    f"data.eval={eval_path}", f"data.template={s.template}", *s.rl_overrides, *overrides])
     engine = make_engine(cfg, base_dir)
     from r1mega.data.prompts import prompts_from_config
     from r1mega.data.tokenizer import load_tokenizer
