@@ -21,6 +21,7 @@ from r1mega.trainer.batch import pack
 from r1mega.trainer.samples import denominator, gather_samples, prepare, rollout_metrics, shard
 
 log = logging.getLogger("r1mega.train")
+LAST_RUN = None
 
 
 @dataclass
@@ -276,7 +277,9 @@ def train(cfg: Config, *, engine=None) -> dict:
     """Run ``cfg.run.steps`` RL steps (resuming if a checkpoint exists); returns the last metrics."""
     from r1mega.logging.progress import StepProgress, console_summary
 
+    global LAST_RUN
     run = setup(cfg, engine=engine)
+    LAST_RUN = run  # the finished run stays inspectable (engine, policy) for callers and tests
     rc = cfg.run
     progress = StepProgress(rc.steps, initial=run.step, rank=run.rank)
     metrics: dict = {}
