@@ -231,3 +231,14 @@ def test_request_seeds_are_reproducible_and_distinct(engine):
     assert a == b  # explicit seed: same samples, whatever the global RNG did in between
     assert len({tuple(x) for x in a}) == 4  # same prompt twice, n = 2: four different streams
     assert c != d  # engine seed: every call draws new samples
+
+
+def test_large_seeded_batch_does_not_chunk_prefill(engine):
+    """Regression: a batch whose prefill exceeds one step's token budget used to have its
+    prompts chunked, and vLLM then rewound the per-request CPU generators (RuntimeError:
+    CPU Generator does not use offset). 96 prompts x 4 samples x ~60 prompt tokens."""
+    g = torch.Generator().manual_seed(11)
+    prompts = [torch.randint(4, 400, (int(torch.randint(40, 80, (1,), generator=g)),), generator=g).tolist()
+               for _ in range(96)]
+    samples = engine.generate(prompts, n=4, max_new_tokens=4)
+    assert len(samples) == 384 and all(1 <= len(s.response_ids) <= 4 for s in samples)

@@ -117,6 +117,12 @@ class RolloutEngine:
             kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=True)
         else:
             kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_memory_mb) << 20
+            # Per-request seeded sampling and chunked prefill do not mix on CPU: when a prompt's
+            # prefill is split over steps, vLLM rewinds the request's generator with
+            # set_offset(), which CPU generators refuse ("CPU Generator does not use offset").
+            # Whole-prompt prefill needs a token budget of at least one full context.
+            context = kwargs["max_model_len"] or _model_context_length(model_path)
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(int(context), 8192))
         kwargs.update(llm_kwargs)
 
         from vllm import LLM
@@ -285,3 +291,11 @@ class RolloutEngine:
             raise ValueError(f"rank {torch.distributed.get_rank()}: the {self.tp_size} ranks of "
                              "one rollout engine (parallel.rollout_tensor) were given different "
                              "prompts; shard prompts by dp_rank, not by rank")
+
+
+def _model_context_length(model_path: str) -> int:
+    """``max_position_embeddings`` of an HF model directory (what vLLM uses when unset)."""
+    import json
+
+    with open(os.path.join(model_path, "config.json")) as f:
+        return int(json.load(f).get("max_position_embeddings", 8192))

@@ -48,7 +48,7 @@ def main():
         metrics, error = {}, str(e)
     rank = torch.distributed.get_rank()
     result = {"metrics": metrics, "error": error}
-    if error is None:
+    if error is None and cfg.run.export_hf:
         result.update(check_engine(cfg, model_dir))
     if rank == 0:
         with open(os.path.join(out, "result.json"), "w") as f:
