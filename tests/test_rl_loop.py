@@ -45,8 +45,9 @@ def _check(result, steps, n_steps):
     for m in steps:
         assert m["rollout/logprob_diff_max"] < 1e-4, m   # engine == trainer after each sync
         assert math.isfinite(m["actor/loss"]) and math.isfinite(m["reward/mean"])
-        assert m["actor/grad_norm"] > 0 and math.isfinite(m["actor/grad_norm"])
+        assert math.isfinite(m["actor/grad_norm"])
         assert m["policy/version"] == m["step"]
+    assert any(m["actor/grad_norm"] > 0 for m in steps)  # a step with all groups tied has none
     assert result["greedy_match"], result
     assert result["synced_diff"] < 1e-4, result
     assert result["stale_diff"] > 1e-2, result  # without the sync the engine would be far off

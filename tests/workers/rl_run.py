@@ -40,7 +40,8 @@ def main():
                              "run.name=run", "data.template=plain", "data.max_prompt_len=64", "model.max_seq_len=128",
                              "rollout.max_new_tokens=12", "rollout.kv_cache_memory_mb=32", "algorithm.group_size=4",
                              "data.prompts_per_step=4", "optimizer.lr=3e-3", "trainer.micro_batch_tokens=256",
-                             "reward.num_workers=0", "run.tensorboard=false", "run.export_hf=true", *overrides])
+                             "reward.num_workers=0", "run.tensorboard=false", "run.export_hf=true",
+                             "reward.weights={accuracy: 1.0, language: 1.0}", *overrides])
     error = None
     try:
         metrics = train(cfg)
@@ -66,6 +67,8 @@ def check_engine(cfg, model_dir):
     engine.wake_up()
     prompts = [r.prompt_ids for r in run.records[:3]]
     greedy = engine.generate(prompts, n=1, temperature=0.0, expected_version=run.version)
+    # logprobs of sampled (not greedy) tokens at temperature 1 (every rank of a TP engine generates)
+    sampled = engine.generate(prompts, n=2, temperature=1.0, expected_version=run.version)
     exported = os.path.join(run.run_dir, "hf")
     res = {}
     if torch.distributed.get_rank() == 0:
@@ -78,8 +81,6 @@ def check_engine(cfg, model_dir):
                 ref = new.generate(ids, max_new_tokens=len(s.response_ids), do_sample=False, min_new_tokens=0,
                                    eos_token_id=None if s.finish_reason == "length" else new.config.eos_token_id)
             match &= ref[0, len(s.prompt_ids):].tolist()[:len(s.response_ids)] == s.response_ids
-        # logprobs of sampled (not greedy) tokens at temperature 1
-        sampled = engine.generate(prompts, n=2, temperature=1.0, expected_version=run.version)
         for s in sampled:
             seq = torch.tensor([s.prompt_ids + s.response_ids])
             P = len(s.prompt_ids)
