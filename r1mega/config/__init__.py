@@ -47,6 +47,9 @@ class Config:
                 f"data.max_prompt_len ({self.data.max_prompt_len}) + rollout.max_new_tokens "
                 f"({self.rollout.max_new_tokens}) exceeds the engine context length ({rollout_len}); "
                 f"raise model.max_seq_len / rollout.max_model_len or shorten one of them")
+        if self.optimizer.name != "adam" and self.parallel.distributed_optimizer:
+            raise ConfigError(f"optimizer.name={self.optimizer.name} needs parallel.distributed_optimizer=false "
+                              f"(Megatron's distributed optimizer only shards Adam)")
         if self.model.fp8 and self.model.dtype == "float32":
             raise ConfigError("model.fp8=true needs model.dtype bfloat16 or float16 (got float32)")
         if world_size is not None:

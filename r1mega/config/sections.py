@@ -95,8 +95,10 @@ class RolloutConfig:
 
 @dataclass(kw_only=True)
 class OptimizerConfig:
-    """Adam with warmup and decay, as Megatron's optimizer runs it."""
+    """Adam (or SGD) with warmup and decay, as Megatron's optimizer runs it."""
 
+    name: str = option("adam", "Optimizer: adam (AdamW with weight_decay) or sgd.", choices=("adam", "sgd"))
+    momentum: float = option(0.0, "SGD momentum (optimizer.name=sgd).")
     lr: float = option(1e-6, "Peak learning rate.")
     min_lr: float = option(0.0, "Learning rate at the end of the decay.")
     weight_decay: float = option(0.0, "Decoupled weight decay (AdamW).")

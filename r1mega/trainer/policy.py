@@ -63,7 +63,7 @@ class Policy:
         o = cfg.optimizer
         dtype = chunks[0].config.params_dtype
         self.optimizer = get_megatron_optimizer(
-            OptimizerConfig(optimizer="adam", lr=o.lr, min_lr=o.min_lr, weight_decay=o.weight_decay,
+            OptimizerConfig(optimizer=o.name, sgd_momentum=o.momentum, lr=o.lr, min_lr=o.min_lr, weight_decay=o.weight_decay,
                             adam_beta1=o.beta1, adam_beta2=o.beta2, adam_eps=o.eps, clip_grad=o.clip_grad,
                             bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, params_dtype=dtype,
                             use_distributed_optimizer=cfg.parallel.distributed_optimizer),
@@ -206,22 +206,7 @@ class Policy:
 
             return h, loss_func
 
-        self.optimizer.zero_grad()
-        for c in self.chunks:
-            c.zero_grad_buffer()
-        self._run(self.chunks, mbs, forward_step, forward_only=False)  # ends in finalize_model_grads
-
-        finite = self._grads_finite()
-        if finite:
-            ok, grad_norm, _ = self.optimizer.step()
-            self.scheduler.step(increment=1)
-        else:
-            ok, grad_norm = False, float("nan")
-            self.optimizer.zero_grad()
-        stats = self._reduce_stats(stats_acc)
-        stats.update(grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
-                     lr=self.optimizer.param_groups[0]["lr"], skipped=0.0 if (finite and ok) else 1.0)
-        return stats
+        return self._optimizer_step(mbs, forward_step, stats_acc)
 
     def sft_step(self, mbs: list[MicroBatch], denominator: float) -> dict[str, float]:
         """One optimizer step of supervised fine-tuning: -sum(mask * logp) / denominator over the
@@ -248,10 +233,15 @@ class Policy:
 
             return h, loss_func
 
+        return self._optimizer_step(mbs, forward_step, acc)
+
+    def _optimizer_step(self, mbs: list[MicroBatch], forward_step, acc: dict[str, float]) -> dict[str, float]:
+        """Forward/backward over ``mbs`` through the schedule, then one optimizer step, skipped
+        (with zeroed gradients) when any gradient is NaN/inf on any rank."""
         self.optimizer.zero_grad()
         for c in self.chunks:
             c.zero_grad_buffer()
-        self._run(self.chunks, mbs, forward_step, forward_only=False)
+        self._run(self.chunks, mbs, forward_step, forward_only=False)  # ends in finalize_model_grads
         finite = self._grads_finite()
         if finite:
             ok, grad_norm, _ = self.optimizer.step()
