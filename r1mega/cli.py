@@ -154,7 +154,10 @@ def cmd_config(args) -> int:
             else:
                 print(f"  {key} ({tp}, default {default}): {help_}")
         return 0
-    cfg = load_config(args.config, args.overrides)
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not os.path.exists(config):  # only overrides were given
+        config, overrides = None, [config, *overrides]
+    cfg = load_config(config, overrides)
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
     return 0
 
