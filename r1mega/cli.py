@@ -113,16 +113,31 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def hf_model_dir(path: str, cfg) -> str:
+    """``path`` itself for an HF model directory; for an r1mega checkpoint, an HF export of it
+    (written once next to the checkpoint, as ``<checkpoint>/hf``)."""
+    if not os.path.isfile(os.path.join(path, "meta.json")):
+        return path
+    from r1mega.checkpoint import r1mega_to_hf
+
+    out = os.path.join(path, "hf")
+    if not os.path.isfile(os.path.join(out, "config.json")):
+        r1mega_to_hf(path, out, cfg.parallel, cfg.model)
+    return out
+
+
 def cmd_generate(args) -> int:
     from r1mega.config import load_config
     from r1mega.parallel.init import init_distributed
     from r1mega.rollout.generate_cmd import run_generate
 
     cfg = load_config(args.config, args.overrides)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or os.path.isfile(os.path.join(args.model, "meta.json")):
         init_distributed()
-    stats = run_generate(args.model, args.prompts, args.out, cfg.rollout, n=args.n, prompt_key=args.prompt_key,
-                         rollout_tensor=cfg.parallel.rollout_tensor, dtype=cfg.model.dtype)
+    model = hf_model_dir(args.model, cfg)
+    extra = {"tokenizer": cfg.model.tokenizer_path} if cfg.model.tokenizer_path else {}
+    stats = run_generate(model, args.prompts, args.out, cfg.rollout, n=args.n, prompt_key=args.prompt_key,
+                         rollout_tensor=cfg.parallel.rollout_tensor, dtype=cfg.model.dtype, **extra)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(stats, indent=2, default=str))
     return 0
@@ -196,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_eval)
 
     t = sub.add_parser("generate", help="sample responses for a jsonl of prompts")
-    t.add_argument("--model", required=True, help="HF model directory")
+    t.add_argument("--model", required=True, help="HF model directory, or an r1mega checkpoint")
     t.add_argument("--prompts", required=True, help="jsonl with a prompt field")
     t.add_argument("--out", required=True, help="output jsonl")
     t.add_argument("--n", type=int, default=1, help="samples per prompt")

@@ -43,3 +43,23 @@ def test_convert_round_trip_through_the_cli(tmp_path):
     assert set(got) == set(ref)
     for k in ref:
         assert torch.equal(got[k], ref[k]), k
+
+
+@pytest.mark.vllm
+def test_generate_from_an_r1mega_checkpoint(tmp_path):
+    """`r1mega generate` takes an r1mega checkpoint as well as an HF directory."""
+    import json
+
+    from r1mega.rollout.tiny_model import build_tiny_qwen2
+
+    hf = build_tiny_qwen2(str(tmp_path / "hf"), seed=2)
+    ckpt = tmp_path / "ckpt"
+    torchrun(os.path.join(REPO, "tests", "workers", "to_r1mega.py"), hf, str(ckpt), nproc=1)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("\n".join(json.dumps({"prompt": p}) for p in ["what is one plus two", "hello"]) + "\n")
+    out = tmp_path / "out.jsonl"
+    r = _cli("generate", "--model", str(ckpt), "--prompts", str(prompts), "--out", str(out), "--n", "2",
+             "rollout.max_new_tokens=5", "rollout.kv_cache_memory_mb=32", timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and all(len(row["responses"]) == 2 for row in rows)

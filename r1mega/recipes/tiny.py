@@ -29,19 +29,19 @@ class TinySettings:
 
     n_train: int = 4000
     n_eval: int = 200
-    task_knobs: dict = field(default_factory=lambda: dict(ops=["+", "-"], min_digits=1, max_digits=3))
+    task_knobs: dict = field(default_factory=lambda: dict(ops=["+"], min_digits=1, max_digits=3))
     template: str = "r1_zero_compact"
     format_rate: float = 0.5
     correct_rate: float = 0.5
-    pretrain_docs: int = 12000
+    pretrain_docs: int = 32000
     vocab_size: int = 512
     hidden_size: int = 128
     layers: int = 4
     heads: int = 2
     ffn: int = 384
-    pretrain_steps: int = 300
+    pretrain_steps: int = 500
     pretrain_batch: int = 64
-    pretrain_lr: float = 2e-3
+    pretrain_lr: float = 3e-3
     rl_overrides: list = field(default_factory=list)
 
     @classmethod

@@ -43,7 +43,7 @@ def _read_prompts(path: str, prompt_key: str) -> list[dict[str, Any]]:
 def run_generate(model_path: str, prompts_jsonl: str, out_jsonl: str, cfg: RolloutConfig,
                  n: int, prompt_key: str = "prompt", *, batch_size: int = 64,
                  rollout_tensor: int = 1, dtype: str = "float32", engine=None,
-                 progress: bool = True) -> dict[str, float]:
+                 progress: bool = True, **engine_kwargs) -> dict[str, float]:
     """Sample ``n`` responses per prompt line and write ``out_jsonl``; returns summary stats.
 
     ``engine``: an existing :class:`~r1mega.rollout.engine.RolloutEngine` to reuse (tests);
@@ -55,7 +55,7 @@ def run_generate(model_path: str, prompts_jsonl: str, out_jsonl: str, cfg: Rollo
 
     rows = _read_prompts(prompts_jsonl, prompt_key)
     if engine is None:
-        engine = RolloutEngine(model_path, cfg, rollout_tensor=rollout_tensor, dtype=dtype)
+        engine = RolloutEngine(model_path, cfg, rollout_tensor=rollout_tensor, dtype=dtype, **engine_kwargs)
     if engine.tokenizer is None:
         raise ValueError("run_generate needs an engine with a tokenizer")
     mine = list(range(engine.dp_rank, len(rows), engine.dp_size))
