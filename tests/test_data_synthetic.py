@@ -103,3 +103,14 @@ def test_pretraining_mix_and_exclusion():
                for d in all_right)  # noqa: S307
     with pytest.raises(ValueError, match=r"format_rate \(1.5\)"):
         pretraining_corpus(1, format_rate=1.5)
+
+
+def test_countdown_is_a_registered_reward():
+    from r1mega.rewards import REWARDS
+    from r1mega.rewards.config import RewardConfig
+
+    meta = {"numbers": [3, 5, 2], "target": 17}
+    ok = " <think> 3*5=15, 15+2=17 </think> <answer> \\boxed{3*5+2} </answer>"
+    bare = " <think> 17 </think> <answer> \\boxed{17} </answer>"  # the target alone is not an equation
+    assert REWARDS["countdown"](ok, "3*5+2", meta, RewardConfig()).score == 1.0
+    assert REWARDS["countdown"](bare, "3*5+2", meta, RewardConfig()).score == 0.0

@@ -9,7 +9,15 @@ from r1mega.rewards.accuracy import accuracy_reward
 from r1mega.rewards.format import format_reward
 from r1mega.rewards.language import language_reward
 from r1mega.rewards.length import length_reward, overlong_reward
-from r1mega.rewards.result import RewardFn
+from r1mega.rewards.result import RewardFn, RewardResult
+
+
+def countdown_reward(response: str, answer: str | None, meta: dict, cfg) -> RewardResult:
+    """Countdown (reach ``meta['target']`` with ``meta['numbers']``, each at most once): 1.0 when the
+    boxed expression evaluates to the target. See :func:`r1mega.data.synthetic.countdown_reward`."""
+    from r1mega.data.synthetic import countdown_reward as impl
+    return impl(response, answer, meta, cfg)
+
 
 REWARDS: dict[str, RewardFn] = {
     "accuracy": accuracy_reward,
@@ -17,4 +25,5 @@ REWARDS: dict[str, RewardFn] = {
     "language": language_reward,
     "length": length_reward,
     "overlong": overlong_reward,
+    "countdown": countdown_reward,
 }
