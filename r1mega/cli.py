@@ -21,7 +21,16 @@ import os
 import sys
 
 
+# Known-harmless warnings that megatron-core and torch print on every step; the console stays readable.
+_QUIET = (r".*torch\.distributed\.\w+.? is deprecated.*", r"Apex is not installed.*",
+          r"The \.grad attribute of a Tensor that is not a leaf Tensor.*", r".*TransformerEngine.*not installed.*")
+
+
 def _setup_logging() -> None:
+    import warnings
+
+    for pattern in _QUIET:
+        warnings.filterwarnings("ignore", message=pattern)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"[r1mega rank{rank}] %(message)s")
