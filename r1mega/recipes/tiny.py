@@ -33,13 +33,13 @@ class TinySettings:
     template: str = "r1_zero_compact"
     format_rate: float = 0.5
     correct_rate: float = 0.5
-    pretrain_docs: int = 32000
+    pretrain_docs: int = 38400
     vocab_size: int = 512
     hidden_size: int = 128
     layers: int = 4
     heads: int = 2
     ffn: int = 384
-    pretrain_steps: int = 500
+    pretrain_steps: int = 600
     pretrain_batch: int = 64
     pretrain_lr: float = 3e-3
     rl_overrides: list = field(default_factory=list)
