@@ -15,7 +15,7 @@ and DDP averages gradients over data-parallel ranks; we multiply both factors ba
 from __future__ import annotations
 
 import contextlib
-import math
+import dataclasses
 
 import torch
 import torch.distributed as dist
@@ -341,12 +341,6 @@ def _pad_to(mb: MicroBatch, B: int, T: int) -> MicroBatch:
         return mb
     tokens = torch.zeros((B, T), dtype=mb.tokens.dtype)
     tokens[:b, :t] = mb.tokens
-    # flat indices b*t_old + j -> b*T + j
-    rows, cols = mb.select // t, mb.select % t
-    import dataclasses
+    rows, cols = mb.select // t, mb.select % t  # flat b*t + j -> b*T + j
     return dataclasses.replace(mb, tokens=tokens, position_ids=torch.arange(T).unsqueeze(0).expand(B, -1).contiguous(),
                                select=rows * T + cols)
-
-
-def is_finite(x: float) -> bool:
-    return math.isfinite(x)
