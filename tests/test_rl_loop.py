@@ -24,8 +24,9 @@ def assets(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("rl")
     model = build_tiny_qwen2(str(root / "model"), heads=2, kv_heads=2, layers=2, seed=3)
-    train, _ = make_splits("arithmetic", 32, 4, seed=0, ops=["+"], min_digits=1, max_digits=2)
+    train, held = make_splits("arithmetic", 32, 4, seed=0, ops=["+"], min_digits=1, max_digits=2)
     data = write_jsonl(train, str(root / "train.jsonl"))
+    write_jsonl(held, str(root / "eval.jsonl"))
     return model, data
 
 
@@ -70,7 +71,13 @@ def test_pp2_trainer(assets, tmp_path):
     _check(result, steps, 3)
 
 
-def test_dp2_with_reference_kl(assets, tmp_path):
-    result, steps = _run(assets, tmp_path, 2, "run.steps=2", "algorithm.kl_coef=0.05", "trainer.mini_batches=2")
+def test_dp2_with_reference_kl_and_evaluation(assets, tmp_path):
+    # evaluation between steps (run.eval_every=1) puts the engine to sleep; the next rollout wakes it
+    evals = os.path.join(os.path.dirname(assets[1]), "eval.jsonl")
+    result, steps = _run(assets, tmp_path, 2, "run.steps=2", "algorithm.kl_coef=0.05", "trainer.mini_batches=2",
+                         f"data.eval={evals}", "run.eval_every=1", "eval.k=2")
     _check(result, steps, 2)
     assert all("actor/kl" in m for m in steps)
+    from r1mega.logging.metrics import read_metrics
+    evaluated = [m for m in read_metrics(tmp_path / "run") if "eval/pass@1" in m]
+    assert [int(m["step"]) for m in evaluated] == [1, 2] and all(m["eval/prompts"] == 4 for m in evaluated)

@@ -93,7 +93,7 @@ def generate_inputs(run: RLRun) -> list:
 def rollout(run: RLRun, prompts: list) -> list:
     """G samples per prompt from the colocated engine, with their prompt's answer attached."""
     eng = run.engine
-    eng.wake_up(["kv_cache"])
+    eng.wake_up()  # weights are awake after a sync, but an evaluation may have put them to sleep
     offset = eng.dp_rank * len(prompts)
     samples = eng.generate([p.prompt_ids for p in prompts], n=run.cfg.algorithm.group_size,
                            expected_version=run.version, group_offset=offset,
