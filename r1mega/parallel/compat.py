@@ -321,13 +321,13 @@ def apply(skip: tuple[str, ...] = ()) -> bool:
     ``skip`` leaves named workarounds out (tests use it to show each one is needed).
     """
     global _APPLIED
+    unknown = set(skip) - set(WORKAROUNDS)
+    if unknown:
+        raise ValueError(f"unknown compat workaround(s) {sorted(unknown)}; valid: {sorted(WORKAROUNDS)}")
     if _APPLIED:
         return True
     if not needed():
         return False
-    unknown = set(skip) - set(WORKAROUNDS)
-    if unknown:
-        raise ValueError(f"unknown compat workaround(s) {sorted(unknown)}; valid: {sorted(WORKAROUNDS)}")
     for name, fn in WORKAROUNDS.items():
         if name not in skip:
             fn()
