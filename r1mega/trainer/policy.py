@@ -115,6 +115,24 @@ class Policy:
         h = h.transpose(0, 1).reshape(B * T, -1)                                 # (B*T, H)
         return h.index_select(0, mb.select), True                                # (N, H)
 
+    def _forward_step(self, mbs: list[MicroBatch], head):
+        """A Megatron ``forward_step``: run the chunk; on the last stage, ``head(hidden (N, H),
+        lm_head_weight, vocab_start, micro_batch)`` gives the loss of that micro-batch. The queue
+        keeps the caller's micro-batch objects (pipeline runs feed padded copies to the model)."""
+        queue = list(mbs)
+
+        def forward_step(data_iterator, model):
+            h, last = self._hidden(model, next(data_iterator))
+            mb = queue.pop(0) if last else None
+
+            def loss_func(out, non_loss_data=False):
+                w, start = self._head(model)
+                return head(out, w, start, mb), {}
+
+            return h, loss_func
+
+        return forward_step
+
     def _run(self, chunks, mbs: list[MicroBatch], forward_step, forward_only: bool):
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
@@ -138,26 +156,16 @@ class Policy:
         if chunks is None:
             raise RuntimeError("reference logprobs requested but no reference model was built "
                                "(algorithm.kl_coef is 0)")
-        queue = list(mbs)
+        def head(out, w, start, mb):
+            logp, _ = linear_logprob(out, w, mb.targets, temperature=self.temperature, tp_group=self._tp_group(),
+                                     vocab_start=start, backend=self.cfg.trainer.logprob_backend)
+            if which == "old":
+                mb.old_logp = logp.float()
+            else:
+                mb.ref_logp = logp.float()
+            return out.new_zeros(())
 
-        def forward_step(data_iterator, model):
-            mb_in = next(data_iterator)
-            h, last = self._hidden(model, mb_in)
-            target_mb = queue.pop(0) if last else None
-
-            def loss_func(out, non_loss_data=False):
-                w, start = self._head(model)
-                logp, _ = linear_logprob(out, w, target_mb.targets, temperature=self.temperature,
-                                         tp_group=self._tp_group(), vocab_start=start,
-                                         backend=self.cfg.trainer.logprob_backend)
-                if which == "old":
-                    target_mb.old_logp = logp.float()
-                else:
-                    target_mb.ref_logp = logp.float()
-                return out.new_zeros(()), {}
-
-            return h, loss_func
-
+        forward_step = self._forward_step(mbs, head)
         for c in chunks:
             c.eval()
         self._run(chunks, mbs, forward_step, forward_only=True)
@@ -172,40 +180,32 @@ class Policy:
         a = self.cfg.algorithm
         dp = self.layout.data
         scale = len(mbs) * dp  # undo Megatron's 1/num_microbatches and DDP's 1/dp averaging
-        queue = list(mbs)
         stats_acc: dict[str, float] = {}
 
         def add(name, value, weight):
             stats_acc[name] = stats_acc.get(name, 0.0) + float(value) * weight
 
-        def forward_step(data_iterator, model):
-            mb_in = next(data_iterator)
-            h, last = self._hidden(model, mb_in)
-            mb = queue.pop(0) if last else None
+        def head(out, w, start, mb):
+            old = mb.old_logp if mb.old_logp is not None else mb.rollout_logp
+            ref = mb.ref_logp if a.kl_coef > 0 and not a.kl_in_reward else None
+            n = float(mb.mask.sum())
+            if self.fused:
+                loss, st = linear_grpo_loss(
+                    out, w, mb.targets, old_logp=old, advantages=mb.advantages, mask=mb.mask, ref_logp=ref,
+                    clip_low=a.clip_low, clip_high=a.clip_high, kl_coef=a.kl_coef if ref is not None else 0.0,
+                    entropy_coef=a.entropy_coef, temperature=self.temperature, agg=a.loss_agg,
+                    seq_ids=mb.seq_ids, denominator=denominator, max_response_len=max_response_len,
+                    tp_group=self._tp_group(), vocab_start=start, backend=self.cfg.trainer.logprob_backend)
+                for k in ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean"):
+                    if k in st:
+                        add(k, st[k], n)
+            else:
+                loss = self._unfused_loss(out, w, start, mb, old, ref, denominator, max_response_len, add, n)
+            add("loss", loss.detach(), 1.0)
+            add("tokens", n, 1.0)
+            return loss * scale
 
-            def loss_func(out, non_loss_data=False):
-                w, start = self._head(model)
-                old = mb.old_logp if mb.old_logp is not None else mb.rollout_logp
-                ref = mb.ref_logp if a.kl_coef > 0 and not a.kl_in_reward else None
-                n = float(mb.mask.sum())
-                if self.fused:
-                    loss, st = linear_grpo_loss(
-                        out, w, mb.targets, old_logp=old, advantages=mb.advantages, mask=mb.mask, ref_logp=ref,
-                        clip_low=a.clip_low, clip_high=a.clip_high, kl_coef=a.kl_coef if ref is not None else 0.0,
-                        entropy_coef=a.entropy_coef, temperature=self.temperature, agg=a.loss_agg,
-                        seq_ids=mb.seq_ids, denominator=denominator, max_response_len=max_response_len,
-                        tp_group=self._tp_group(), vocab_start=start, backend=self.cfg.trainer.logprob_backend)
-                    for k in ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean"):
-                        if k in st:
-                            add(k, st[k], n)
-                else:
-                    loss = self._unfused_loss(out, w, start, mb, old, ref, denominator, max_response_len, add, n)
-                add("loss", loss.detach(), 1.0)
-                add("tokens", n, 1.0)
-                return loss * scale, {}
-
-            return h, loss_func
-
+        forward_step = self._forward_step(mbs, head)
         return self._optimizer_step(mbs, forward_step, stats_acc)
 
     def sft_step(self, mbs: list[MicroBatch], denominator: float) -> dict[str, float]:
@@ -214,25 +214,17 @@ class Policy:
         from r1mega_kernels import linear_logprob
 
         scale = len(mbs) * self.layout.data
-        queue = list(mbs)
         acc: dict[str, float] = {}
 
-        def forward_step(data_iterator, model):
-            mb_in = next(data_iterator)
-            h, last = self._hidden(model, mb_in)
-            mb = queue.pop(0) if last else None
+        def head(out, w, start, mb):
+            logp, _ = linear_logprob(out, w, mb.targets, tp_group=self._tp_group(), vocab_start=start,
+                                     backend=self.cfg.trainer.logprob_backend)
+            loss = -(logp * mb.mask).sum() / denominator
+            acc["loss"] = acc.get("loss", 0.0) + float(loss.detach())
+            acc["tokens"] = acc.get("tokens", 0.0) + float(mb.mask.sum())
+            return loss * scale
 
-            def loss_func(out, non_loss_data=False):
-                w, start = self._head(model)
-                logp, _ = linear_logprob(out, w, mb.targets, tp_group=self._tp_group(), vocab_start=start,
-                                         backend=self.cfg.trainer.logprob_backend)
-                loss = -(logp * mb.mask).sum() / denominator
-                acc["loss"] = acc.get("loss", 0.0) + float(loss.detach())
-                acc["tokens"] = acc.get("tokens", 0.0) + float(mb.mask.sum())
-                return loss * scale, {}
-
-            return h, loss_func
-
+        forward_step = self._forward_step(mbs, head)
         return self._optimizer_step(mbs, forward_step, acc)
 
     def _optimizer_step(self, mbs: list[MicroBatch], forward_step, acc: dict[str, float]) -> dict[str, float]:
