@@ -2,7 +2,7 @@
 
     r1mega tiny [--out DIR] [--quick]                 the embedded tiny default (R1-Zero on CPU)
     r1mega train CONFIG [key=value ...]               GRPO training (torchrun for several processes)
-    r1mega sft CONFIG --data FILE [key=value ...]     supervised fine-tuning (prompt/response jsonl)
+    r1mega sft CONFIG [--data FILE] [key=value ...]   supervised fine-tuning (prompt/response or messages)
     r1mega eval --model DIR --data FILE [...]         pass@1 over k samples, maj@k, greedy accuracy
     r1mega generate --model DIR --prompts FILE --out FILE [...]
     r1mega convert hf-to-r1mega|r1mega-to-hf SRC DST [--tp N --pp N]
@@ -65,35 +65,13 @@ def cmd_train(args) -> int:
 
 def cmd_sft(args) -> int:
     from r1mega.config import load_config
-    from r1mega.data.tokenizer import load_tokenizer
-    from r1mega.models import export_hf
-    from r1mega.trainer.sft import example, run_sft
+    from r1mega.trainer.sft import train_sft
 
     cfg = load_config(args.config, args.overrides)
-    if not cfg.model.hf_path:
-        raise SystemExit("r1mega sft: model.hf_path is required (the model to fine-tune)")
-    tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.hf_path)
-    examples = []
-    with open(args.data) as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            for key in (args.prompt_key, args.response_key):
-                if key not in row:
-                    raise SystemExit(f"{args.data}: row {i} has no {key!r} field; its keys: {sorted(row)}")
-            examples.append(example(tok.encode(row[args.prompt_key]),
-                                    tok.encode(row[args.response_key]) + [tok.eos_id]))
-    if not examples:
-        raise SystemExit(f"{args.data}: no examples")
-    from r1mega.logging.progress import StepProgress
-    bar = StepProgress(cfg.run.steps, rank=int(os.environ.get("RANK", "0")), desc="sft")
-    policy = run_sft(cfg, examples, steps=cfg.run.steps, examples_per_step=args.batch,
-                     on_step=lambda s, st: bar.update(s, {"loss": st["loss"]}), pad_id=tok.pad_id)
-    bar.close()
-    out = os.path.join(cfg.run.output_dir, cfg.run.name, "hf")
-    export_hf(policy.modules, policy.arch, out, tokenizer_dir=cfg.model.tokenizer_path or cfg.model.hf_path)
-    print(f"exported the fine-tuned model to {out}")
+    out = train_sft(cfg, data=args.data)
+    if int(os.environ.get("RANK", "0")) == 0:
+        keys = ("sft/loss", "sft/eval_loss", "hf_dir", "data")
+        print(json.dumps({k: out[k] for k in keys if k in out}, indent=2, default=str))
     return 0
 
 
@@ -202,13 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     t.set_defaults(fn=cmd_train)
 
-    t = sub.add_parser("sft", help="supervised fine-tuning on prompt/response jsonl")
-    t.add_argument("config", help="YAML config (model, parallel, optimizer, trainer, run sections)")
-    t.add_argument("--data", required=True, help="jsonl with prompt and response fields")
-    t.add_argument("--prompt-key", default="prompt")
-    t.add_argument("--response-key", default="response")
-    t.add_argument("--batch", type=int, default=32, help="examples per optimizer step (global)")
-    t.add_argument("overrides", nargs="*")
+    t = sub.add_parser("sft", help="supervised fine-tuning (prompt/response or chat messages; sft.* options)")
+    t.add_argument("config", help="YAML config (model, parallel, optimizer, trainer, sft, run sections)")
+    t.add_argument("--data", default=None, help="training examples (default: sft.train of the config)")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     t.set_defaults(fn=cmd_sft)
 
     t = sub.add_parser("eval", help="held-out pass@1 over k samples, maj@k and greedy accuracy")

@@ -43,6 +43,9 @@ class Sample:
     advantage: float = 0.0
     loss_mask: bool = True
     """False drops the sample from the policy loss (e.g. overlong filtering)."""
+    response_mask: list[int] | None = None
+    """Per-token loss mask over ``response_ids`` (multi-turn SFT: 0 on user/tool turns inside the
+    response); None means every response token carries loss."""
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -1,6 +1,8 @@
-"""One RL train step (fused kernel loss and the unfused path) and one SFT step at TP=2 and
-PP=2 (real 2-process gloo runs) equal the single-process step: loss, gradient norm and the
-updated weights. The optimizer is SGD, so the weight update is lr x the (clipped) gradient and
+"""One RL train step (fused kernel loss and the unfused path) and SFT steps (padded, packed)
+at TP=2 and PP=2 (real 2-process gloo runs) equal the single-process step: loss, gradient norm
+and the updated weights. In the single process: packed SFT == padded SFT, the SFT loss equals
+transformers' float64 loss over the loss-carrying response tokens, and random targets at
+positions without loss change nothing. The optimizer is SGD, so the weight update is lr x the (clipped) gradient and
 equal updates mean equal gradients (Adam would amplify fp32 rounding of near-zero gradients)."""
 
 import os
@@ -26,7 +28,7 @@ def reference(tmp_path_factory):
 
 
 def _compare(ref, got):
-    for name in ("fused", "unfused", "sft"):
+    for name in ("fused", "unfused", "sft", "sft_padded", "sft_packed", "sft_garbage"):
         a, b = ref[name], got[name]
         for key in ("loss", "grad_norm", "pg_loss", "clip_frac"):
             if key in a["stats"]:
@@ -42,3 +44,18 @@ def test_step_equals_single_process(reference, tmp_path, tp, pp):
     path, ref = reference
     torchrun(WORKER, str(tmp_path), path, str(tp), str(pp), nproc=2)
     _compare(ref, torch.load(tmp_path / "result.pt"))
+
+
+def test_sft_loss_is_response_only_and_packing_changes_nothing(reference):
+    _, ref = reference
+    padded = ref["sft_padded"]
+    # the loss is transformers' NLL of exactly the loss-carrying response tokens (float64 reference)
+    assert padded["stats"]["loss"] == pytest.approx(ref["hf_sft_loss"], rel=1e-5)
+    assert padded["stats"]["grad_norm"] > 0
+    for other in ("sft_packed", "sft_garbage"):
+        got = ref[other]
+        for key in ("loss", "grad_norm", "tokens"):
+            assert got["stats"][key] == pytest.approx(padded["stats"][key], rel=1e-5, abs=1e-6), (other, key)
+        for k in padded["weights"]:
+            torch.testing.assert_close(got["weights"][k], padded["weights"][k], rtol=1e-5, atol=1e-6,
+                                       msg=f"{other}: {k}")

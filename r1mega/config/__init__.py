@@ -17,7 +17,7 @@ from r1mega.algorithms.config import AlgorithmConfig
 from r1mega.config.base import (ConfigError, apply_override, describe, from_dict, option, parse_override,
                                 to_dict, validate_tree)
 from r1mega.config.sections import (DataConfig, EvalConfig, ModelConfig, OptimizerConfig, ParallelConfig, RolloutConfig,
-                                    RunConfig, TrainerConfig)
+                                    RunConfig, SFTConfig, TrainerConfig)
 from r1mega.rewards.config import RewardConfig
 
 __all__ = ["Config", "ConfigError", "load_config", "config_from_dict", "describe", "to_dict", "option"]
@@ -36,6 +36,7 @@ class Config:
     data: DataConfig = option(factory=DataConfig, help="Prompt data.")
     trainer: TrainerConfig = option(factory=TrainerConfig, help="Micro-batching and PPO epochs.")
     eval: EvalConfig = option(factory=EvalConfig, help="Held-out evaluation.")
+    sft: SFTConfig = option(factory=SFTConfig, help="Supervised fine-tuning data (r1mega sft).")
     run: RunConfig = option(factory=RunConfig, help="Outputs, length, checkpoints, logging.")
 
     def validate(self, world_size: int | None = None) -> None:

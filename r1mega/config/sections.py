@@ -144,6 +144,10 @@ class TrainerConfig:
     epochs: int = option(1, "Passes over each rollout batch (PPO epochs).")
     old_logprobs: str = option("recompute", "Old-policy logprobs: recomputed by the trainer, or the rollout engine's.",
                                choices=("recompute", "rollout"))
+    packing: str = option("auto", "Micro-batch rows: packed (several samples per row, attention confined to each "
+                          "sample), padded (one length-sorted sample per row), or auto: packed where Transformer "
+                          "Engine gives THD attention, padded on CPU (a packed row there costs a dense T x T mask).",
+                          choices=("auto", "packed", "padded"))
     logprob_backend: str = option("auto", "LM-head logprob implementation (auto: Triton on GPU, chunked torch on CPU).",
                                   choices=("auto", "triton", "torch_chunked", "eager"))
 
@@ -195,3 +199,36 @@ class EvalConfig:
             raise ConfigError(f"eval.k ({self.k}) must be >= 1")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"eval.top_p ({self.top_p}) must be in (0, 1]")
+
+
+@dataclass(kw_only=True)
+class SFTConfig:
+    """Supervised fine-tuning data (``r1mega sft``): cold start, rejection-sampling SFT, distillation.
+
+    Rows are either prompt/response pairs or chat ``messages`` (a list of {role, content}); the
+    loss is on response (assistant) tokens only. Length: ``max_len`` (default model.max_seq_len).
+    """
+
+    train: str | None = option(None, "Training examples: a .jsonl/.json/.parquet path, or a `datasets` name.")
+    eval: str | None = option(None, "Held-out examples: their mean response NLL is logged as sft/eval_loss.")
+    split: str = option("train", "Split to read when `train` / `eval` is a `datasets` name.")
+    format: str = option("auto", "Row format: prompt_response, messages, or auto (messages when the row has "
+                         "`messages_key`).", choices=("auto", "prompt_response", "messages"))
+    prompt_key: str = option("prompt", "Field holding the prompt (prompt_response rows).")
+    response_key: str = option("response", "Field holding the target response (prompt_response rows).")
+    messages_key: str = option("messages", "Field holding the chat turns (messages rows).")
+    prompt_template: str = option("none", "Template applied to the prompt field: none (used verbatim, e.g. "
+                                  "rejection-sampling output), or a data.template name.",
+                                  choices=("none", "r1_zero", "r1_zero_compact", "chat", "plain"))
+    add_eos: bool = option(True, "Append the tokenizer's EOS to every response (assistant turn).")
+    max_len: int | None = option(None, "Longest prompt + response in tokens; None = model.max_seq_len.")
+    overlong: str = option("drop", "Examples longer than max_len: drop (counted and logged), truncate the "
+                           "response, or error.", choices=("drop", "truncate", "error"))
+    examples_per_step: int = option(32, "Examples per optimizer step across all data-parallel ranks.")
+    eval_every: int = option(0, "Held-out loss every N steps (0 = only at the end).")
+
+    def validate(self) -> None:
+        if self.examples_per_step < 1:
+            raise ConfigError(f"sft.examples_per_step ({self.examples_per_step}) must be >= 1")
+        if self.max_len is not None and self.max_len < 2:
+            raise ConfigError(f"sft.max_len ({self.max_len}) must be >= 2")

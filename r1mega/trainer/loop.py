@@ -64,7 +64,8 @@ def rl_step(run: RLRun) -> dict[str, float]:
     shares = shard(samples, run.layout.data, cfg.trainer.mini_batches)
     mine = shares[data_parallel_rank()]
     with t("logprob"):
-        batches = [pack(m, cfg.trainer.micro_batch_tokens, pad_id=run.tokenizer.pad_id) for m in mine]
+        batches = [pack(m, cfg.trainer.micro_batch_tokens, pad_id=run.tokenizer.pad_id, packed=run.policy.packing)
+                   for m in mine]
         logprob_stats = compute_logprobs(run, [mb for b in batches for mb in b])
     with t("train"):
         train_stats = train_on(run, batches, shares)

@@ -83,6 +83,15 @@ class Policy:
         self.fused = all(getattr(cfg.algorithm, k) == v for k, v in _FUSED_OK.items()) and not (
             cfg.algorithm.kl_coef > 0 and cfg.algorithm.kl_in_reward)
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+        from r1mega.models.megatron_gpt import have_te
+        self._te = have_te()
+
+    @property
+    def packing(self) -> bool:
+        """Whether micro-batches pack several samples per row (``trainer.packing``; auto: only
+        where attention can skip the other samples' tokens, i.e. THD on Transformer Engine)."""
+        mode = self.cfg.trainer.packing
+        return mode == "packed" or (mode == "auto" and self._te)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -101,13 +110,27 @@ class Policy:
         valid = max(0, min(w.shape[0], self.arch.vocab_size - start))
         return w[:valid], start
 
+    def _attention_args(self, mb: MicroBatch) -> dict:
+        """Plain causal attention for padded rows; for a packed row, attention confined to each
+        sample: THD ``PackedSeqParams`` on Transformer Engine, a block-diagonal mask otherwise."""
+        if mb.segments is None:
+            return {"attention_mask": None}
+        if self._te:
+            from megatron.core.packed_seq_params import PackedSeqParams
+            cu = mb.cu_seqlens().to(mb.tokens.device)
+            longest = max(mb.segments)
+            return {"attention_mask": None, "packed_seq_params": PackedSeqParams(
+                qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu, max_seqlen_q=longest, max_seqlen_kv=longest)}
+        return {"attention_mask": mb.attention_mask().to(mb.tokens.device)}
+
     def _hidden(self, model, mb: MicroBatch):
         """Run the chunk; on the last stage return the (N, H) hidden states of scored positions."""
         m = _unwrap(model)
+        attn = self._attention_args(mb)
         if not m.post_process:
-            return model(mb.tokens, mb.position_ids, attention_mask=None), False
+            return model(mb.tokens, mb.position_ids, **attn), False
         with _hidden_states_only(m):
-            h = model(mb.tokens, mb.position_ids, attention_mask=None)          # (S, B, H)
+            h = model(mb.tokens, mb.position_ids, **attn)                        # (S, B, H)
         if self.layout.sequence_parallel:
             from megatron.core.tensor_parallel import gather_from_sequence_parallel_region
             h = gather_from_sequence_parallel_region(h, tensor_parallel_output_grad=False)
@@ -148,8 +171,9 @@ class Policy:
 
     # ------------------------------------------------------------------ logprobs
     @torch.no_grad()
-    def logprobs(self, mbs: list[MicroBatch], which: str = "old") -> None:
-        """Fill ``mb.old_logp`` (current policy) or ``mb.ref_logp`` (reference) on the last stage."""
+    def logprobs(self, mbs: list[MicroBatch], which: str = "old", temperature: float | None = None) -> None:
+        """Fill ``mb.old_logp`` (current policy) or ``mb.ref_logp`` (reference) on the last stage,
+        at the rollout temperature unless ``temperature`` is given."""
         from r1mega_kernels import linear_logprob
 
         chunks = self.chunks if which == "old" else self.ref_chunks
@@ -157,7 +181,8 @@ class Policy:
             raise RuntimeError("reference logprobs requested but no reference model was built "
                                "(algorithm.kl_coef is 0)")
         def head(out, w, start, mb):
-            logp, _ = linear_logprob(out, w, mb.targets, temperature=self.temperature, tp_group=self._tp_group(),
+            logp, _ = linear_logprob(out, w, mb.targets, temperature=temperature or self.temperature,
+                                     tp_group=self._tp_group(),
                                      vocab_start=start, backend=self.cfg.trainer.logprob_backend)
             if which == "old":
                 mb.old_logp = logp.float()
@@ -331,8 +356,12 @@ def _pad_to(mb: MicroBatch, B: int, T: int) -> MicroBatch:
     b, t = mb.tokens.shape
     if (b, t) == (B, T):
         return mb
+    if mb.segments is not None and B != 1:
+        raise ValueError("packed micro-batches are single rows; mixing them with padded ones is not supported")
     tokens = torch.zeros((B, T), dtype=mb.tokens.dtype)
     tokens[:b, :t] = mb.tokens
+    position_ids = torch.arange(T).unsqueeze(0).expand(B, -1).contiguous()
+    position_ids[:b, :t] = mb.position_ids
     rows, cols = mb.select // t, mb.select % t  # flat b*t + j -> b*T + j
-    return dataclasses.replace(mb, tokens=tokens, position_ids=torch.arange(T).unsqueeze(0).expand(B, -1).contiguous(),
-                               select=rows * T + cols)
+    segments = None if mb.segments is None else mb.segments + [T - t]  # the padding is one more segment
+    return dataclasses.replace(mb, tokens=tokens, position_ids=position_ids, select=rows * T + cols, segments=segments)

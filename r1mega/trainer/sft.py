@@ -1,70 +1,204 @@
-"""Supervised fine-tuning on the same Megatron policy, layouts and kernels as RL.
+"""Supervised fine-tuning on the same Megatron policy, layouts, kernels, checkpoints and metrics as RL.
 
-Used for cold-start SFT, distillation, rejection-sampling SFT, and the tiny default's
-base-model pretraining (documents as responses to a one-token prompt). Loss: mean negative
-log-likelihood of the response tokens over the global batch (prompt tokens carry no loss).
+Used for cold-start SFT, rejection-sampling SFT, distillation, and the tiny default's base-model
+pretraining (documents as responses to a one-token prompt). Loss: the negative log-likelihood of
+the loss-carrying response tokens summed over the global batch and divided by their count
+(prompt tokens, and user turns of a chat, carry no loss):
+
+    L = - sum_{i, t : mask_it = 1} log p(y_it | x_i, y_i<t) / sum_{i, t} mask_it
+
+Micro-batches are length-sorted padded rows, or packed rows with attention confined to each
+sample (``trainer.packing``); both give the same loss and gradients.
+
+    train_sft(cfg)                     the ``r1mega sft`` command: data, resume, steps, eval, export
+    run_sft(cfg, examples, steps=...)  the optimizer steps over in-memory examples
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import time
 
 from r1mega.config import Config
+from r1mega.data.sft import sft_example
 from r1mega.trainer.batch import pack
 from r1mega.types import Sample
 
 log = logging.getLogger("r1mega.sft")
 
 
-def example(prompt_ids: list[int], response_ids: list[int]) -> Sample:
-    """An SFT example: loss on ``response_ids`` only."""
-    return Sample(prompt_ids=list(prompt_ids), response_ids=list(response_ids), group_id=0)
+def example(prompt_ids: list[int], response_ids: list[int], response_mask: list[int] | None = None) -> Sample:
+    """An SFT example: loss on ``response_ids`` only (where ``response_mask`` is 1, if given)."""
+    return sft_example(prompt_ids, response_ids, response_mask)
 
 
-def batches(n_examples: int, per_step: int, steps: int, seed: int):
-    """Global example indices per step: seeded reshuffle every epoch, deterministic."""
+def batches(n_examples: int, per_step: int, steps: int, seed: int, start: int = 0):
+    """Global example indices for steps ``start .. steps-1``: a seeded reshuffle every epoch, so
+    step ``s`` gets the same examples whether or not the run was resumed before it."""
     order: list[int] = []
     epoch = 0
-    for _ in range(steps):
-        if len(order) < per_step:
+    for step in range(steps):
+        while len(order) < per_step:
             perm = list(range(n_examples))
             random.Random(f"r1mega-sft:{seed}:{epoch}").shuffle(perm)
             order += perm
             epoch += 1
-        yield order[:per_step]
+        if step >= start:
+            yield order[:per_step]
         order = order[per_step:]
 
 
-def run_sft(cfg: Config, examples: list[Sample], *, steps: int, examples_per_step: int, policy=None,
-            on_step=None, pad_id: int = 0):
-    """Train ``steps`` optimizer steps; returns the Policy (its ``modules`` export to HF).
-
-    ``policy``: continue an existing Policy; otherwise the model is loaded from
-    ``cfg.model.hf_path`` at the parallel layout of ``cfg.parallel``. ``on_step(step, stats)``
-    is called after each step (progress, logging).
-    """
+def _dp():
     from megatron.core import parallel_state as ps
+    return ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
 
+
+def sft_step(policy, examples: list[Sample], idx: list[int], pad_id: int) -> dict[str, float]:
+    """One optimizer step on the global examples ``idx`` (this rank trains its data-parallel share)."""
+    dp, dp_rank = _dp()
+    share = idx[dp_rank * len(idx) // dp:(dp_rank + 1) * len(idx) // dp]
+    mine = [examples[i] for i in share]
+    mbs = pack(mine, policy.cfg.trainer.micro_batch_tokens, pad_id=pad_id, packed=policy.packing)
+    den = float(max(1, sum(_loss_tokens(examples[i]) for i in idx)))
+    return policy.sft_step(mbs, den)
+
+
+def _loss_tokens(s: Sample) -> int:
+    return len(s.response_ids) if s.response_mask is None else int(sum(s.response_mask))
+
+
+def eval_loss(policy, examples: list[Sample], pad_id: int) -> dict[str, float]:
+    """Mean response NLL (per loss token) of ``examples`` under the current weights (collective)."""
+    dp, dp_rank = _dp()
+    mine = examples[dp_rank::dp]
+    acc = {"loss": 0.0, "tokens": 0.0}
+    if mine:
+        mbs = pack(mine, policy.cfg.trainer.micro_batch_tokens, pad_id=pad_id, packed=policy.packing)
+        policy.logprobs(mbs, "old", temperature=1.0)
+        for mb in mbs:
+            if mb.old_logp is not None:  # last pipeline stage
+                acc["loss"] -= float((mb.old_logp * mb.mask).sum())
+                acc["tokens"] += float(mb.mask.sum())
+    st = policy._reduce_stats(acc)
+    return {"sft/eval_loss": st["loss"] / max(st["tokens"], 1.0), "sft/eval_tokens": st["tokens"]}
+
+
+def build_policy(cfg: Config, steps: int):
+    """This rank's Policy for ``cfg.model.hf_path`` at the layout of ``cfg.parallel``."""
     from r1mega.models import load_hf, read_hf_config
     from r1mega.parallel.init import init_parallel
     from r1mega.trainer.policy import Policy
 
+    arch = read_hf_config(cfg.model.hf_path)
+    layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed)
+    chunks, arch = load_hf(cfg.model.hf_path, cfg.model, layout)
+    return Policy(cfg, layout, arch, chunks, total_optimizer_steps=steps)
+
+
+def run_sft(cfg: Config, examples: list[Sample], *, steps: int, examples_per_step: int, policy=None,
+            on_step=None, pad_id: int = 0, start_step: int = 0):
+    """Train optimizer steps ``start_step .. steps-1``; returns the Policy (``modules`` export to HF).
+
+    ``policy``: continue an existing Policy; otherwise the model is loaded from
+    ``cfg.model.hf_path`` at the parallel layout of ``cfg.parallel``. ``on_step(step, stats)``
+    is called after each step (progress, logging, checkpoints).
+    """
     if not examples:
         raise ValueError("SFT needs at least one example")
-    if policy is None:
-        arch = read_hf_config(cfg.model.hf_path)
-        layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed)
-        chunks, arch = load_hf(cfg.model.hf_path, cfg.model, layout)
-        policy = Policy(cfg, layout, arch, chunks, total_optimizer_steps=steps)
-    dp, dp_rank = policy.layout.data, ps.get_data_parallel_rank()
+    policy = policy or build_policy(cfg, steps)
+    dp, _ = _dp()
     if examples_per_step % dp:
         raise ValueError(f"examples per step ({examples_per_step}) must be a multiple of the data-parallel size ({dp})")
-    for step, idx in enumerate(batches(len(examples), examples_per_step, steps, cfg.run.seed)):
-        share = idx[dp_rank * len(idx) // dp:(dp_rank + 1) * len(idx) // dp]
-        mbs = pack([examples[i] for i in share], cfg.trainer.micro_batch_tokens, pad_id=pad_id)
-        den = float(max(1, sum(len(examples[i].response_ids) for i in idx)))
-        stats = policy.sft_step(mbs, den)
+    for step, idx in enumerate(batches(len(examples), examples_per_step, steps, cfg.run.seed, start_step),
+                               start=start_step):
+        stats = sft_step(policy, examples, idx, pad_id)
         if on_step is not None:
             on_step(step + 1, stats)
     return policy
+
+
+def train_sft(cfg: Config, *, data: str | None = None) -> dict:
+    """The ``r1mega sft`` command: ``run.steps`` steps on ``sft.train`` (or ``data``), resuming from
+    the newest checkpoint under ``run_dir/checkpoints`` (``run.resume``), logging metrics and the
+    held-out loss, checkpointing every ``run.save_every`` steps and exporting HF to ``run_dir/hf``."""
+    import torch.distributed as dist
+
+    from r1mega.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+    from r1mega.config import ConfigError, to_dict
+    from r1mega.data.sft import load_sft_examples
+    from r1mega.data.tokenizer import load_tokenizer
+    from r1mega.logging.metrics import MetricsLogger
+    from r1mega.logging.progress import StepProgress, console_summary
+    from r1mega.models import export_hf
+
+    s, rc = cfg.sft, cfg.run
+    source = data or s.train
+    if not cfg.model.hf_path:
+        raise ConfigError("model.hf_path is required for SFT: the Hugging Face model directory to fine-tune")
+    if not source:
+        raise ConfigError("sft.train is not set: the SFT examples (.jsonl/.parquet or a `datasets` name)")
+    policy = build_policy(cfg, rc.steps)
+    cfg.validate(world_size=policy.layout.world_size)
+    rank = dist.get_rank()
+    tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.hf_path)
+    max_len = s.max_len or cfg.model.max_seq_len
+    examples, data_stats = load_sft_examples(source, tok, s, max_len=max_len)
+    held_out = load_sft_examples(s.eval, tok, s, max_len=max_len)[0] if s.eval else None
+    if rank == 0:
+        log.info("SFT data %s: %s", source, data_stats.as_dict())
+    run_dir = os.path.join(rc.output_dir, rc.name)
+    ckpt_root = os.path.join(run_dir, "checkpoints")
+    start = 0
+    path = resolve_resume(ckpt_root, rc.resume)
+    if path is not None:
+        extra = load_checkpoint(path, chunks=policy.modules, optimizer=policy.optimizer, scheduler=policy.scheduler)
+        start = int(extra["step"])
+        if rank == 0:
+            log.info("resumed SFT from %s at step %d", path, start)
+    logger = MetricsLogger(run_dir, tensorboard=rc.tensorboard, wandb_project=rc.wandb_project,
+                           config_dict=to_dict(cfg), rank=rank, resume_step=start if path else None)
+    progress = StepProgress(rc.steps, initial=start, rank=rank, desc="sft")
+
+    def save(step: int) -> None:
+        save_checkpoint(ckpt_root, step, chunks=policy.modules, optimizer=policy.optimizer,
+                        scheduler=policy.scheduler, extra={"step": step, "config": to_dict(cfg)},
+                        keep_last=rc.keep_last)
+
+    last: dict = {}
+    t_last = time.perf_counter()
+
+    def on_step(step: int, stats: dict) -> None:
+        nonlocal last, t_last
+        now = time.perf_counter()
+        metrics = {f"sft/{k}": v for k, v in stats.items()}
+        metrics["perf/tokens_per_s"] = stats["tokens"] / max(now - t_last, 1e-9)
+        t_last = now
+        if held_out and s.eval_every and step % s.eval_every == 0 and step < rc.steps:
+            metrics.update(eval_loss(policy, held_out, tok.pad_id))
+        if rc.save_every and step % rc.save_every == 0 and step < rc.steps:
+            save(step)
+        logger.log(step, metrics)
+        progress.update(step, {"loss": stats["loss"]})
+        if rank == 0 and rc.log_every and step % rc.log_every == 0:
+            console_summary(step, metrics)
+        last = metrics
+
+    try:
+        run_sft(cfg, examples, steps=rc.steps, examples_per_step=s.examples_per_step, policy=policy,
+                on_step=on_step, pad_id=tok.pad_id, start_step=start)
+        if held_out:
+            final = eval_loss(policy, held_out, tok.pad_id)
+            logger.log(rc.steps, final)
+            last.update(final)
+        if start < rc.steps or path is None:
+            save(rc.steps)
+    finally:
+        progress.close()
+        logger.close()
+    hf_dir = os.path.join(run_dir, "hf")
+    if rc.export_hf:
+        export_hf(policy.modules, policy.arch, hf_dir,
+                  tokenizer_dir=None if cfg.model.tokenizer_path else cfg.model.hf_path)
+    return {**last, "hf_dir": hf_dir, "data": data_stats.as_dict(), "policy": policy}
