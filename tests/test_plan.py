@@ -1,0 +1,300 @@
+"""`r1mega plan`: parameter counts against published sizes and transformers, the memory model
+against a breakdown computed by hand, and the command's layout checks and verdicts."""
+
+import argparse
+import json
+
+import pytest
+
+from r1mega.config import ConfigError, config_from_dict
+from r1mega.plan import estimate as E
+from r1mega.plan.hfconfig import model_spec, param_counts
+
+# The published config.json values (only the keys that size the model).
+QWEN25_7B = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=152064, hidden_size=3584,
+                 intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                 tie_word_embeddings=False)
+LLAMA3_8B = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=128256, hidden_size=4096,
+                 intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                 tie_word_embeddings=False)
+QWEN3_30B_A3B = dict(architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe", vocab_size=151936,
+                     hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768, num_hidden_layers=48,
+                     num_attention_heads=32, num_key_value_heads=4, head_dim=128, num_experts=128,
+                     num_experts_per_tok=8, decoder_sparse_step=1, mlp_only_layers=[], tie_word_embeddings=False)
+QWEN15_MOE_A27B = dict(architectures=["Qwen2MoeForCausalLM"], model_type="qwen2_moe", vocab_size=151936,
+                       hidden_size=2048, intermediate_size=5632, moe_intermediate_size=1408,
+                       shared_expert_intermediate_size=5632, num_hidden_layers=24, num_attention_heads=16,
+                       num_key_value_heads=16, num_experts=60, num_experts_per_tok=4, decoder_sparse_step=1,
+                       mlp_only_layers=[], tie_word_embeddings=False)
+DEEPSEEK_V3 = dict(architectures=["DeepseekV3ForCausalLM"], model_type="deepseek_v3", vocab_size=129280,
+                   hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048, num_hidden_layers=61,
+                   num_attention_heads=128, num_key_value_heads=128, n_routed_experts=256, n_shared_experts=1,
+                   num_experts_per_tok=8, first_k_dense_replace=3, moe_layer_freq=1, q_lora_rank=1536,
+                   kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128, n_group=8,
+                   topk_group=4, tie_word_embeddings=False)
+DEEPSEEK_V2_LITE = dict(architectures=["DeepseekV2ForCausalLM"], model_type="deepseek_v2", vocab_size=102400,
+                        hidden_size=2048, intermediate_size=10944, moe_intermediate_size=1408, num_hidden_layers=27,
+                        num_attention_heads=16, num_key_value_heads=16, n_routed_experts=64, n_shared_experts=2,
+                        num_experts_per_tok=6, first_k_dense_replace=1, moe_layer_freq=1, q_lora_rank=None,
+                        kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128, n_group=1,
+                        topk_group=1, tie_word_embeddings=False)
+
+
+# ---------------------------------------------------------------------------- parameter counts
+@pytest.mark.parametrize("cfg, total_b, active_b, non_embedding_b", [
+    (QWEN25_7B, 7.62, None, 6.53),         # model card: 7.61B (truncated), 6.53B non-embedding
+    (LLAMA3_8B, 8.03, None, None),
+    (QWEN3_30B_A3B, 30.5, 3.3, 29.9),      # model card: 30.5B total, 3.3B activated, 29.9B non-embedding
+    (QWEN15_MOE_A27B, 14.3, 2.7, None),    # model card: 14.3B total, 2.7B activated
+])
+def test_published_parameter_counts(cfg, total_b, active_b, non_embedding_b):
+    """Model cards round or truncate to the digits they print: within one unit of the last one."""
+    c = param_counts(model_spec(cfg))
+    close = lambda n, published, unit: abs(n / 1e9 - published) < unit  # noqa: E731
+    unit = 0.01 if total_b < 10 else 0.1
+    assert close(c.total, total_b, unit)
+    if active_b is not None:
+        assert close(c.active, active_b, 0.1) and c.active < c.total / 4
+    else:
+        assert c.active == c.total
+    if non_embedding_b is not None:
+        assert close(c.total - c.embedding - c.lm_head, non_embedding_b, unit)
+
+
+def test_deepseek_v3_by_hand():
+    """671B total, ~37B activated (DeepSeek-V3 report), from the MLA / MoE formulas by hand."""
+    h, L, V = 7168, 61, 129280
+    mla = (h * 1536 + 1536 + 1536 * 128 * (128 + 64)      # q down, q norm, q up
+           + h * (512 + 64) + 512 + 512 * 128 * (128 + 128)  # kv down (+ rope key), kv norm, kv up
+           + 128 * 128 * h)                                 # output projection
+    assert mla == 187_107_328
+    expert = 3 * h * 2048
+    dense_layer = mla + 3 * h * 18432 + 2 * h
+    moe_layer = mla + 256 * expert + expert + 256 * h + 2 * h     # routed, shared, router, norms
+    total = 3 * dense_layer + 58 * moe_layer + 2 * V * h + h
+    active = total - 58 * (256 - 8) * expert
+    c = param_counts(model_spec(DEEPSEEK_V3))
+    assert (c.total, c.active) == (total, active)
+    assert round(c.total / 1e9) == 671 and 36.5e9 < c.active < 38e9
+    assert c.experts == 58 * 256 * expert
+
+
+@pytest.mark.parametrize("cfg", [QWEN25_7B, LLAMA3_8B, QWEN3_30B_A3B, QWEN15_MOE_A27B, DEEPSEEK_V3, DEEPSEEK_V2_LITE],
+                         ids=["qwen2.5-7b", "llama3-8b", "qwen3-30b-a3b", "qwen1.5-moe", "deepseek-v3", "dsv2-lite"])
+def test_counts_equal_transformers(cfg):
+    """The model transformers builds from the same config (on the meta device: no memory) has
+    exactly as many parameters."""
+    import torch
+    import transformers
+
+    hf = transformers.AutoConfig.for_model(cfg["model_type"], **{k: v for k, v in cfg.items() if k != "model_type"})
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(hf)
+    assert param_counts(model_spec(cfg)).total == sum(p.numel() for p in model.parameters())
+
+
+def test_moe_layer_patterns():
+    s = model_spec(DEEPSEEK_V3)
+    assert s.moe_layers[:4] == (False, False, False, True) and sum(s.moe_layers) == 58
+    q = model_spec(dict(QWEN3_30B_A3B, decoder_sparse_step=2, mlp_only_layers=[1]))
+    assert [i for i, m in enumerate(q.moe_layers) if m][:3] == [3, 5, 7]   # (i + 1) % 2 == 0, not layer 1
+
+
+def test_bad_hf_configs_name_the_key():
+    with pytest.raises(ConfigError, match="unsupported model"):
+        model_spec({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"})
+    with pytest.raises(ConfigError, match="missing key 'kv_lora_rank'"):
+        model_spec({k: v for k, v in DEEPSEEK_V3.items() if k != "kv_lora_rank"})
+    with pytest.raises(ConfigError, match="num_experts_per_tok .9. must be in"):
+        model_spec(dict(QWEN3_30B_A3B, num_experts=8, num_experts_per_tok=9))
+    with pytest.raises(ConfigError, match="hidden_size must be a non-negative integer"):
+        model_spec(dict(LLAMA3_8B, hidden_size="4096"))
+
+
+# ---------------------------------------------------------------------------- formulas
+def test_pipeline_rank_layers_and_in_flight_micro_batches():
+    assert E.rank_layers(8, 2, None, 1) == [4, 5, 6, 7]
+    assert E.rank_layers(8, 2, 2, 0) == [0, 1, 4, 5] and E.rank_layers(8, 2, 2, 1) == [2, 3, 6, 7]
+    assert [E.in_flight_chunks(4, None, r, 8) for r in range(4)] == [4, 3, 2, 1]
+    assert E.in_flight_chunks(4, None, 0, 2) == 2
+    # interleaved, first stage: L/p layers x p micro-batches x (1 + (p-1)/(p v))  (Korthikanti et al. 2022)
+    p, v = 4, 2
+    assert E.in_flight_chunks(p, v, 0, 8) == p * (1 + (p - 1) / (p * v))
+
+
+def test_activation_bookkeeping_reduces_to_korthikanti():
+    """MHA with a 4h GeLU MLP (fc1 output 4h + fc2 input 4h where SwiGLU has 2f + f), plus the
+    two dropout masks r1mega's layers do not have, is the paper's 34 s b h per layer; the
+    unfused attention term is its 5 a s^2 b without the dropout mask and dropout output (2 a s^2 b)."""
+    h, a, s = 512, 8, 1024
+    spec = model_spec(dict(LLAMA3_8B, hidden_size=h, num_attention_heads=a, num_key_value_heads=a,
+                           intermediate_size=4 * h))
+    act = E.layer_activation_elems(spec, 0, flash=True)
+    elems = act.replicated + act.split
+    gelu_mlp = elems - 3 * 4 * h + 2 * 4 * h
+    assert 2 * gelu_mlp + 2 * h == 34 * h                  # bytes: 2 per 16-bit element, masks 1 byte each
+    unfused = E.layer_activation_elems(spec, 0, flash=False, seq_len=s)
+    assert 2 * (unfused.split - act.split) == 2 * a * s
+    # tensor + sequence parallel divides everything by t; TP alone leaves the norm tensors whole
+    t = 4
+    full = act.bytes_per_token(2, 1, False)
+    assert act.bytes_per_token(2, t, True) == pytest.approx(full / t)
+    assert act.bytes_per_token(2, t, False) == pytest.approx(2 * act.replicated + (2 * act.split + act.fp32_split) / t)
+
+
+def test_kv_cache_per_token():
+    # Llama-3-8B: 2 (K, V) x 8 KV heads x 128 x 32 layers x 2 bytes = 128 KiB per token
+    assert E.kv_bytes_per_token(model_spec(LLAMA3_8B), 1, 2) == 128 * 1024
+    assert E.kv_bytes_per_token(model_spec(LLAMA3_8B), 8, 2) == 16 * 1024
+    assert E.kv_bytes_per_token(model_spec(LLAMA3_8B), 16, 2) == 16 * 1024     # KV heads replicated past 8
+    # DeepSeek-V3 MLA: (512 latent + 64 rope) x 61 layers x 2 bytes, the same on every TP rank
+    assert E.kv_bytes_per_token(model_spec(DEEPSEEK_V3), 32, 2) == 576 * 61 * 2
+
+
+def test_optimizer_bytes():
+    assert E.optimizer_bytes_per_param("adam", "bfloat16") == 12
+    assert E.optimizer_bytes_per_param("adam", "float32") == 8
+    assert E.optimizer_bytes_per_param("sgd", "bfloat16", momentum=0.9) == 8
+    assert E.optimizer_bytes_per_param("sgd", "float32") == 0
+
+
+# ---------------------------------------------------------------------------- a plan by hand
+SMALL = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=1000, hidden_size=256,
+             intermediate_size=512, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
+             tie_word_embeddings=False)
+
+
+def _plan(cfg_dict, hf, world, **kw):
+    from r1mega.plan.cli import validate_layout
+
+    cfg = config_from_dict(cfg_dict)
+    spec = model_spec(hf)
+    return cfg, E.plan_memory(cfg, spec, validate_layout(cfg, spec, world), **kw)
+
+
+def test_small_dense_breakdown_by_hand():
+    """TP 2 x PP 2 x DP 2 on 8 GPUs, bf16, Adam with the distributed optimizer, a reference model."""
+    cfg, plan = _plan(dict(
+        model=dict(dtype="bfloat16", max_seq_len=512), parallel=dict(tensor=2, pipeline=2, rollout_tensor=2),
+        algorithm=dict(kl_coef=0.1, group_size=4), data=dict(prompts_per_step=8, max_prompt_len=256),
+        rollout=dict(max_new_tokens=256, gpu_memory_utilization=0.5, sync_bucket_mb=64),
+        trainer=dict(micro_batch_tokens=1024)), SMALL, 8, gpu_mem_gb=80, reserve_gb=4)
+    GiB = 1 << 30
+    # per layer: attention h*(q + 2kv) + q*h = 256*512 + 256*256, MLP 3*256*512, two norms of 256
+    layer_tp, layer_norms = 256 * 512 + 256 * 256 + 3 * 256 * 512, 2 * 256
+    vocab_shard = 500 * 256                                           # 1000 rows / TP 2
+    rank0 = 2 * (layer_tp // 2 + layer_norms) + vocab_shard            # layers 0-1 + embedding
+    rank1 = 2 * (layer_tp // 2 + layer_norms) + 256 + vocab_shard      # layers 2-3 + final norm + output layer
+    # one layer stores per token: norms' in/out 4h (whole on each TP rank without SP), Q a*d + K, V g*d
+    # + attention output a*d + SwiGLU 3f (split over TP), in 2-byte elements, + fp32 LSE 4a / TP
+    per_tok_layer = 2 * 4 * 256 + 2 * (256 + 2 * 128 + 256 + 3 * 512) / 2 + 4 * 8 / 2
+    assert per_tok_layer == 4368
+    # 8 prompts x 4 samples x 512 tokens / DP 2 = 8 micro-batches of 1024: rank 0 holds 2, rank 1 holds 1
+    act0 = 1024 * 2 * per_tok_layer * 2
+    act1 = 1024 * (2 * per_tok_layer + 2 * 2 * 256)                    # + final norm in/out
+    head1 = 4 * 1024 * 500                                              # fused: fp32 tile of the shard
+    engine_w = 2 * (4 * (layer_tp // 2 + layer_norms) + 2 * 1000 * 256 // 2 + 256)
+    engine_act = 16384 * 2 * (4 * 256 + 3 * 512 / 2) + 1024 * 1000 * 4 * 3
+    state = lambda n: n * (2 + 4 + 12 / 2 + 2)                        # noqa: E731  params, grads, Adam/DP, ref
+
+    reserve, budget = 4 * GiB, 0.5 * 80 * GiB
+    by = {it.key: it for it in plan.items}
+    assert plan.pipeline_rank == 1                                      # its resident state is the larger
+    assert plan.params.total == rank1
+    assert by["policy_params"].bytes("train") == 2 * rank1
+    assert by["grads"].bytes("train") == 4 * rank1
+    assert by["optimizer"].bytes("train") == 12 * rank1 / 2
+    assert by["reference"].bytes("train") == 2 * rank1
+    assert by["activations"].bytes("train") == act1
+    assert by["lm_head"].bytes("train") == head1
+    assert plan.info["lm_head_eager"] == 14 * 1024 * 500
+    assert by["vllm_weights"].bytes("rollout") == engine_w
+    assert by["vllm_activations"].bytes("rollout") == engine_act
+    assert by["kv_cache"].bytes("rollout") == budget - engine_w - engine_act
+    assert plan.info["kv_bytes_per_token"] == 2 * 2 * 32 * 4 * 2       # K, V x 2 heads per GPU x d 32 x 4 layers
+    assert plan.totals == pytest.approx({
+        "rollout": state(rank1) + reserve + budget,
+        "sync": state(rank1) + reserve + engine_w + 2 * 64 * 2**20,
+        "train": state(rank1) + reserve + act1 + head1})
+    assert plan.by_rank[0]["train"] == pytest.approx(state(rank0) + reserve + act0)
+    assert plan.fits and not plan.problems
+
+
+def test_knobs_named_by_the_verdict_fix_the_plan():
+    base = dict(model=dict(dtype="bfloat16", max_seq_len=4096), parallel=dict(tensor=2, rollout_tensor=2),
+                algorithm=dict(kl_coef=0.001), data=dict(prompts_per_step=64, max_prompt_len=512),
+                rollout=dict(max_new_tokens=3584, gpu_memory_utilization=0.7), trainer=dict(micro_batch_tokens=16384))
+    _, plan = _plan(base, QWEN25_7B, 8)
+    assert not plan.fits
+    rollout_fix = [p for p in plan.problems if "lower rollout.gpu_memory_utilization" in p]
+    train_fix = [p for p in plan.problems if "model.recompute=true" in p]
+    assert rollout_fix and train_fix, plan.problems
+    util = float(rollout_fix[0].split("to <= ")[1].split()[0])
+    fixed = dict(base, model=dict(base["model"], recompute=True), rollout=dict(base["rollout"], gpu_memory_utilization=util))
+    _, plan = _plan(fixed, QWEN25_7B, 8)
+    assert plan.fits, plan.problems
+    # the engine cannot fit beside a trainer that fills the GPU: the verdict names rollout TP / sharding
+    _, plan = _plan(dict(fixed, parallel=dict(tensor=1, rollout_tensor=1, distributed_optimizer=False)), LLAMA3_8B, 8)
+    assert not plan.fits and any("raise parallel.rollout_tensor" in p for p in plan.problems), plan.problems
+    # a sample longer than the micro-batch budget is refused by the packer: the plan says so
+    _, plan = _plan(dict(fixed, trainer=dict(micro_batch_tokens=2048)), QWEN25_7B, 8)
+    assert any("raise it to >= 4096" in p for p in plan.problems)
+
+
+# ---------------------------------------------------------------------------- the command
+def _cmd(*argv):
+    from r1mega.plan.cli import add_parser
+
+    parser = argparse.ArgumentParser(prog="r1mega")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["plan", *argv])
+    return args.fn(args)
+
+
+V3 = ("examples/deepseek_v3_moe.yaml",)
+V3_HF = ("--hf-config", "examples/configs/deepseek_v3.json")
+
+
+def test_plan_deepseek_v3_recipe(capsys, monkeypatch):
+    from tests.dist import REPO
+
+    monkeypatch.chdir(REPO)
+    assert _cmd(*V3, "--nodes", "32", "--gpu-mem-gb", "139.8", *V3_HF) == 0
+    out = capsys.readouterr().out
+    for text in ("parallel layout", "TP 8 x PP 1 x CP 1 x DP 32", "EP 256 x expert-TP 1, expert-DP 1",
+                 "8 vLLM engine(s) x TP 32", "671.03B params (37.55B active per token)", "verdict: FITS",
+                 "Korthikanti"):
+        assert text in out, text
+    # the same layout on 80 GB H100s does not fit, and the verdict names a knob
+    assert _cmd(*V3, "--nodes", "32", "--gpu-mem-gb", "79.2", "--json", *V3_HF) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["fits"] is False and plan["problems"] and plan["layout"]["expert"] == 256
+    assert plan["peak_gib"] > 79.2 and plan["model"]["params"] == param_counts(model_spec(DEEPSEEK_V3)).total
+
+
+@pytest.mark.parametrize("override, message", [
+    ("parallel.pipeline=2 parallel.expert=64", r"num_hidden_layers \(61\) must be a multiple of parallel.pipeline \(2\)"),
+    ("parallel.expert=48", r"parallel.expert \(48\) x expert tensor \(1\) must divide world size"),
+    ("parallel.tensor=3", r"world size \(256\) must be a multiple of parallel.tensor"),
+    ("data.prompts_per_step=100", r"data.prompts_per_step \(100\) must be a multiple of the trainer data-parallel"),
+])
+def test_impossible_layouts_give_the_layout_error(override, message, monkeypatch):
+    from tests.dist import REPO
+
+    monkeypatch.chdir(REPO)
+    with pytest.raises(ConfigError, match=message):
+        _cmd(*V3, *override.split(), "--nodes", "32", *V3_HF)
+
+
+def test_command_input_errors(tmp_path, monkeypatch):
+    from tests.dist import REPO
+
+    monkeypatch.chdir(REPO)
+    with pytest.raises(ConfigError, match="pass --hf-config"):
+        _cmd(*V3, "--nodes", "32")                                   # /models/DeepSeek-V3-bf16 is not here
+    with pytest.raises(ConfigError, match="disagrees"):
+        _cmd(*V3, "--nodes", "32", "--world-size", "8", *V3_HF)
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        _cmd(*V3, "--nodes", "32", "--hf-config", str(bad))
