@@ -224,7 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     from r1mega.config import ConfigError
 
     _setup_logging()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may follow options too (argparse stops collecting positionals at the first option)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        bad = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+        if bad:
+            parser.error(f"unrecognized arguments: {' '.join(bad)}")
+        args.overrides = list(args.overrides or []) + extra
     try:
         return args.fn(args)
     except ConfigError as e:

@@ -145,6 +145,8 @@ def _from_messages(row: dict, cfg, tokenizer, where: str) -> tuple[list[int], li
     else:
         ids, mask = _render_plain(tokenizer, msgs, cfg.add_eos)
     first = mask.index(1)  # the prompt ends where the first assistant content starts
+    last = len(mask) - mask[::-1].index(1)  # and the response after the last trained token
+    ids, mask = ids[:last], mask[:last]
     prompt, response, rmask = ids[:first], ids[first:], mask[first:]
     if not prompt:
         prompt = _start_ids(tokenizer, where)
