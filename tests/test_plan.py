@@ -3,6 +3,7 @@ against a breakdown computed by hand, and the command's layout checks and verdic
 
 import argparse
 import json
+import os
 
 import pytest
 
@@ -233,9 +234,16 @@ def test_knobs_named_by_the_verdict_fix_the_plan():
     fixed = dict(base, model=dict(base["model"], recompute=True), rollout=dict(base["rollout"], gpu_memory_utilization=util))
     _, plan = _plan(fixed, QWEN25_7B, 8)
     assert plan.fits, plan.problems
-    # the engine cannot fit beside a trainer that fills the GPU: the verdict names rollout TP / sharding
+    # the engine cannot fit beside a trainer that fills the GPU: the verdict names the knobs, biggest first
     _, plan = _plan(dict(fixed, parallel=dict(tensor=1, rollout_tensor=1, distributed_optimizer=False)), LLAMA3_8B, 8)
-    assert not plan.fits and any("raise parallel.rollout_tensor" in p for p in plan.problems), plan.problems
+    assert not plan.fits and len(plan.problems) == 1, plan.problems
+    knobs = plan.problems[0].split(": ", 1)[1].split("; or ")
+    assert "trainer state alone" in plan.problems[0]
+    assert knobs[0] == f"parallel.distributed_optimizer=true (optimizer {12 * 8_030_261_248 / 2**30:.1f} GiB / DP 8)"
+    assert knobs[-1] == f"algorithm.kl_coef=0 (no reference model: frees {2 * 8_030_261_248 / 2**30:.1f} GiB)"
+    _, plan = _plan(dict(fixed, parallel=dict(tensor=2, rollout_tensor=2),
+                         rollout=dict(fixed["rollout"], gpu_memory_utilization=0.4)), LLAMA3_8B, 8)
+    assert plan.fits, plan.problems
     # a sample longer than the micro-batch budget is refused by the packer: the plan says so
     _, plan = _plan(dict(fixed, trainer=dict(micro_batch_tokens=2048)), QWEN25_7B, 8)
     assert any("raise it to >= 4096" in p for p in plan.problems)
@@ -298,3 +306,12 @@ def test_command_input_errors(tmp_path, monkeypatch):
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         _cmd(*V3, "--nodes", "32", "--hf-config", str(bad))
+
+
+@pytest.mark.parametrize("path, cfg", [("examples/configs/deepseek_v3.json", DEEPSEEK_V3),
+                                       ("examples/configs/qwen3_30b_a3b.json", QWEN3_30B_A3B)])
+def test_example_hf_configs_are_the_published_ones(path, cfg):
+    from tests.dist import REPO
+
+    got, want = model_spec(os.path.join(REPO, path)), model_spec(cfg)
+    assert param_counts(got) == param_counts(want) and got.moe_layers == want.moe_layers and got.mla == want.mla

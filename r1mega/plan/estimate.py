@@ -361,6 +361,31 @@ def plan_memory(cfg, spec: ModelSpec, layout, *, gpu_mem_gb: float = 80.0, gpus_
     return shown
 
 
+def _resident_knobs(plan: MemoryPlan, cfg, by: dict) -> list[str]:
+    """What shrinks the resident trainer state or the engine's weights, biggest item first."""
+    lay, spec = plan.layout, plan.spec
+    gib = lambda x: f"{x / GiB:.1f} GiB"  # noqa: E731
+    knobs = []
+    r2 = lay.rollout_tensor * 2
+    if spec.num_heads % r2 == 0 and lay.world_size % r2 == 0:
+        knobs.append((by["vllm_weights"].bytes("sync") / 2,
+                      f"parallel.rollout_tensor={r2} (engine weights {gib(by['vllm_weights'].bytes('sync'))} -> "
+                      f"{gib(by['vllm_weights'].bytes('sync') / 2)})"))
+    if "reference" in by:
+        knobs.append((by["reference"].bytes("train"), f"algorithm.kl_coef=0 (no reference model: frees "
+                                                       f"{gib(by['reference'].bytes('train'))})"))
+    state = by["policy_params"].bytes("train") + by["grads"].bytes("train")
+    knobs.append((state / 2, f"more model parallelism for the params + fp32 grads ({gib(state)}): parallel.pipeline"
+                             + (" / parallel.expert x expert_tensor" if spec.is_moe else "") + " / parallel.tensor"))
+    opt = by["optimizer"].bytes("train")
+    if not cfg.parallel.distributed_optimizer and lay.data > 1:
+        knobs.append((opt, f"parallel.distributed_optimizer=true (optimizer {gib(opt)} / DP {lay.data})"))
+    else:
+        knobs.append((opt / 2, f"more GPUs: the distributed optimizer divides the optimizer state ({gib(opt)}) "
+                               f"over DP" + (" and expert-DP" if spec.is_moe else "")))
+    return [k for _, k in sorted(knobs, key=lambda kv: -kv[0])]
+
+
 def _diagnose(plan: MemoryPlan, cfg) -> None:
     """Fill ``plan.problems`` (each with the knob to turn) and ``plan.notes``."""
     G, info, lay = plan.gpu_bytes, plan.info, plan.layout
@@ -376,16 +401,16 @@ def _diagnose(plan: MemoryPlan, cfg) -> None:
     # the engine must hold one full-length sequence, and fit beside the resident trainer state
     need_util = (info["engine_weights"] + info["engine_activations"] + max_len * info["kv_bytes_per_token"]) / G
     max_util = (G - resident) / G
+    if resident >= G:
+        plan.problems.append(f"the trainer state alone needs {gib(resident)} (params, grads, optimizer"
+                             + (", reference" if "reference" in by else "") + f", reserve) of the GPU's {gib(G)}: "
+                             + "; or ".join(k for k in _resident_knobs(plan, cfg, by) if "rollout_tensor" not in k))
+        return
     if need_util > max_util:
-        big = max(("policy_params", "grads", "optimizer", "reference"), key=lambda k: by[k].bytes("train")
-                  if k in by else -1)
         plan.problems.append(
             f"the rollout engine does not fit beside the trainer state ({gib(resident)} resident; the engine needs "
             f">= {need_util:.2f} x GPU for its weights and one {max_len}-token sequence of KV cache, at most "
-            f"{max(max_util, 0):.2f} is free): raise parallel.rollout_tensor (engine weights / TP), shard "
-            f"{by[big].label} further (parallel.expert / pipeline / tensor"
-            + (", parallel.distributed_optimizer=true" if not cfg.parallel.distributed_optimizer else "")
-            + "), or use more / larger GPUs")
+            f"{max(max_util, 0):.2f} is free): " + "; or ".join(_resident_knobs(plan, cfg, by)))
     elif util > max_util:
         plan.problems.append(f"rollout phase needs {gib(plan.totals['rollout'])} > GPU {gib(G)}: lower "
                              f"rollout.gpu_memory_utilization to <= {math.floor(max_util * 100) / 100:.2f} "
