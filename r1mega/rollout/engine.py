@@ -142,22 +142,37 @@ class RolloutEngine:
         """Free the engine and vLLM's process groups so another engine can be built here.
 
         torch.distributed's default group is left alone when it existed before the engine
-        (the trainer owns it); vLLM's own world group (no torchrun) is destroyed.
+        (the trainer owns it); vLLM's own world group (no torchrun) is destroyed. vLLM's
+        ``EngineCore.shutdown`` (run when the ``LLM`` is freed) tears down the default group
+        unconditionally (``cleanup_dist_env_and_memory``); with an external group, its
+        ``destroy_distributed_environment`` is swapped for one that frees only vLLM's groups
+        while the engine is freed.
         """
         import gc
 
-        from vllm.distributed.parallel_state import (destroy_distributed_environment,
-                                                     destroy_model_parallel)
+        import vllm.distributed.parallel_state as vps
 
         if getattr(self, "llm", None) is None:
             return
-        self.llm = None
-        self.weight_sync = None
-        gc.collect()
-        destroy_model_parallel()
-        if not self._external_group:
-            destroy_distributed_environment()
-        gc.collect()
+        original = vps.destroy_distributed_environment
+
+        def keep_default_group() -> None:
+            if vps._WORLD:
+                vps._WORLD.destroy()
+            vps._WORLD = None
+            vps._NODE_COUNT = None
+
+        if self._external_group:
+            vps.destroy_distributed_environment = keep_default_group
+        try:
+            self.llm = None
+            self.weight_sync = None
+            gc.collect()
+            vps.destroy_model_parallel()
+            vps.destroy_distributed_environment()
+            gc.collect()
+        finally:
+            vps.destroy_distributed_environment = original
 
     # ---- memory phases -------------------------------------------------------------------
     def sleep(self) -> None:
@@ -181,13 +196,38 @@ class RolloutEngine:
         return bool(self._asleep)
 
     # ---- weights ---------------------------------------------------------------------------
-    def sync_weights(self, weights: WeightIter, version: int) -> SyncStats:
-        """Load the trainer's policy ``version`` (see :mod:`r1mega.rollout.weight_sync`)."""
+    def sync_weights(self, weights: WeightIter, version: int, bucket_bytes: int | None = None) -> SyncStats:
+        """Load the trainer's policy ``version`` from full HF tensors (the gather path, see
+        :mod:`r1mega.rollout.weight_sync`). ``bucket_bytes``: None = ``rollout.sync_bucket_mb``."""
+        self.check_weights_awake()
+        return self.load_policy(lambda: self.weight_sync.push(weights, version, bucket_bytes), version)
+
+    def sync_policy(self, chunks: list, arch, version: int, *, mode: str = "auto",
+                    bucket_bytes: int | None = None) -> SyncStats:
+        """Load the trainer's policy ``version`` straight from its Megatron model ``chunks``.
+
+        ``mode``: ``auto`` (each rank's own shard in place when the trainer's TP group is this
+        engine's and PP = 1, else the gather path), ``gather`` or ``direct`` (an error when it
+        cannot); see :func:`r1mega.rollout.shard_sync.sync_policy`. Collective (every rank).
+        """
+        from r1mega.rollout.shard_sync import sync_policy
+        return sync_policy(self, chunks, arch, version, bucket_bytes=bucket_bytes, mode=mode)
+
+    def check_weights_awake(self) -> None:
         if "weights" in self._asleep:
-            raise RuntimeError("sync_weights while the engine's weights are asleep; call "
+            raise RuntimeError("weight sync while the engine's weights are asleep; call "
                                "engine.wake_up(['weights']) first")
-        self.policy_version = None  # undefined until the push completes
-        stats = self.weight_sync.push(weights, version)
+
+    def load_policy(self, push, version: int) -> SyncStats:
+        """Run ``push()`` (it loads the weights) with the version bookkeeping of the contract:
+        the version is undefined (``None``: generation refused) until it returns, then ``version``;
+        the prefix cache is reset whatever happens."""
+        self.policy_version = None
+        try:
+            stats = push()
+        finally:
+            self.llm.reset_prefix_cache()
+        self.weight_sync.last = stats
         self.policy_version = version
         self._calls = 0
         return stats

@@ -1,5 +1,9 @@
 """Weight sync: the trainer's new policy weights -> the colocated vLLM engine, bucket by bucket.
 
+This is the *gather* path: it serves every trainer/rollout layout. When the trainer's TP group
+is the engine's (and PP = 1), :mod:`r1mega.rollout.shard_sync` skips the gather and copies each
+rank's own shard into its vLLM shard; its ``sync_policy`` picks the path (same contract).
+
 Contract
 --------
 *When*: once per RL step, after the optimizer step and before the next rollout, on every rank
@@ -75,9 +79,18 @@ class SyncStats:
     max_tensor_bytes: int = 0
     bucket_bytes: int = 0
     seconds: float = 0.0
+    path: str = "gather"
+    """Which path ran: ``gather`` (full HF tensors through vLLM's loaders, this module) or
+    ``direct`` (each rank's own shard into its vLLM shard, :mod:`r1mega.rollout.shard_sync`)."""
+    exchanged_bytes: int = 0
+    """Direct path: bytes this rank sent plus received (vocab rows across shard boundaries).
+    Not measured on the gather path (0 there): its all-gathers move every TP-split tensor."""
 
     def as_metrics(self, prefix: str = "weight_sync/") -> dict[str, float]:
-        return {f"{prefix}{k}": float(v) for k, v in vars(self).items()}
+        """Numeric fields as floats; ``path`` becomes ``{prefix}direct`` (1.0 or 0.0)."""
+        out = {f"{prefix}{k}": float(v) for k, v in vars(self).items() if k != "path"}
+        out[f"{prefix}direct"] = float(self.path == "direct")
+        return out
 
 
 def tensor_bytes(t: torch.Tensor) -> int:
@@ -159,19 +172,23 @@ class WeightSync:
 
     def _stream(self, weights: WeightIter, stats: SyncStats, seen: set[str]):
         """The lazy generator vLLM's loader consumes: bucket by bucket, releasing each."""
-        for bucket in iter_buckets(weights, self.bucket_bytes, stats):
+        for bucket in iter_buckets(weights, stats.bucket_bytes, stats):
             seen.update(name for name, _ in bucket)
             while bucket:  # hand over in order, dropping our reference as we go
                 yield bucket.pop(0)
             del bucket
 
-    def push(self, weights: WeightIter, version: int) -> SyncStats:
+    def push(self, weights: WeightIter, version: int, bucket_bytes: int | None = None) -> SyncStats:
         """Load ``weights`` (an iterator of ``(hf_name, full_tensor)``) as policy ``version``.
 
+        ``bucket_bytes``: this push's bucket size (None = the one given at construction).
         Raises ``RuntimeError`` (engine weights undefined afterwards) if loading fails or the
         sync misses any of ``expected_names``.
         """
-        stats = SyncStats(version=version, bucket_bytes=self.bucket_bytes)
+        bucket_bytes = self.bucket_bytes if bucket_bytes is None else int(bucket_bytes)
+        if bucket_bytes <= 0:
+            raise ValueError(f"bucket_bytes ({bucket_bytes}) must be > 0")
+        stats = SyncStats(version=version, bucket_bytes=bucket_bytes)
         seen: set[str] = set()
         start = time.perf_counter()
         try:
