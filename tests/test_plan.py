@@ -231,7 +231,8 @@ def test_knobs_named_by_the_verdict_fix_the_plan():
     train_fix = [p for p in plan.problems if "model.recompute=true" in p]
     assert rollout_fix and train_fix, plan.problems
     util = float(rollout_fix[0].split("to <= ")[1].split()[0])
-    fixed = dict(base, model=dict(base["model"], recompute=True), rollout=dict(base["rollout"], gpu_memory_utilization=util))
+    fixed = dict(base, model=dict(base["model"], recompute=True),
+                 rollout=dict(base["rollout"], gpu_memory_utilization=util))
     _, plan = _plan(fixed, QWEN25_7B, 8)
     assert plan.fits, plan.problems
     # the engine cannot fit beside a trainer that fills the GPU: the verdict names the knobs, biggest first
@@ -281,7 +282,8 @@ def test_plan_deepseek_v3_recipe(capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("parallel.pipeline=2 parallel.expert=64", r"num_hidden_layers \(61\) must be a multiple of parallel.pipeline \(2\)"),
+    ("parallel.pipeline=2 parallel.expert=64",
+     r"num_hidden_layers \(61\) must be a multiple of parallel.pipeline \(2\)"),
     ("parallel.expert=48", r"parallel.expert \(48\) x expert tensor \(1\) must divide world size"),
     ("parallel.tensor=3", r"world size \(256\) must be a multiple of parallel.tensor"),
     ("data.prompts_per_step=100", r"data.prompts_per_step \(100\) must be a multiple of the trainer data-parallel"),

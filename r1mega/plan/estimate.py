@@ -245,7 +245,7 @@ def _micro_batches(cfg, layout) -> int:
     """Worst case: every sample as long as the engine allows."""
     longest = cfg.data.max_prompt_len + cfg.rollout.max_new_tokens
     tokens = cfg.data.prompts_per_step * cfg.algorithm.group_size * longest
-    per_rank = tokens / (layout.data * layout.context * cfg.trainer.mini_batches)
+    per_rank = tokens / (layout.data * cfg.trainer.mini_batches)          # CP splits each micro-batch, not their number
     return max(1, math.ceil(per_rank / cfg.trainer.micro_batch_tokens))
 
 
@@ -320,7 +320,8 @@ def _rank_items(cfg, spec, counts, layout, pp_rank, gpu_bytes, reserve_bytes):
     kv = budget - w - eng_act
     items.append(Item("vllm_weights", f"vLLM weights (TP {r})", {"rollout": w, "sync": w},
                       "second copy of the policy; offloaded while the engine sleeps (train phase)"))
-    items.append(Item("vllm_activations", "vLLM activation peak", {"rollout": eng_act}, "estimate of vLLM's profile run"))
+    items.append(Item("vllm_activations", "vLLM activation peak", {"rollout": eng_act},
+                      "estimate of vLLM's profile run"))
     items.append(Item("kv_cache", "vLLM KV cache", {"rollout": max(kv, 0.0)},
                       f"gpu_memory_utilization {util:g} x GPU - weights - activation peak"))
     bucket = cfg.rollout.sync_bucket_mb * (1 << 20)
@@ -397,7 +398,8 @@ def _diagnose(plan: MemoryPlan, cfg) -> None:
     util = cfg.rollout.gpu_memory_utilization
     if longest > cfg.trainer.micro_batch_tokens:
         plan.problems.append(f"a sample can be {longest} tokens (data.max_prompt_len + rollout.max_new_tokens) but "
-                             f"trainer.micro_batch_tokens is {cfg.trainer.micro_batch_tokens}: raise it to >= {longest}")
+                             f"trainer.micro_batch_tokens is {cfg.trainer.micro_batch_tokens}: "
+                             f"raise it to >= {longest}")
     # the engine must hold one full-length sequence, and fit beside the resident trainer state
     need_util = (info["engine_weights"] + info["engine_activations"] + max_len * info["kv_bytes_per_token"]) / G
     max_util = (G - resident) / G
@@ -440,6 +442,8 @@ def _diagnose(plan: MemoryPlan, cfg) -> None:
     if info["kv_tokens"] > 0 and info["kv_tokens"] < per_engine * longest:
         plan.notes.append(f"the KV cache holds {info['kv_tokens'] / longest:.0f} full-length sequences per engine, "
                           f"the step asks {per_engine:.0f}: vLLM runs them in waves (slower, not an error)")
+    if cfg.model.fp8:
+        plan.notes.append("model.fp8: Transformer Engine's FP8 weight copies and scaling history are not in the table")
     plan.notes.append(f"unfused attention would store the s x s scores: activations "
                       f"{gib(info['activations_unfused_attention'])} (fused attention assumed: Transformer Engine)")
     spans = [f"{name} {size}" for name, size in (("trainer TP", lay.tensor), ("rollout TP", lay.rollout_tensor))
