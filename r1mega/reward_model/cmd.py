@@ -1,0 +1,115 @@
+"""``r1mega train-rm``: train a Bradley-Terry reward model on preference pairs.
+
+    r1mega train-rm CONFIG --pairs FILE [--eval-pairs FILE] [--steps N] [--batch N] [key=value ...]
+    torchrun --nproc-per-node N -m r1mega.reward_model CONFIG --pairs FILE ...   (before it is wired)
+
+Config sections used: ``model`` (``hf_path``: the HF causal-LM directory the trunk starts from;
+``tokenizer_path``, ``dtype``, ``max_seq_len``), ``parallel``, ``optimizer``, ``trainer.micro_batch_tokens``,
+``run`` (``steps`` unless ``--steps``, ``seed``, ``output_dir``/``name``, ``eval_every``,
+``tensorboard``, ``wandb_project``). Writes ``RUN_DIR/reward_model`` (see
+:func:`r1mega.reward_model.save_reward_model`) and ``RUN_DIR/reward_model_logs`` (metrics.jsonl,
+summary.json), RUN_DIR = ``run.output_dir/run.name``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from r1mega.config.base import ConfigError
+
+
+def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | None = None, batch: int = 32,
+             split: str = "train", prompt_key: str | None = "prompt", chosen_key: str = "chosen",
+             rejected_key: str = "rejected") -> dict:
+    """Load the pairs, train, evaluate, calibrate, export. Collective (every rank). Returns the summary."""
+    import torch.distributed as dist
+
+    from r1mega.config import to_dict
+    from r1mega.data.tokenizer import load_tokenizer
+    from r1mega.logging.metrics import MetricsLogger
+    from r1mega.logging.progress import StepProgress
+    from r1mega.models import read_hf_config
+    from r1mega.parallel.init import init_parallel
+    from r1mega.reward_model.data import load_pairs
+    from r1mega.reward_model.model import build_reward_model, save_reward_model
+    from r1mega.reward_model.trainer import RewardTrainer, calibrate, fit
+
+    if not cfg.model.hf_path:
+        raise ConfigError("model.hf_path is required: the Hugging Face causal-LM directory the reward model's "
+                          "trunk starts from")
+    steps = cfg.run.steps if steps is None else steps
+    if steps < 1:
+        raise ConfigError(f"--steps / run.steps ({steps}) must be >= 1 for train-rm")
+    arch = read_hf_config(cfg.model.hf_path)
+    layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed)
+    tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.hf_path)
+    keys = dict(split=split, prompt_key=prompt_key, chosen_key=chosen_key, rejected_key=rejected_key,
+                max_len=cfg.model.max_seq_len)
+    train = load_pairs(pairs, tok, **keys)
+    held_out = load_pairs(eval_pairs, tok, **keys) if eval_pairs else None
+
+    rm = build_reward_model(cfg.model.hf_path, layout, cfg.model, seed=cfg.run.seed)
+    rm.meta.eos_id = tok.eos_id
+    trainer = RewardTrainer(cfg, rm, total_steps=steps)
+    rank = dist.get_rank()
+    run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
+    logs = os.path.join(run_dir, "reward_model_logs")
+    logger = MetricsLogger(logs, tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project,
+                           config_dict=to_dict(cfg), rank=rank, run_name=f"{cfg.run.name}-rm")
+    bar = StepProgress(steps, rank=rank, desc="train-rm")
+
+    def on_step(step: int, metrics: dict) -> None:
+        logger.log(step, metrics)
+        if "train/loss" in metrics:
+            bar.update(step, {"loss": metrics["train/loss"], "acc/mean": metrics["train/accuracy"]})
+
+    try:
+        summary = fit(trainer, train, steps=steps, batch=batch, eval_pairs=held_out, eval_every=cfg.run.eval_every,
+                      seed=cfg.run.seed, on_step=on_step)
+    finally:
+        bar.close()
+        logger.close()
+    cal = calibrate(rm, train, cfg.trainer.micro_batch_tokens)
+    rm.meta.steps = steps
+    rm.meta.eval_accuracy = summary.get("eval/accuracy_after")
+    out = os.path.join(run_dir, "reward_model")
+    # A separate tokenizer (model.tokenizer_path) stays out of the model directory (see trainer/loop.py).
+    save_reward_model(rm, out, tokenizer_dir=None if cfg.model.tokenizer_path else cfg.model.hf_path)
+    summary.update({"score_mean": cal["score_mean"], "score_std": cal["score_std"], "reward_model": out,
+                    "train_pairs": len(train), "eval_pairs": len(held_out) if held_out else 0})
+    if rank == 0:
+        with open(os.path.join(logs, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+def cmd_train_rm(args) -> int:
+    """The ``train-rm`` command function (``args`` from :func:`add_parser`'s subparser)."""
+    from r1mega.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    summary = train_rm(cfg, args.pairs, eval_pairs=args.eval_pairs, steps=args.steps, batch=args.batch,
+                       split=args.split, prompt_key=args.prompt_key or None, chosen_key=args.chosen_key,
+                       rejected_key=args.rejected_key)
+    if int(os.environ.get("RANK", "0")) == 0:
+        keys = ("eval/accuracy_before", "eval/accuracy_after", "train/loss_first", "train/loss_last",
+                "train/accuracy_last", "reward_model")
+        print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
+    return 0
+
+
+def add_parser(sub) -> None:
+    """Register ``train-rm`` on argparse subparsers ``sub``."""
+    t = sub.add_parser("train-rm", help="train a Bradley-Terry reward model on preference pairs")
+    t.add_argument("config", help="YAML config (model, parallel, optimizer, trainer, run sections)")
+    t.add_argument("--pairs", required=True, help="preference pairs: .jsonl/.json/.parquet or a `datasets` name")
+    t.add_argument("--eval-pairs", default=None, help="held-out pairs (pairwise accuracy before/after)")
+    t.add_argument("--steps", type=int, default=None, help="optimizer steps (default run.steps)")
+    t.add_argument("--batch", type=int, default=32, help="pairs per optimizer step (global)")
+    t.add_argument("--split", default="train", help="split to read when --pairs is a `datasets` name")
+    t.add_argument("--prompt-key", default="prompt", help="prompt field ('' : chosen/rejected hold the whole text)")
+    t.add_argument("--chosen-key", default="chosen")
+    t.add_argument("--rejected-key", default="rejected")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    t.set_defaults(fn=cmd_train_rm)
