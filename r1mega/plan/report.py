@@ -86,6 +86,9 @@ def format_plan(plan: MemoryPlan, cfg, source: str = "") -> str:
     return "\n".join(out)
 
 
+_COUNTS = ("micro_batches", "kv_tokens", "kv_bytes_per_token")  # info values that are not byte sizes
+
+
 def plan_to_dict(plan: MemoryPlan, cfg) -> dict:
     gib = lambda x: round(x / GiB, 3)  # noqa: E731
     return {
@@ -99,6 +102,5 @@ def plan_to_dict(plan: MemoryPlan, cfg) -> dict:
         "totals_gib": {ph: gib(v) for ph, v in plan.totals.items()},
         "by_pipeline_rank_gib": [{ph: gib(v) for ph, v in t.items()} for t in plan.by_rank],
         "peak_gib": gib(plan.peak), "fits": plan.fits, "problems": plan.problems, "notes": plan.notes,
-        "info": {k: (gib(v) if k not in ("micro_batches", "kv_tokens", "kv_bytes_per_token") else v)
-                 for k, v in plan.info.items()},
+        "info": {(k if k in _COUNTS else f"{k.removesuffix('_bytes')}_gib"): (v if k in _COUNTS else gib(v)) for k, v in plan.info.items()},
     }
