@@ -175,7 +175,8 @@ def test_code_fraction_paragraphs_language_by_hand():
 def test_config_errors_name_key_value_and_file(tmp_path):
     from r1mega.rejection.run import load_configs
 
-    for override, message in [("rejection.min_language_share=1.5", "rejection.min_language_share (1.5) must be in [0, 1]"),
+    for override, message in [("rejection.min_language_share=1.5",
+                               "rejection.min_language_share (1.5) must be in [0, 1]"),
                               ("rejection.dedup_threshold=0", "rejection.dedup_threshold (0.0) must be in (0, 1]"),
                               ("rejection.max_per_prompt=0", "rejection.max_per_prompt (0) must be >= 1"),
                               ("rejection.k=0", "rejection.k (0) must be >= 1"),
@@ -254,7 +255,8 @@ def test_command_end_to_end_on_tiny_model(tmp_path, tiny_dir):
     from r1mega.data.prompts import render_prompt
     from r1mega.data.tokenizer import load_tokenizer
     from r1mega.rewards import RewardConfig, accuracy_reward, language_reward
-    from r1mega.trainer.sft import example
+    from r1mega.config.sections import SFTConfig
+    from r1mega.data.sft import load_sft_examples
 
     rows = [{"question": f"what is {a} plus {b}", "answer": str(a + b), **({"language": "zh"} if i % 2 else {})}
             for i, (a, b) in enumerate([(1, 2), (3, 4), (5, 6), (7, 1)])]
@@ -293,12 +295,15 @@ def test_command_end_to_end_on_tiny_model(tmp_path, tiny_dir):
 
     _, rcfg = load_configs(None, overrides + ["rejection.k=4"])
     again = select([_from_row(r) for r in kept + dropped], rcfg, language="en")
-    assert [(c.prompt_index, c.sample_index) for c in again.kept] == [(r["prompt_index"], r["sample_index"]) for r in kept]
+    assert [(c.prompt_index, c.sample_index) for c in again.kept] == \
+        [(r["prompt_index"], r["sample_index"]) for r in kept]
     assert [(d.candidate.prompt_index, d.candidate.sample_index, d.reason, d.detail) for d in again.dropped] == \
         [(d["prompt_index"], d["sample_index"], d["reason"], d["detail"]) for d in dropped]
-    # sft.jsonl is what `r1mega sft --data` reads: prompt/response fields -> SFT examples
-    examples = [example(tok.encode(r["prompt"]), tok.encode(r["response"]) + [tok.eos_id]) for r in kept]
-    assert all(len(e.prompt_ids) > 5 and len(e.response_ids) >= 2 for e in examples)
+    # sft.jsonl is what `r1mega sft --data` reads (prompt/response rows, prompt verbatim)
+    examples, data_stats = load_sft_examples(str(out / "sft.jsonl"), tok, SFTConfig(), max_len=128)
+    assert data_stats.formats == {"prompt_response": len(kept)} and len(examples) == len(kept)
+    for e, r in zip(examples, kept):
+        assert e.prompt_ids == tok.encode(r["prompt"]) and e.response_ids == tok.encode(r["response"]) + [tok.eos_id]
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
 
 
