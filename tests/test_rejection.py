@@ -164,7 +164,7 @@ def test_code_fraction_paragraphs_language_by_hand():
     assert code_fraction("ab ```cd") == pytest.approx(5 / 7)  # an unclosed fence runs to the end
     assert code_fraction("ab ```cd``` ef ```g```") == pytest.approx(15 / 19)  # inline fences count too: 8 + 7 of 19
     assert code_fraction("") == 0.0 and code_fraction("no code") == 0.0
-    assert longest_paragraph("abc\n\nabcdef\n  \nab") == 6
+    assert longest_paragraph("abc\n\nabcdef\n  \nab") == 6 == longest_paragraph("abcdef\r\n\r\nab\r\nc")
     assert longest_paragraph("x\n```\n" + "y" * 50 + "\n```\nzz") == 2  # code is not prose
     assert target_share("<think>" + "中文 the sum</think>", "en") == pytest.approx(2 / 4)
     assert target_share("```\nprint('a b c')\n```\n这是中文", "zh") == 1.0  # code is not prose

@@ -41,7 +41,7 @@ REASONS = ("reward_error", "incorrect", "truncated", "too_long", "code_dominated
 
 _FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)  # an unclosed fence runs to the end
 _TAGS = re.compile(r"</?(?:think|answer)>")
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")  # a blank line (spaces, \r allowed)
 
 
 @dataclass(kw_only=True)
