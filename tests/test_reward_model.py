@@ -196,6 +196,29 @@ def test_cli_parser_accepts_overrides_after_options():
     assert p.parse_args(["train-rm", "c.yaml", "a=1", "--pairs", "p"]).overrides == ["a=1"]
 
 
+def test_train_rm_command_errors(tmp_path, capsys):
+    """Config and data errors end the command with exit code 2 and a message naming the problem."""
+    from r1mega.reward_model.__main__ import main
+    from r1mega.rollout.tiny_model import build_tiny_tokenizer
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("run:\n  steps: 3\n")
+    assert main([str(cfg), "--pairs", "p.jsonl"]) == 2
+    assert "model.hf_path is required" in capsys.readouterr().err
+    tok_dir = tmp_path / "tok"
+    build_tiny_tokenizer().save_pretrained(str(tok_dir))
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps({
+        "architectures": ["Qwen2ForCausalLM"], "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 2}))
+    pairs = write_jsonl([{"prompt": "q", "chosen": "a"}], str(tmp_path / "p.jsonl"))
+    assert main([str(cfg), "--pairs", pairs, f"model.hf_path={tmp_path / 'model'}",
+                 f"model.tokenizer_path={tok_dir}"]) == 2
+    assert "p.jsonl: row 0 has no 'rejected' field" in capsys.readouterr().err
+    assert main([str(cfg), "--pairs", pairs, "model.hf_pth=x"]) == 2
+    assert "hf_pth" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------ workers
 LAYOUTS = {"tp2": (2, 1, None), "pp2": (1, 2, None), "vp2": (1, 2, 2), "dp2": (1, 1, None)}  # 2 processes
 def _seqs(vocab: int, n: int = 9, seed: int = 5) -> list[list[int]]:
@@ -224,11 +247,11 @@ def _init(tp: int, pp: int, arch, vp: int | None = None):
 
 def _gathered(rm) -> dict:
     from r1mega.models import iter_hf_weights
-    from r1mega.reward_model.model import _head_on_rank0
+    from r1mega.reward_model.model import value_head_state
 
     with rm.trunk_only() as chunks:
         w = {k: v.clone() for k, v in iter_hf_weights(chunks, rm.arch)}
-    head = _head_on_rank0(rm)
+    head = value_head_state(rm)
     if head is not None:
         w.update({f"value_head.{k}": v for k, v in head.items()})
     return w

@@ -24,13 +24,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from r1mega.cli import _setup_logging
     from r1mega.config import ConfigError
+    from r1mega.data.prompts import DataError
 
     _setup_logging()
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
         return args.fn(args)
-    except ConfigError as e:
-        print(f"r1mega train-rm: config error: {e}", file=sys.stderr)
+    except (ConfigError, DataError) as e:
+        kind = "config" if isinstance(e, ConfigError) else "data"
+        print(f"r1mega train-rm: {kind} error: {e}", file=sys.stderr)
         return 2
 
 

@@ -42,12 +42,12 @@ def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | Non
     if steps < 1:
         raise ConfigError(f"--steps / run.steps ({steps}) must be >= 1 for train-rm")
     arch = read_hf_config(cfg.model.hf_path)
-    layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed)
     tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.hf_path)
     keys = dict(split=split, prompt_key=prompt_key, chosen_key=chosen_key, rejected_key=rejected_key,
                 max_len=cfg.model.max_seq_len)
-    train = load_pairs(pairs, tok, **keys)
+    train = load_pairs(pairs, tok, **keys)  # bad data fails before the process groups and the model
     held_out = load_pairs(eval_pairs, tok, **keys) if eval_pairs else None
+    layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed)
 
     rm = build_reward_model(cfg.model.hf_path, layout, cfg.model, seed=cfg.run.seed)
     rm.meta.eos_id = tok.eos_id

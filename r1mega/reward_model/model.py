@@ -213,8 +213,9 @@ def load_reward_model(path: str, layout, *, dtype: str = "float32", max_seq_len:
     return rm
 
 
-def _head_on_rank0(rm: RewardModel) -> dict[str, torch.Tensor] | None:
-    """The value head's tensors on global rank 0 (broadcast from the last pipeline stage)."""
+def value_head_state(rm: RewardModel) -> dict[str, torch.Tensor] | None:
+    """The value head's tensors ``{"weight", "bias"}`` on global rank 0, None elsewhere (collective:
+    broadcast from the last pipeline stage)."""
     from megatron.core import parallel_state as ps
 
     H = rm.arch.hidden_size
@@ -239,7 +240,7 @@ def save_reward_model(rm: RewardModel, out_dir: str, tokenizer_dir: str | None =
 
     with rm.trunk_only() as chunks:
         export_hf(chunks, rm.arch, out_dir, tokenizer_dir=tokenizer_dir)
-    head = _head_on_rank0(rm)
+    head = value_head_state(rm)
     if head is not None:
         save_file(head, os.path.join(out_dir, HEAD_FILE), metadata={"format": "pt"})
         tmp = os.path.join(out_dir, META_FILE + ".tmp")
@@ -251,12 +252,12 @@ def save_reward_model(rm: RewardModel, out_dir: str, tokenizer_dir: str | None =
 
 
 # ------------------------------------------------------------------------------------ forward
-def forward_rewards(model, mb, sequence_parallel: bool):
-    """One Megatron ``forward_step`` body: the chunk's output on inner stages; on the last stage the
-    (B,) fp32 rewards at the rows' last tokens. Returns (output, is_last_stage)."""
+def forward_rewards(model, mb, sequence_parallel: bool) -> torch.Tensor:
+    """One Megatron ``forward_step`` body: the chunk's output (T, B, H) on inner stages; on the last
+    stage the (B,) fp32 rewards at the rows' last tokens."""
     m = unwrap(model)
     if not m.post_process:
-        return model(mb.tokens, mb.position_ids, attention_mask=None), False
+        return model(mb.tokens, mb.position_ids, attention_mask=None)
     with hidden_states_only(m):
         h = model(mb.tokens, mb.position_ids, attention_mask=None)  # (T, B, H), after the final norm
     if sequence_parallel:
@@ -264,7 +265,7 @@ def forward_rewards(model, mb, sequence_parallel: bool):
         h = gather_from_sequence_parallel_region(h, tensor_parallel_output_grad=False)  # (T/tp, B, H) -> (T, B, H)
     B = mb.tokens.shape[0]
     h_last = h[mb.last, torch.arange(B)]                                               # (B, H)
-    return m.value_head(h_last), True                                                  # (B,)
+    return m.value_head(h_last)                                                        # (B,)
 
 
 def schedule_batches(batches: list, layout) -> list:
@@ -288,7 +289,7 @@ def run_schedule(chunks: list, batches: list, layout, on_rewards, forward_only: 
 
     def forward_step(data_iterator, model):
         mb = next(data_iterator)
-        out, last = forward_rewards(model, mb, layout.sequence_parallel)
+        out = forward_rewards(model, mb, layout.sequence_parallel)
 
         def loss_func(output, non_loss_data=False):
             return on_rewards(mb, output), {}
