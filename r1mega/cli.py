@@ -5,8 +5,12 @@
     r1mega sft CONFIG [--data FILE] [key=value ...]   supervised fine-tuning (prompt/response or messages)
     r1mega eval --model DIR --data FILE [...]         pass@1 over k samples, maj@k, greedy accuracy
     r1mega generate --model DIR --prompts FILE --out FILE [...]
+    r1mega reject-sample --model DIR --prompts FILE --out DIR [-k N] [CONFIG] [key=value ...]
+                                                      rejection sampling -> SFT jsonl + drop statistics
     r1mega convert hf-to-r1mega|r1mega-to-hf SRC DST [--tp N --pp N]
     r1mega config [CONFIG] [key=value ...] [--schema] resolved config, or every documented field
+    r1mega plan CONFIG [key=value ...] [--nodes N] [--gpu-mem-gb G] [--hf-config F] [--json]
+                                                      per-GPU memory estimate and layout check before launch
 
 Multi-process: ``torchrun --nproc-per-node N -m r1mega.cli train CONFIG ...`` (or the
 ``r1mega`` script path in place of ``-m r1mega.cli``).
@@ -217,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*")
     t.add_argument("--schema", action="store_true", help="list every field with its type, default and help")
     t.set_defaults(fn=cmd_config)
+    from r1mega.plan.cli import add_parser as add_plan
+    from r1mega.rejection.cli import add_parser as add_reject_sample
+    add_plan(sub)
+    add_reject_sample(sub)
     return p
 
 

@@ -59,3 +59,20 @@ def test_sft_loss_is_response_only_and_packing_changes_nothing(reference):
         for k in padded["weights"]:
             torch.testing.assert_close(got["weights"][k], padded["weights"][k], rtol=1e-5, atol=1e-6,
                                        msg=f"{other}: {k}")
+
+
+@pytest.fixture(scope="module")
+def deep_reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deep")
+    path, _ = make_hf_model("qwen2", str(root), seed=8, num_hidden_layers=4)
+    out = root / "tp1"
+    out.mkdir()
+    torchrun(WORKER, str(out), path, "1", "1", nproc=1)
+    return path, torch.load(out / "result.pt")
+
+
+def test_interleaved_pipeline_equals_single_process(deep_reference, tmp_path):
+    """PP=2 with 2 virtual stages per rank (interleaved 1F1B): layers 0,2 on rank 0 and 1,3 on rank 1."""
+    path, ref = deep_reference
+    torchrun(WORKER, str(tmp_path), path, "1", "2", "parallel.virtual_pipeline=2", nproc=2)
+    _compare(ref, torch.load(tmp_path / "result.pt"))

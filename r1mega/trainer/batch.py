@@ -178,12 +178,28 @@ def build_micro_batch(samples: list[Sample], ids: list[int], pad_id: int = 0, *,
                       sample_ids=list(ids), segments=segments)
 
 
-def pack(samples: list[Sample], token_budget: int, pad_id: int = 0, *, packed: bool = False) -> list[MicroBatch]:
-    """All samples into micro-batches (samples with empty responses are skipped)."""
+def split_to_multiple(plan: list[list[int]], multiple_of: int) -> list[list[int]]:
+    """Split the largest groups in two until the number of groups is a multiple of ``multiple_of``
+    (Megatron's interleaved pipeline schedule needs a multiple of the pipeline size)."""
+    plan = [list(g) for g in plan]
+    while len(plan) % multiple_of:
+        big = max(range(len(plan)), key=lambda g: len(plan[g]))
+        if len(plan[big]) < 2:
+            raise ValueError(f"the interleaved pipeline schedule needs a multiple of {multiple_of} micro-batches "
+                             f"(the pipeline size) but there are only {len(plan)} samples to train on; give "
+                             f"each data-parallel rank more samples or use parallel.virtual_pipeline=null")
+        g = plan.pop(big)
+        plan[big:big] = [g[:len(g) // 2], g[len(g) // 2:]]
+    return plan
+
+
+def pack(samples: list[Sample], token_budget: int, pad_id: int = 0, *, packed: bool = False,
+         multiple_of: int = 1) -> list[MicroBatch]:
+    """All samples into micro-batches (samples with empty responses are skipped); with
+    ``multiple_of``, as many micro-batches as the next multiple of it (by splitting the largest)."""
     keep = [i for i, s in enumerate(samples) if s.response_ids]
     lengths = [samples[i].num_tokens for i in keep]
-    if packed:
-        plan = plan_packed_rows(lengths, token_budget)
-        return [build_micro_batch(samples, [keep[j] for j in row], pad_id, packed=True) for row in plan]
-    plan = plan_micro_batches(lengths, token_budget)
-    return [build_micro_batch(samples, [keep[j] for j in group], pad_id) for group in plan]
+    plan = (plan_packed_rows if packed else plan_micro_batches)(lengths, token_budget)
+    if multiple_of > 1:
+        plan = split_to_multiple(plan, multiple_of)
+    return [build_micro_batch(samples, [keep[j] for j in group], pad_id, packed=packed) for group in plan]

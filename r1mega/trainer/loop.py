@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import torch
 
 from r1mega.config import Config
-from r1mega.trainer.batch import pack
 from r1mega.trainer.samples import denominator, gather_samples, prepare, rollout_metrics, shard
 
 log = logging.getLogger("r1mega.train")
@@ -64,8 +63,7 @@ def rl_step(run: RLRun) -> dict[str, float]:
     shares = shard(samples, run.layout.data, cfg.trainer.mini_batches)
     mine = shares[data_parallel_rank()]
     with t("logprob"):
-        batches = [pack(m, cfg.trainer.micro_batch_tokens, pad_id=run.tokenizer.pad_id, packed=run.policy.packing)
-                   for m in mine]
+        batches = [run.policy.pack(m, pad_id=run.tokenizer.pad_id) for m in mine]
         logprob_stats = compute_logprobs(run, [mb for b in batches for mb in b])
     with t("train"):
         train_stats = train_on(run, batches, shares)
@@ -94,6 +92,8 @@ def generate_inputs(run: RLRun) -> list:
 def rollout(run: RLRun, prompts: list) -> list:
     """G samples per prompt from the colocated engine, with their prompt's answer attached."""
     eng = run.engine
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the trainer's cached activations would count against vLLM's budget
     eng.wake_up()  # weights are awake after a sync, but an evaluation may have put them to sleep
     offset = eng.dp_rank * len(prompts)
     samples = eng.generate([p.prompt_ids for p in prompts], n=run.cfg.algorithm.group_size,

@@ -93,6 +93,13 @@ class Policy:
         mode = self.cfg.trainer.packing
         return mode == "packed" or (mode == "auto" and self._te)
 
+    def pack(self, samples, pad_id: int = 0) -> list[MicroBatch]:
+        """``samples`` as this policy's micro-batches: packed or padded rows (``trainer.packing``),
+        and a multiple of the pipeline size under the interleaved schedule."""
+        from r1mega.trainer.batch import pack
+        return pack(samples, self.cfg.trainer.micro_batch_tokens, pad_id=pad_id, packed=self.packing,
+                    multiple_of=self.layout.pipeline if self.layout.virtual_pipeline else 1)
+
     # ------------------------------------------------------------------ helpers
     @property
     def modules(self) -> list:
@@ -292,6 +299,12 @@ class Policy:
         loss, st = policy_loss(rows(logp), rows(old), rows(mb.advantages), mask, a, ref_logp=rows(ref),
                                entropy=rows(ent), rollout_logp=rows(mb.rollout_logp) if a.tis_cap else None,
                                max_response_len=max_response_len, denominator=denominator)
+        # pg_loss as a token mean of the clipped PG term (as the fused kernel reports it): policy_loss's
+        # own pg_loss is this micro-batch's share of the aggregated loss, which depends on the split
+        from r1mega.algorithms.loss import clipped_pg_loss
+        pg = clipped_pg_loss(rows(logp).detach(), rows(old), rows(mb.advantages), a.clip_low, a.clip_high,
+                             a.dual_clip)[0]
+        st["pg_loss"] = (pg * mask).sum() / mask.sum().clamp(min=1)
         for k in ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean", "tis_weight_mean"):
             if k in st:
                 add(k, st[k], n)

@@ -23,7 +23,6 @@ import time
 
 from r1mega.config import Config
 from r1mega.data.sft import sft_example
-from r1mega.trainer.batch import pack
 from r1mega.types import Sample
 
 log = logging.getLogger("r1mega.sft")
@@ -60,7 +59,7 @@ def sft_step(policy, examples: list[Sample], idx: list[int], pad_id: int) -> dic
     dp, dp_rank = _dp()
     share = idx[dp_rank * len(idx) // dp:(dp_rank + 1) * len(idx) // dp]
     mine = [examples[i] for i in share]
-    mbs = pack(mine, policy.cfg.trainer.micro_batch_tokens, pad_id=pad_id, packed=policy.packing)
+    mbs = policy.pack(mine, pad_id=pad_id)
     den = float(max(1, sum(_loss_tokens(examples[i]) for i in idx)))
     return policy.sft_step(mbs, den)
 
@@ -75,7 +74,7 @@ def eval_loss(policy, examples: list[Sample], pad_id: int) -> dict[str, float]:
     mine = examples[dp_rank::dp]
     acc = {"loss": 0.0, "tokens": 0.0}
     if mine:
-        mbs = pack(mine, policy.cfg.trainer.micro_batch_tokens, pad_id=pad_id, packed=policy.packing)
+        mbs = policy.pack(mine, pad_id=pad_id)
         policy.logprobs(mbs, "old", temperature=1.0)
         for mb in mbs:
             if mb.old_logp is not None:  # last pipeline stage

@@ -68,7 +68,6 @@ def sft_steps(hf, tp, pp, overrides):
     from r1mega.config import load_config
     from r1mega.models import iter_hf_weights, load_hf, read_hf_config
     from r1mega.parallel.init import init_parallel
-    from r1mega.trainer.batch import pack
     from r1mega.trainer.policy import Policy
 
     out = {}
@@ -81,7 +80,7 @@ def sft_steps(hf, tp, pp, overrides):
         chunks, arch = load_hf(hf, cfg.model, layout)
         policy = Policy(cfg, layout, arch, chunks)
         ex = sft_examples(arch.vocab_size)
-        mbs = pack(ex, cfg.trainer.micro_batch_tokens, packed=policy.packing)
+        mbs = policy.pack(ex)
         assert all((mb.segments is not None) == (name == "sft_packed") for mb in mbs)
         if name == "sft_packed":
             assert any(len(mb.sample_ids) > 1 for mb in mbs), "no row holds two samples"
@@ -104,7 +103,6 @@ def main():
     from r1mega.config import load_config
     from r1mega.models import iter_hf_weights, load_hf, read_hf_config
     from r1mega.parallel.init import init_parallel
-    from r1mega.trainer.batch import pack
     from r1mega.trainer.policy import Policy
     from r1mega.trainer.samples import denominator
 
@@ -117,11 +115,11 @@ def main():
         chunks, arch = load_hf(hf, cfg.model, layout)
         policy = Policy(cfg, layout, arch, chunks)
         ss = samples(arch.vocab_size)
-        mbs = pack(ss, cfg.trainer.micro_batch_tokens)
+        mbs = policy.pack(ss)
         policy.logprobs(mbs, "old")
         for mb in mbs:  # a second epoch's ratio: perturb old logprobs so clipping happens
             if mb.old_logp is not None:
-                mb.old_logp = mb.old_logp + 0.3 * torch.sin(torch.arange(mb.num_scored, dtype=torch.float32))
+                mb.old_logp = mb.old_logp + 0.3 * torch.sin(1.7 * mb.seq_ids + 0.37 * mb.targets)  # layout-independent
         stats = policy.train_step(mbs, denominator(ss, cfg.algorithm.loss_agg, 9), 9)
         weights = {k: v.clone() for k, v in iter_hf_weights(policy.modules, arch)}
         result[name] = {"stats": stats, "weights": weights}
