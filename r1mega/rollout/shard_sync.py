@@ -75,6 +75,7 @@ log = logging.getLogger("r1mega.rollout")
 
 MODES = ("auto", "gather", "direct")
 _KINDS = ("copy", "qkv", "gate_up", "vocab")
+_FALLBACKS_LOGGED: set[str] = set()
 _FUSED = {"qkv": ("q_proj", "k_proj", "v_proj"), "gate_up": ("gate_proj", "up_proj")}
 
 
@@ -206,7 +207,6 @@ class Target:
 class Plan:
     model: torch.nn.Module
     trainer: TrainerLayout
-    arch: object
     local_arch: object             # per-rank architecture: G_r query groups, Q_r heads
     targets: list[Target]
 
@@ -306,6 +306,9 @@ def plan_direct(engine, chunks: list[torch.nn.Module], arch) -> tuple[Plan | Non
         for ref, p in named_global_params(chunks):
             if ref.kind not in _KINDS:
                 raise ValueError(f"{ref.key}: no direct layout for parameter kind {ref.kind!r}")
+            if getattr(ref, "expert", None) is not None:  # EP/expert-TP shards vs vLLM's FusedMoE layout
+                raise ValueError(f"{ref.key}: routed-expert (MoE) weights have no direct layout; "
+                                 "MoE models use the gather path")
             module_name, param_name = _vllm_name(ref.kind, ref.hf_names, packed)
             module = model.get_submodule(module_name)
             live = module._parameters.get(param_name)
@@ -327,7 +330,7 @@ def plan_direct(engine, chunks: list[torch.nn.Module], arch) -> tuple[Plan | Non
     missing = sorted(n for i, n in owned.items() if i not in written)
     if missing:
         return None, f"{len(missing)} vLLM parameter(s) have no trainer source, e.g. {missing[:4]}"
-    return Plan(model, tlayout, arch, local, targets), None
+    return Plan(model, tlayout, local, targets), None
 
 
 def _module_vocab_moves(module, trainer_rows: int, tp: int) -> list[RowMove]:
@@ -480,7 +483,9 @@ def sync_policy(engine, chunks: list[torch.nn.Module], arch, version: int, bucke
         if mode == "direct":
             raise DirectSyncError(f"rank {rank}: direct weight sync (rollout.sync_mode=direct) is not possible: "
                                   f"{reason}; use sync_mode=auto or gather")
-        log.info("weight sync: gather path (direct not possible: %s)", reason)
+        if reason not in _FALLBACKS_LOGGED:  # once per reason, not every step
+            _FALLBACKS_LOGGED.add(reason)
+            log.info("weight sync: gather path (direct not possible: %s)", reason)
     from r1mega.models.hf_io import iter_hf_weights
 
     return engine.sync_weights(iter_hf_weights(chunks, arch), version, bucket_bytes=bucket_bytes)
