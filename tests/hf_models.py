@@ -18,13 +18,27 @@ FAMILIES = {
     "llama": dict(cls="Llama", vocab_size=263, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=1, tie_word_embeddings=False, rope_theta=5e5),
 }
+MOE_FAMILIES = {
+    # Qwen3-MoE: 8 experts top-2 with renormalised top-k weights, QK-norm, head_dim != hidden / heads,
+    # layer 2 a dense MLP (mlp_only_layers), odd vocab, untied.
+    "qwen3_moe": dict(cls="Qwen3Moe", vocab_size=203, hidden_size=64, intermediate_size=80, moe_intermediate_size=48,
+                      num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, num_hidden_layers=4,
+                      mlp_only_layers=[2], num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                      tie_word_embeddings=False, rope_theta=1e6, router_aux_loss_coef=0.01),
+    # Qwen2-MoE: 4 experts top-2, raw softmax weights (norm_topk_prob false), a gated shared expert,
+    # QKV bias, tied embeddings, odd vocab.
+    "qwen2_moe": dict(cls="Qwen2Moe", vocab_size=211, hidden_size=64, intermediate_size=96, moe_intermediate_size=32,
+                      shared_expert_intermediate_size=80, num_experts=4, num_experts_per_tok=2, norm_topk_prob=False,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                      rope_theta=10000.0, router_aux_loss_coef=0.02),
+}
 
 
 def make_hf_model(family: str, root: str, seed: int = 0, **overrides):
     """Build, save and return (path, model) for a random tiny model of ``family``."""
     import transformers
 
-    spec = dict(FAMILIES[family], **overrides)
+    spec = dict({**FAMILIES, **MOE_FAMILIES}[family], **overrides)
     cls = spec.pop("cls")
     config = getattr(transformers, f"{cls}Config")(**spec)
     torch.manual_seed(seed)
@@ -33,6 +47,8 @@ def make_hf_model(family: str, root: str, seed: int = 0, **overrides):
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith(".bias"):
                 p.add_(0.1 * torch.randn_like(p))
+            if name.endswith("mlp.gate.weight"):  # MoE router: well-separated logits, no top-k near-ties
+                p.mul_(25.0)
     path = os.path.join(root, family)
     model.save_pretrained(path)
     torch.save(torch.randint(0, config.vocab_size, (2, 13), generator=torch.Generator().manual_seed(seed)),

@@ -1,8 +1,9 @@
 """The architecture of a decoder-only LM, read from a Hugging Face ``config.json``.
 
 Pure Python (json only): config validation and planning use it without torch or megatron.
-Supported families: Llama, Qwen2/Qwen2.5, Qwen3 (dense). MoE families are declared here so
-that validation can name them, and are built by the MoE model code.
+Supported families: Llama, Qwen2/Qwen2.5, Qwen3 (dense); Qwen2-MoE and Qwen3-MoE (mixture of
+experts, built on Megatron-Core's MoE layer; see docs/moe.md). The MoE fields are read by
+:func:`r1mega.models.moe.read_moe_fields`, which refuses HF options Megatron cannot reproduce.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ FAMILIES = {
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
     "MistralForCausalLM": "llama",
+    "Qwen2MoeForCausalLM": "qwen2_moe",
+    "Qwen3MoeForCausalLM": "qwen3_moe",
 }
-MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "mistral": "llama"}
+MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "mistral": "llama",
+               "qwen2_moe": "qwen2_moe", "qwen3_moe": "qwen3_moe"}
 
 
 @dataclass(kw_only=True)
@@ -42,7 +46,21 @@ class ModelArch:
     tie_embeddings: bool = False
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
+    # Mixture of experts (num_experts == 0: a dense model; the other fields are then unused).
+    num_experts: int = 0
+    moe_topk: int = 0
+    moe_ffn_hidden_size: int = 0            # one routed expert's intermediate size
+    moe_shared_ffn_hidden_size: int = 0     # the shared expert(s), all together; 0 = none
+    moe_shared_gate: bool = False           # sigmoid(x . w) gate on the shared expert (Qwen2-MoE)
+    moe_score: str = "softmax"              # router score function: softmax | sigmoid
+    moe_norm_topk: bool = False             # renormalise the top-k probabilities to sum to 1
+    moe_aux_loss_coef: float = 0.0          # load-balancing loss coefficient (Switch, 2101.03961)
+    moe_layers: list[int] = field(default_factory=list)  # per layer: 1 = MoE, 0 = dense MLP
     raw: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
 
     def num_params(self) -> int:
         """Parameter count (embeddings counted once when tied)."""
@@ -51,10 +69,13 @@ class ModelArch:
         kv = self.num_kv_heads * self.head_dim
         attn = h * (q + 2 * kv) + q * h + (q + 2 * kv if self.qkv_bias else 0)
         attn += 2 * self.head_dim if self.qk_norm else 0
-        mlp = 3 * h * f
-        layer = attn + mlp + 2 * h
+        dense_mlp = 3 * h * f
+        moe_mlp = (3 * h * self.moe_ffn_hidden_size * self.num_experts + h * self.num_experts
+                   + 3 * h * self.moe_shared_ffn_hidden_size + (h if self.moe_shared_gate else 0))
+        moe_layers = sum(self.moe_layers) if self.is_moe else 0
+        layers = self.num_layers * (attn + 2 * h) + (self.num_layers - moe_layers) * dense_mlp + moe_layers * moe_mlp
         emb = v * h * (1 if self.tie_embeddings else 2)
-        return self.num_layers * layer + emb + h
+        return layers + emb + h
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -98,8 +119,12 @@ def read_hf_config(path_or_dict: str | os.PathLike | dict) -> ModelArch:
     heads = _req(cfg, "num_attention_heads", where)
     hidden = _req(cfg, "hidden_size", where)
     head_dim = cfg.get("head_dim") or hidden // heads
+    if cfg.get("hidden_act", "silu") != "silu":
+        raise ConfigError(f"{where}: hidden_act={cfg['hidden_act']!r} is not supported (only 'silu', SwiGLU MLPs)")
     if family == "qwen2":
         qkv_bias = True
+    elif family == "qwen2_moe":
+        qkv_bias = bool(cfg.get("qkv_bias", True))  # transformers < 5 configs: always biased
     else:
         qkv_bias = bool(cfg.get("attention_bias", False))
     # transformers < 5 writes rope_theta / rope_scaling; >= 5 writes rope_parameters.
@@ -107,6 +132,10 @@ def read_hf_config(path_or_dict: str | os.PathLike | dict) -> ModelArch:
     if rope.get("rope_type", rope.get("type")) not in (None, "default"):
         raise ConfigError(f"{where}: RoPE scaling {rope!r} is not supported yet (only plain RoPE)")
     rope_theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))
+    moe = {}
+    if family in ("qwen2_moe", "qwen3_moe"):
+        from r1mega.models.moe import read_moe_fields
+        moe = read_moe_fields(cfg, family, where)
     return ModelArch(
         family=family,
         vocab_size=_req(cfg, "vocab_size", where),
@@ -120,9 +149,10 @@ def read_hf_config(path_or_dict: str | os.PathLike | dict) -> ModelArch:
         rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
         max_position_embeddings=cfg.get("max_position_embeddings", 4096),
         qkv_bias=qkv_bias,
-        qk_norm=family == "qwen3",
+        qk_norm=family in ("qwen3", "qwen3_moe"),
         tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         bos_token_id=cfg.get("bos_token_id"),
         eos_token_id=cfg.get("eos_token_id"),
         raw=cfg,
+        **moe,
     )

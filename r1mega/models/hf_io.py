@@ -13,6 +13,15 @@ Layout conversions (Megatron -> HF):
   * vocab-parallel embedding / output layer: padded rows (for an equal TP split) dropped.
   * tied embeddings: no ``lm_head`` in the export; the last stage's copy is loaded from
     ``embed_tokens``.
+  * MoE (Qwen2-MoE / Qwen3-MoE): ``mlp.router.weight`` -> ``mlp.gate.weight``; routed experts
+    (``mlp.experts.local_experts.{i}.linear_fc1/fc2`` with SequentialMLP, or TEGroupedMLP's
+    ``mlp.experts.linear_fc1.weight{i}``) -> ``mlp.experts.{e}.gate_proj/up_proj/down_proj``
+    with the global expert id e = ep_rank * experts_per_rank + i; the shared expert
+    (``mlp.shared_experts.linear_fc1/fc2``, ``gate_weight``) -> ``mlp.shared_expert.*``,
+    ``mlp.shared_expert_gate.weight``. Expert weights are split over the expert-TP group
+    (not the attention TP group); each rank loads only its own experts, and export/sync
+    gathers one expert tensor at a time (expert TP all-gather on the owning EP rank, then a
+    broadcast over the EP group).
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ from r1mega.config.base import ConfigError
 from r1mega.models.arch import ModelArch
 
 _LAYER = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
+# Routed experts: SequentialMLP (local spec) and TEGroupedMLP (TE spec with grouped GEMM).
+_EXPERT = (re.compile(r"^mlp\.experts\.local_experts\.(\d+)\.(linear_fc[12])\.weight$"),
+           re.compile(r"^mlp\.experts\.(linear_fc[12])\.weight(\d+)$"))
 
 # Megatron name within a layer -> (kind, HF names within "model.layers.{L}.")
 _LAYER_MAP = {
@@ -47,7 +59,15 @@ _LAYER_MAP = {
     "mlp.linear_fc1.layer_norm_weight": ("copy", ["post_attention_layernorm.weight"]),  # TE spec
     "mlp.linear_fc1.weight": ("gate_up", ["mlp.gate_proj.weight", "mlp.up_proj.weight"]),
     "mlp.linear_fc2.weight": ("copy", ["mlp.down_proj.weight"]),
+    # MoE layers
+    "mlp.router.weight": ("copy", ["mlp.gate.weight"]),
+    "mlp.shared_experts.linear_fc1.weight": ("gate_up", ["mlp.shared_expert.gate_proj.weight",
+                                                         "mlp.shared_expert.up_proj.weight"]),
+    "mlp.shared_experts.linear_fc2.weight": ("copy", ["mlp.shared_expert.down_proj.weight"]),
+    "mlp.shared_experts.gate_weight": ("copy", ["mlp.shared_expert_gate.weight"]),
 }
+_EXPERT_HF = {"linear_fc1": ("gate_up", ["gate_proj.weight", "up_proj.weight"]),
+              "linear_fc2": ("copy", ["down_proj.weight"])}
 _TOP_MAP = {
     "embedding.word_embeddings.weight": ("vocab", ["model.embed_tokens.weight"]),
     "decoder.final_layernorm.weight": ("copy", ["model.norm.weight"]),
@@ -59,17 +79,37 @@ _TOP_MAP = {
 class ParamRef:
     """Where one Megatron parameter sits in the global model and what HF tensors it is."""
 
-    key: str            # global Megatron name (layer index global), the same on every rank
+    key: str            # global Megatron name (layer and expert index global), the same on every rank
     kind: str           # copy | qkv | gate_up | vocab
     hf_names: tuple[str, ...]
+    expert: int | None = None  # global id of a routed expert (EP-sharded, split over expert TP)
 
 
-def global_ref(local_name: str, layer_number: int | None) -> ParamRef:
-    """Map a chunk-local Megatron parameter name to its global reference."""
+def _expert_ref(L: int, sub: str, expert_offset: int) -> ParamRef | None:
+    """The reference of a routed-expert weight, keyed by its *global* expert id."""
+    for i, pat in enumerate(_EXPERT):
+        m = pat.match(sub)
+        if m:
+            local, fc = (int(m.group(1)), m.group(2)) if i == 0 else (int(m.group(2)), m.group(1))
+            e = expert_offset + local
+            kind, hf = _EXPERT_HF[fc]
+            return ParamRef(f"decoder.layers.{L}.mlp.experts.local_experts.{e}.{fc}.weight", kind,
+                            tuple(f"model.layers.{L}.mlp.experts.{e}.{h}" for h in hf), expert=e)
+    return None
+
+
+def global_ref(local_name: str, layer_number: int | None, expert_offset: int = 0) -> ParamRef:
+    """Map a chunk-local Megatron parameter name to its global reference.
+
+    ``expert_offset``: global id of this rank's first routed expert (ep_rank * experts_per_rank).
+    """
     name = local_name.removeprefix("module.")
     m = _LAYER.match(name)
     if m:
         sub = m.group(2)
+        ref = _expert_ref(layer_number, sub, expert_offset)
+        if ref is not None:
+            return ref
         if sub not in _LAYER_MAP:
             raise KeyError(f"no Hugging Face mapping for Megatron parameter {name!r}")
         kind, hf = _LAYER_MAP[sub]
@@ -81,8 +121,24 @@ def global_ref(local_name: str, layer_number: int | None) -> ParamRef:
     return ParamRef(name, kind, tuple(hf))
 
 
+def _expert_offset(chunks) -> int:
+    """Global id of this rank's first routed expert (0 for dense models)."""
+    arch = getattr(_unwrap(chunks[0]), "r1mega_arch", None) if chunks else None
+    if arch is None or not getattr(arch, "is_moe", False):
+        return 0
+    from megatron.core import parallel_state as ps
+    return ps.get_expert_model_parallel_rank() * (arch.num_experts // ps.get_expert_model_parallel_world_size())
+
+
+def _unwrap(m):
+    while hasattr(m, "module"):
+        m = m.module
+    return m
+
+
 def named_global_params(chunks: list[torch.nn.Module]) -> Iterator[tuple[ParamRef, torch.nn.Parameter]]:
     """(global reference, parameter) for every parameter of this rank's model chunks."""
+    offset = _expert_offset(chunks)
     for chunk in chunks:
         layers = {}
         decoder = getattr(chunk, "decoder", None)
@@ -91,12 +147,17 @@ def named_global_params(chunks: list[torch.nn.Module]) -> Iterator[tuple[ParamRe
                 layers[i] = layer.layer_number - 1  # Megatron numbers layers from 1, globally
         for name, p in chunk.named_parameters():
             m = _LAYER.match(name.removeprefix("module."))
-            yield global_ref(name, layers[int(m.group(1))] if m else None), p
+            yield global_ref(name, layers[int(m.group(1))] if m else None, offset), p
 
 
 # --------------------------------------------------------------------------- TP helpers
-def _tp_group():
+def _tp_group(expert: bool = False):
+    """(group, size, rank) of the tensor-parallel group splitting a parameter: the expert TP
+    group for routed experts, the attention TP group for everything else."""
     from megatron.core import parallel_state as ps
+    if expert:
+        return ps.get_expert_tensor_parallel_group(), ps.get_expert_tensor_parallel_world_size(), \
+            ps.get_expert_tensor_parallel_rank()
     return ps.get_tensor_model_parallel_group(), ps.get_tensor_model_parallel_world_size(), \
         ps.get_tensor_model_parallel_rank()
 
@@ -199,9 +260,9 @@ class SafetensorsReader:
 
 def load_hf_weights(chunks: list[torch.nn.Module], path: str | os.PathLike, arch: ModelArch) -> None:
     """Fill this rank's model chunks from an HF checkpoint (each rank reads its own shards)."""
-    _, tp, tp_rank = _tp_group()
     reader = SafetensorsReader(path)
     for ref, param in named_global_params(chunks):
+        _, tp, tp_rank = _tp_group(expert=ref.expert is not None)
         names = list(ref.hf_names)
         if ref.key == "output_layer.weight" and (arch.tie_embeddings or names[0] not in reader):
             names = ["model.embed_tokens.weight"]
@@ -215,11 +276,28 @@ def load_hf_weights(chunks: list[torch.nn.Module], path: str | os.PathLike, arch
 
 
 # --------------------------------------------------------------------------- export / sync
-def _owner_map(chunks) -> tuple[list[str], dict[str, int]]:
+_EXPERT_KEY = re.compile(r"^(decoder\.layers\.\d+\.mlp\.experts\.local_experts\.)(\d+)(\..+)$")
+
+
+def _expand_experts(refs: list[ParamRef], num_experts: int) -> list[str]:
+    """Global keys of this stage: a routed-expert key stands for that weight of *every* expert,
+    so all EP ranks list the same keys (each holds only its own experts' parameters)."""
+    keys: list[str] = []
+    seen: set[str] = set()
+    for ref in refs:
+        m = _EXPERT_KEY.match(ref.key) if ref.expert is not None else None
+        for k in ([f"{m.group(1)}{e}{m.group(3)}" for e in range(num_experts)] if m else [ref.key]):
+            if k not in seen:
+                seen.add(k)
+                keys.append(k)
+    return keys
+
+
+def _owner_map(chunks, num_experts: int = 0) -> tuple[list[str], dict[str, int]]:
     """Global parameter keys in a fixed order, and which PP rank owns each."""
     from megatron.core import parallel_state as ps
 
-    local = [ref.key for ref, _ in named_global_params(chunks)]
+    local = _expand_experts([ref for ref, _ in named_global_params(chunks)], num_experts)
     pp = ps.get_pipeline_model_parallel_world_size()
     if pp == 1:
         return local, {k: 0 for k in local}
@@ -236,57 +314,89 @@ def _owner_map(chunks) -> tuple[list[str], dict[str, int]]:
 
 
 def _hf_sort_key(key: str) -> tuple:
+    """Embedding, then layer by layer (expert ids in numeric order), then the final norm / head."""
+    natural = tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key))
     m = re.match(r"decoder\.layers\.(\d+)\.", key)
     if key.startswith("embedding."):
-        return (0, 0, key)
+        return (0, 0, natural)
     if m:
-        return (1, int(m.group(1)), key)
-    return (2, 0, key)
+        return (1, int(m.group(1)), natural)
+    return (2, 0, natural)
+
+
+def _gather_tp(ref: ParamRef, p: torch.Tensor) -> list[torch.Tensor]:
+    """The TP shards of ``p`` in rank order (expert TP for routed experts); [p] if not split."""
+    group, tp, _ = _tp_group(expert=ref.expert is not None)
+    data = p.detach()
+    if tp > 1 and _is_tp_split(p):
+        shards = [torch.empty_like(data) for _ in range(tp)]
+        dist.all_gather(shards, data.contiguous(), group=group)
+        return shards
+    return [data]
+
+
+def _expert_tensors(key: str, local: dict, arch: ModelArch) -> list[torch.Tensor]:
+    """HF tensors of one routed-expert weight on every rank of this stage: the owning EP rank
+    gathers it over expert TP, then broadcasts the stacked shards over the EP group."""
+    from megatron.core import parallel_state as ps
+
+    m = _EXPERT_KEY.match(key)
+    e = int(m.group(2))
+    ep, ep_rank = ps.get_expert_model_parallel_world_size(), ps.get_expert_model_parallel_rank()
+    per_rank = arch.num_experts // ep
+    owner = e // per_rank
+    mine = f"{m.group(1)}{ep_rank * per_rank + e % per_rank}{m.group(3)}"  # same weight, my own expert
+    ref, p = local[mine]
+    etp = ps.get_expert_tensor_parallel_world_size() if _is_tp_split(p) else 1
+    if owner == ep_rank:
+        ref, p = local[key]
+        stacked = torch.stack(_gather_tp(ref, p))                        # (ETP, *shard)
+    else:
+        stacked = torch.empty((etp, *p.shape), dtype=p.dtype)
+    if ep > 1:
+        group = ps.get_expert_model_parallel_group()
+        dist.broadcast(stacked, src=dist.get_global_rank(group, owner), group=group)
+    ref = ParamRef(key, ref.kind, tuple(n.replace(f".experts.{ref.expert}.", f".experts.{e}.") for n in ref.hf_names),
+                   expert=e)
+    return to_hf(ref, list(stacked.unbind(0)), getattr(p, "partition_dim", 0), arch), ref.hf_names
 
 
 def iter_hf_weights(chunks: list[torch.nn.Module], arch: ModelArch) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(hf_name, full tensor)`` for the whole model, on every rank (collective).
 
-    Every rank of the model-parallel group must consume the generator to the end, in step:
-    each parameter is gathered over TP by its owning pipeline stage and broadcast to the
-    other stages. Tied output layers are skipped (HF ties ``lm_head`` to ``embed_tokens``).
+    Every rank must consume the generator to the end, in step: each parameter is gathered
+    over TP by its owning pipeline stage and broadcast to the other stages; a routed expert's
+    weight is gathered over expert TP by its owning EP rank and broadcast over the EP group,
+    one expert tensor at a time. Tied output layers are skipped (HF ties ``lm_head`` to
+    ``embed_tokens``).
     """
     from megatron.core import parallel_state as ps
 
-    tp_group, tp, _ = _tp_group()
     pp = ps.get_pipeline_model_parallel_world_size()
     pp_rank = ps.get_pipeline_model_parallel_rank()
     pp_group = ps.get_pipeline_model_parallel_group()
-    order, owner = _owner_map(chunks)
+    order, owner = _owner_map(chunks, arch.num_experts)
     local = {ref.key: (ref, p) for ref, p in named_global_params(chunks)}
     for key in sorted(order, key=_hf_sort_key):
         if key == "output_layer.weight" and arch.tie_embeddings:
             continue
-        if key in local and owner[key] == pp_rank:
-            ref, p = local[key]
-            data = p.detach()
-            if tp > 1 and _is_tp_split(p):
-                shards = [torch.empty_like(data) for _ in range(tp)]
-                dist.all_gather(shards, data.contiguous(), group=tp_group)
+        tensors, hf_names = None, None
+        if owner[key] == pp_rank:
+            if _EXPERT_KEY.match(key):
+                tensors, hf_names = _expert_tensors(key, local, arch)
             else:
-                shards = [data]
-            tensors = to_hf(ref, shards, getattr(p, "partition_dim", 0), arch)
-        else:
-            tensors = None
+                ref, p = local[key]
+                tensors, hf_names = to_hf(ref, _gather_tp(ref, p), getattr(p, "partition_dim", 0), arch), ref.hf_names
         if pp > 1:
             src = dist.get_global_rank(pp_group, owner[key])
-            meta = [[(ref.hf_names, [tuple(t.shape) for t in tensors], str(tensors[0].dtype))] if tensors else [None]]
-            obj = [meta[0][0]]
+            obj = [(hf_names, [tuple(t.shape) for t in tensors], str(tensors[0].dtype)) if tensors else None]
             dist.broadcast_object_list(obj, src=src, group=pp_group)
-            names, shapes, dtype = obj[0]
+            hf_names, shapes, dtype = obj[0]
             if tensors is None:
                 dt = getattr(torch, dtype.removeprefix("torch."))
                 tensors = [torch.empty(s, dtype=dt) for s in shapes]
             for t in tensors:
                 dist.broadcast(t, src=src, group=pp_group)
-            hf_names = names
-        else:
-            hf_names = local[key][0].hf_names
         yield from zip(hf_names, tensors)
 
 

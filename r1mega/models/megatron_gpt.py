@@ -40,6 +40,8 @@ def transformer_config(arch: ModelArch, model_cfg: ModelConfig, layout: Layout):
         kw.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     if layout.virtual_pipeline:
         kw.update(virtual_pipeline_model_parallel_size=layout.virtual_pipeline)
+    from r1mega.models.moe import megatron_moe_kwargs
+    kw.update(megatron_moe_kwargs(arch, layout, use_te=have_te()))
     cfg = TransformerConfig(
         num_layers=arch.num_layers,
         hidden_size=arch.hidden_size,
@@ -79,10 +81,16 @@ def transformer_config(arch: ModelArch, model_cfg: ModelConfig, layout: Layout):
     return cfg
 
 
-def layer_spec(arch: ModelArch):
-    """Transformer Engine layers where TE and a GPU exist, Megatron's local layers elsewhere."""
+def layer_spec(arch: ModelArch, cfg=None, vp_stage: int | None = None):
+    """Transformer Engine layers where TE and a GPU exist, Megatron's local layers elsewhere.
+
+    MoE models get a block spec (this stage's layers, MoE or dense per ``arch.moe_layers``).
+    """
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
+    if arch.is_moe:
+        return specs.get_gpt_decoder_block_spec(cfg, use_transformer_engine=have_te(), normalization="RMSNorm",
+                                                vp_stage=vp_stage)
     if have_te():
         return specs.get_gpt_layer_with_transformer_engine_spec(qk_layernorm=arch.qk_norm)
     return specs.get_gpt_layer_local_spec(qk_layernorm=arch.qk_norm, normalization="RMSNorm")
@@ -99,7 +107,7 @@ def build_gpt(arch: ModelArch, model_cfg: ModelConfig, layout: Layout, vp_stage:
     max_len = max(model_cfg.max_seq_len, 2)
     model = GPTModel(
         config=cfg,
-        transformer_layer_spec=layer_spec(arch),
+        transformer_layer_spec=layer_spec(arch, cfg, vp_stage),
         vocab_size=layout.padded_vocab_size,
         max_sequence_length=max_len,
         pre_process=pre,
@@ -110,6 +118,9 @@ def build_gpt(arch: ModelArch, model_cfg: ModelConfig, layout: Layout, vp_stage:
         vp_stage=vp_stage,
     )
     model.r1mega_arch = arch  # the real vocab size etc. travel with the model
+    if arch.is_moe:
+        from r1mega.models.moe import install_router_stats
+        install_router_stats(model)
     return model
 
 

@@ -22,8 +22,11 @@ The workarounds (each has a test in tests/test_compat.py that fails without it):
 6. The torch norm wrapper refuses ``sequence_parallel``: sequence parallelism only changes
    how activations are split, not the norm itself, so the check is relaxed on CPU.
 7. MoE: names defined only with Transformer Engine (``te_general_gemm``, ``fused_*``) are
-   bound to None so the unfused torch paths run; the alltoall dispatcher's split sizes are
-   made plain ints (gloo rejects tensors there).
+   bound to None so the unfused torch paths run.
+8. MoE alltoall dispatcher with EP or expert TP > 1: its split sizes are tensors that
+   megatron moves "to the host as numpy" only when they are CUDA tensors; CPU tensors stay
+   tensors and gloo's ``all_to_all_single`` rejects them ("incompatible function arguments").
+   On CPU they become numpy arrays, as on GPUs.
 """
 
 from __future__ import annotations
@@ -297,6 +300,21 @@ def _patch_moe() -> None:
             setattr(moe_utils, name, None)
 
 
+def _patch_moe_alltoall() -> None:
+    try:
+        from megatron.core.transformer.moe import token_dispatcher
+    except Exception:  # pragma: no cover - MoE module missing in a trimmed install
+        return
+    to_host = token_dispatcher.maybe_move_tensor_to_cpu
+
+    def maybe_move_tensor_to_cpu(tensor, as_numpy=False, record_stream=False):
+        if as_numpy and torch.is_tensor(tensor) and not tensor.is_cuda:
+            return tensor.detach().numpy()
+        return to_host(tensor, as_numpy=as_numpy, record_stream=record_stream)
+
+    token_dispatcher.maybe_move_tensor_to_cpu = maybe_move_tensor_to_cpu
+
+
 def _install_shim() -> None:
     global _SHIM
     _SHIM = _torch_shim()
@@ -312,6 +330,7 @@ WORKAROUNDS = {
     "rng_tracker": _patch_rng_tracker,     # 3
     "torch_norm": _patch_torch_norm,       # 6
     "moe": _patch_moe,                     # 7
+    "moe_alltoall": _patch_moe_alltoall,   # 8
 }
 
 

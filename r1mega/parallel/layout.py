@@ -85,6 +85,9 @@ def check_layout(p: ParallelConfig, world_size: int, arch=None, num_experts: int
             raise ConfigError(f"num_experts ({experts}) must be a multiple of parallel.expert ({p.expert})")
         if not experts and p.expert > 1:
             raise ConfigError(f"parallel.expert ({p.expert}) > 1 needs an MoE model (this model has no experts)")
+        if experts and getattr(arch, "is_moe", False):
+            from r1mega.models.moe import check_moe_layout
+            check_moe_layout(arch, p, etp)
         vocab = padded_vocab(arch.vocab_size, p.tensor)
     return Layout(world_size=world_size, tensor=p.tensor, pipeline=p.pipeline, virtual_pipeline=p.virtual_pipeline,
                   context=p.context, data=data, expert=p.expert, expert_tensor=etp,

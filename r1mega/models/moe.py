@@ -1,0 +1,241 @@
+"""Mixture-of-experts policies: HF MoE configs -> Megatron-Core's MoE layer, and router statistics.
+
+Three jobs, each a small function:
+
+* :func:`read_moe_fields` turns the MoE keys of an HF ``config.json`` (Qwen2-MoE, Qwen3-MoE)
+  into :class:`~r1mega.models.arch.ModelArch` fields, refusing options Megatron cannot
+  reproduce with a message naming the key and its value (pure Python: no torch here).
+* :func:`megatron_moe_kwargs` gives the ``TransformerConfig`` keywords for that architecture
+  on a layout: routing, shared expert, dispatcher, expert parallel sizes.
+* :func:`install_router_stats` / :func:`moe_router_stats`: per-step load-balancing statistics
+  (the load-balancing loss Megatron tracks, and the share of routed tokens each expert got).
+
+Routing, HF -> Megatron (s = router logits of one token, E experts, k = top-k):
+
+* Qwen softmax routing: p = softmax(s); pick the k largest; with ``norm_topk_prob`` the
+  weights are p_i / sum_topk p_j = softmax over the k chosen logits, which is Megatron's
+  ``moe_router_pre_softmax=False`` (top-k of logits, then softmax); without it the weights
+  are the raw p_i: Megatron's ``moe_router_pre_softmax=True``.
+* Qwen2-MoE's shared expert: y = MoE(x) + sigmoid(x . w_g) * MLP_shared(x), Megatron's
+  ``moe_shared_expert_gate=True`` (``gate_weight`` (1, H) = HF ``shared_expert_gate.weight``).
+* Load balancing (Switch Transformer, arXiv:2101.03961): aux = E * sum_i f_i * P_i with f_i
+  the fraction of routed (token, slot) pairs sent to expert i and P_i the mean router
+  probability of expert i; the coefficient is HF's ``router_aux_loss_coef``. Megatron adds it
+  per MoE layer and micro-batch (``moe_router_load_balancing_type="aux_loss"``).
+
+Tokens are never dropped: Megatron's capacity factor stays off (dropless MoE), as in the HF
+models, so the trainer and the rollout engine route every token to exactly its top-k experts.
+"""
+
+from __future__ import annotations
+
+from r1mega.config.base import ConfigError
+
+
+def _get(cfg: dict, where: str, *keys, default=None, required: bool = False):
+    for k in keys:
+        if cfg.get(k) is not None:
+            return cfg[k]
+    if required:
+        raise ConfigError(f"{where}: missing key {keys[0]!r} in the MoE model config")
+    return default
+
+
+def moe_layer_pattern(cfg: dict, num_layers: int, num_experts: int, where: str) -> list[int]:
+    """Per layer, 1 = sparse MoE block, 0 = dense MLP: HF Qwen-MoE's rule, layer i is sparse iff
+    ``i not in mlp_only_layers and num_experts > 0 and (i + 1) % decoder_sparse_step == 0``."""
+    step = int(cfg.get("decoder_sparse_step", 1) or 1)
+    if step < 1:
+        raise ConfigError(f"{where}: decoder_sparse_step ({step}) must be >= 1")
+    only = cfg.get("mlp_only_layers") or []
+    bad = [i for i in only if not (isinstance(i, int) and 0 <= i < num_layers)]
+    if bad:
+        raise ConfigError(f"{where}: mlp_only_layers {only} holds {bad}, not layer indices in [0, {num_layers})")
+    return [int(i not in only and num_experts > 0 and (i + 1) % step == 0) for i in range(num_layers)]
+
+
+def read_moe_fields(cfg: dict, family: str, where: str) -> dict:
+    """The MoE fields of :class:`ModelArch` from a Qwen2-MoE / Qwen3-MoE ``config.json``.
+
+    A config whose pattern has no sparse layer (``num_experts`` 0, or every layer in
+    ``mlp_only_layers``) is a dense model: it returns ``num_experts=0``.
+    """
+    num_layers = int(_get(cfg, where, "num_hidden_layers", required=True))
+    experts = int(_get(cfg, where, "num_experts", "num_local_experts", default=0))
+    pattern = moe_layer_pattern(cfg, num_layers, experts, where)
+    if experts == 0 or not any(pattern):
+        return {}
+    if cfg.get("use_sliding_window"):
+        raise ConfigError(f"{where}: use_sliding_window=true is not supported (full causal attention only)")
+    topk = int(_get(cfg, where, "num_experts_per_tok", required=True))
+    if not 1 <= topk <= experts:
+        raise ConfigError(f"{where}: num_experts_per_tok ({topk}) must be in [1, num_experts ({experts})]")
+    norm_topk = bool(cfg.get("norm_topk_prob", False))
+    if topk == 1 and norm_topk:
+        raise ConfigError(f"{where}: num_experts_per_tok=1 with norm_topk_prob=true (every routing weight 1.0) "
+                          f"is not supported: Megatron's top-1 softmax router needs the unnormalised probability")
+    moe_ffn = int(_get(cfg, where, "moe_intermediate_size", required=True))
+    shared, gate = 0, False
+    if family == "qwen2_moe":
+        shared = int(_get(cfg, where, "shared_expert_intermediate_size", required=True))
+        if shared <= 0:
+            raise ConfigError(f"{where}: shared_expert_intermediate_size ({shared}) must be > 0: Qwen2-MoE always "
+                              f"has a gated shared expert")
+        gate = True
+    return dict(num_experts=experts, moe_topk=topk, moe_ffn_hidden_size=moe_ffn, moe_shared_ffn_hidden_size=shared,
+                moe_shared_gate=gate, moe_score="softmax", moe_norm_topk=norm_topk,
+                moe_aux_loss_coef=float(cfg.get("router_aux_loss_coef", 0.0) or 0.0), moe_layers=pattern)
+
+
+def check_moe_layout(arch, p, etp: int) -> None:
+    """MoE constraints of a parallel layout (``p``: ParallelConfig; ``etp``: expert TP size)."""
+    if arch.moe_ffn_hidden_size % etp:
+        raise ConfigError(f"moe_intermediate_size ({arch.moe_ffn_hidden_size}) must be a multiple of the expert "
+                          f"tensor-parallel size ({etp})")
+    if arch.moe_shared_ffn_hidden_size % p.tensor:
+        raise ConfigError(f"the shared expert's intermediate size ({arch.moe_shared_ffn_hidden_size}) must be a "
+                          f"multiple of parallel.tensor ({p.tensor})")
+    if p.tensor > 1 and not p.sequence_parallel:
+        # Megatron's MoELayer.forward raises in training mode ("performance may degrade if MoE
+        # and tensor parallelism are enabled without also enabling sequence parallelism"):
+        # without SP every TP rank would route and dispatch the same tokens.
+        raise ConfigError(f"an MoE model with parallel.tensor ({p.tensor}) > 1 needs parallel.sequence_parallel="
+                          f"true (Megatron's MoE layer refuses to train TP without SP: every TP rank would "
+                          f"dispatch the same tokens)")
+
+
+def megatron_moe_kwargs(arch, layout, use_te: bool) -> dict:
+    """``TransformerConfig`` keywords for the MoE part of ``arch`` on ``layout``."""
+    if not arch.is_moe:
+        return {}
+    return dict(
+        num_moe_experts=arch.num_experts,
+        moe_router_topk=arch.moe_topk,
+        moe_ffn_hidden_size=arch.moe_ffn_hidden_size,
+        moe_shared_expert_intermediate_size=arch.moe_shared_ffn_hidden_size or None,
+        moe_shared_expert_gate=arch.moe_shared_gate,
+        moe_router_score_function=arch.moe_score,
+        moe_router_pre_softmax=not arch.moe_norm_topk,
+        moe_router_dtype="fp32",          # routing decisions in fp32 whatever the compute dtype
+        moe_router_load_balancing_type="aux_loss" if arch.moe_aux_loss_coef > 0 else "none",
+        moe_aux_loss_coeff=arch.moe_aux_loss_coef,
+        moe_expert_capacity_factor=None,  # dropless
+        moe_token_dispatcher_type="alltoall",
+        moe_grouped_gemm=use_te,          # TEGroupedMLP on GPUs with TE; SequentialMLP elsewhere
+        moe_layer_freq=list(arch.moe_layers),
+        expert_tensor_parallel_size=layout.expert_tensor,
+    )
+
+
+# --------------------------------------------------------------------------- router statistics
+def _routers(chunks):
+    """(global layer index, router module) for every MoE layer of this rank's chunks."""
+    out = []
+    for chunk in chunks:
+        m = chunk
+        while hasattr(m, "module"):
+            m = m.module
+        decoder = getattr(m, "decoder", None)
+        for layer in getattr(decoder, "layers", []):
+            router = getattr(getattr(layer, "mlp", None), "router", None)
+            if router is not None:
+                out.append((layer.layer_number - 1, router))
+    return out
+
+
+def install_router_stats(model) -> None:
+    """Count, per router, the (token, expert) assignments of training forward passes.
+
+    A forward hook adds ``routing_map.sum(0)`` (tokens sent to each expert) and the number of
+    forward calls; only passes that build a graph count (training, not logprob passes).
+    """
+    import torch
+
+    for _, router in _routers([model]):
+        if getattr(router, "_r1mega_stats", None) is not None:
+            continue
+        router._r1mega_stats = {"load": torch.zeros(router.config.num_moe_experts, dtype=torch.float64), "calls": 0}
+
+        def hook(module, inputs, output):
+            if module.training and torch.is_grad_enabled():
+                _, routing_map = output                      # (tokens, E) bool
+                module._r1mega_stats["load"] += routing_map.sum(0).to("cpu", torch.float64)
+                module._r1mega_stats["calls"] += 1
+
+        router.register_forward_hook(hook)
+
+
+def moe_router_stats(chunks, reset: bool = True) -> dict[str, float]:
+    """Load-balancing statistics of the training passes since the last call (collective).
+
+    Every rank must call it (it all-reduces over the world). Returns, for the MoE layers of
+    the whole model (all pipeline stages):
+
+    * ``moe/load_balancing_loss``: Switch aux loss E * sum_i f_i P_i (without the coefficient;
+      1.0 = perfectly balanced), mean over micro-batches and MoE layers; present when
+      the model trains with an aux loss (``router_aux_loss_coef`` > 0).
+    * ``moe/max_load`` / ``moe/min_load``: the largest / smallest share of routed (token, slot)
+      pairs any expert received, worst layer (1/E each when balanced); per layer as
+      ``moe/layer{L}/max_load`` and ``moe/layer{L}/min_load`` (L = global layer index).
+    * ``moe/imbalance``: max over layers of max_i(load_i) / mean_i(load_i) (1.0 = balanced).
+    * ``moe/tokens_dropped``: always 0 (dropless routing; reported so dashboards can check).
+
+    With ``reset`` the counters (ours and Megatron's aux-loss tracker) restart at zero.
+    """
+    import torch
+    import torch.distributed as dist
+    from megatron.core import parallel_state as ps
+    from megatron.core.transformer.moe.moe_utils import clear_aux_losses_tracker, get_moe_layer_wise_logging_tracker
+
+    routers = _routers(chunks)
+    arch = None
+    for c in chunks:
+        m = c
+        while hasattr(m, "module"):
+            m = m.module
+        arch = getattr(m, "r1mega_arch", arch)
+    if arch is None or not arch.is_moe:
+        return {}
+    L, E = arch.num_layers, arch.num_experts
+    load = torch.zeros(L, E, dtype=torch.float64)
+    calls = torch.zeros(L, dtype=torch.float64)
+    for layer, r in routers:
+        st = getattr(r, "_r1mega_stats", None)
+        if st is None:
+            raise RuntimeError("moe_router_stats needs install_router_stats(model) at build time "
+                               "(r1mega.models.build does it)")
+        load[layer] += st["load"]
+        calls[layer] += st["calls"]
+    tracker = get_moe_layer_wise_logging_tracker()
+    aux = torch.zeros(L, dtype=torch.float64)
+    if "load_balancing_loss" in tracker:
+        aux += tracker["load_balancing_loss"]["values"][:L].to(torch.float64)
+    vec = torch.cat([load.flatten(), calls, aux])
+    if dist.is_initialized():
+        dist.all_reduce(vec)
+    load, calls, aux = vec[:L * E].view(L, E), vec[L * E:L * E + L], vec[L * E + L:]
+    # Each micro-batch's routers run on every rank of its TP x CP group; Megatron's aux loss on
+    # one rank is that rank's part of the micro-batch loss (parts sum to the loss).
+    tp_cp = ps.get_tensor_model_parallel_world_size() * ps.get_context_parallel_world_size()
+    out: dict[str, float] = {}
+    moe_layers = [i for i in range(L) if arch.moe_layers[i] and calls[i] > 0]
+    if moe_layers:
+        maxes, mins, imb = [], [], []
+        for i in moe_layers:
+            share = load[i] / load[i].sum().clamp_min(1.0)
+            out[f"moe/layer{i}/max_load"] = float(share.max())
+            out[f"moe/layer{i}/min_load"] = float(share.min())
+            maxes.append(float(share.max()))
+            mins.append(float(share.min()))
+            imb.append(float(share.max() * E))
+        out.update({"moe/max_load": max(maxes), "moe/min_load": min(mins), "moe/imbalance": max(imb),
+                    "moe/tokens_dropped": 0.0})
+        if arch.moe_aux_loss_coef > 0:
+            per_layer = [float(aux[i] * tp_cp / calls[i]) for i in moe_layers]
+            out["moe/load_balancing_loss"] = sum(per_layer) / len(per_layer)
+    if reset:
+        for _, r in routers:
+            r._r1mega_stats["load"].zero_()
+            r._r1mega_stats["calls"] = 0
+        clear_aux_losses_tracker()
+    return out

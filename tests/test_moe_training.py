@@ -1,0 +1,138 @@
+"""MoE training steps under expert parallelism equal the single-process step.
+
+Qwen2-MoE (gated shared expert, raw softmax weights, load-balancing aux loss 0.02) trained with
+``r1mega.trainer.policy.Policy`` for two RL steps (SGD, so equal updates mean equal gradients,
+the aux loss's included): in real 2-process gloo runs at EP=2 (attention DP 2) and at TP=2 + SP with EP=2 (expert TP 1), loss, gradient norm, every updated weight
+(gathered by ``iter_hf_weights``) and the router statistics of ``moe_router_stats`` equal the
+single-process run's. Every layout trains on the same micro-batches; under DP each rank takes
+every other one (an equal count per rank, so Megatron's per-micro-batch aux loss is averaged
+the same way). Micro-batches are padded to an even length (sequence parallelism splits it).
+
+This file is also the torchrun worker:
+
+    torchrun --nproc-per-node N tests/test_moe_training.py OUT HF_DIR LAYOUT [LAYOUT ...]
+
+LAYOUT is ``tp.ep.etp.sp`` (sp 0/1); rank 0 writes OUT/<LAYOUT>.pt.
+"""
+
+import os
+import sys
+
+import pytest
+import torch
+
+from tests.dist import REPO, torchrun
+from tests.hf_models import make_hf_model
+
+SELF = os.path.join(REPO, "tests", "test_moe_training.py")
+REFERENCE = "1.1.1.0"
+LAYOUTS = {"ep2": "1.2.1.0", "tp2ep2": "2.2.1.1"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("moe_step")
+    path, _ = make_hf_model("qwen2_moe", str(root), seed=5)
+    torchrun(SELF, str(root), path, REFERENCE, nproc=1, timeout=300)
+    torchrun(SELF, str(root), path, *LAYOUTS.values(), nproc=2, timeout=400)
+    return {name: torch.load(root / f"{spec}.pt") for name, spec in [("ref", REFERENCE), *LAYOUTS.items()]}
+
+
+@pytest.mark.multiproc
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_steps_equal_single_process(runs, layout):
+    ref, got = runs["ref"], runs[layout]
+    assert len(ref["steps"]) == len(got["steps"]) == 2
+    for i, (a, b) in enumerate(zip(ref["steps"], got["steps"])):
+        for key in ("loss", "grad_norm", "pg_loss", "clip_frac"):
+            assert b["stats"][key] == pytest.approx(a["stats"][key], rel=1e-5, abs=1e-6), (i, key)
+        assert set(a["router"]) == set(b["router"]) and "moe/load_balancing_loss" in a["router"]
+        for key in a["router"]:
+            assert b["router"][key] == pytest.approx(a["router"][key], rel=1e-5, abs=1e-6), (i, key)
+        assert set(a["weights"]) == set(b["weights"])
+        for k in a["weights"]:
+            torch.testing.assert_close(b["weights"][k], a["weights"][k], rtol=1e-5, atol=1e-6, msg=f"step {i}: {k}")
+
+
+@pytest.mark.multiproc
+def test_reference_really_trains_the_experts_and_router(runs):
+    """The comparison above is not vacuous: every routed expert, the router and the shared expert
+    gate moved, and the aux loss gradient reaches the router (its value is a real statistic)."""
+    ref = runs["ref"]
+    before, after = ref["initial"], ref["steps"][-1]["weights"]
+    for k in before:
+        if ".mlp." in k:
+            assert not torch.equal(before[k], after[k]), f"{k} did not change"
+    r = ref["steps"][0]["router"]
+    assert 1.0 <= r["moe/load_balancing_loss"] < 4.0  # E * sum f_i P_i: 1 when balanced, <= E
+    assert 0.0 <= r["moe/min_load"] <= 0.25 <= r["moe/max_load"] <= 1.0
+    assert r["moe/tokens_dropped"] == 0.0
+    assert r["moe/imbalance"] == pytest.approx(4 * r["moe/max_load"])
+
+
+# --------------------------------------------------------------------------- worker
+def samples(vocab):
+    from r1mega.types import Sample
+
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(8):
+        P, R = int(torch.randint(2, 7, (1,), generator=g)), int(torch.randint(1, 10, (1,), generator=g))
+        ids = torch.randint(0, vocab, (P + R,), generator=g).tolist()
+        out.append(Sample(prompt_ids=ids[:P], response_ids=ids[P:], group_id=i // 4,
+                          rollout_logprobs=(-torch.rand(R, generator=g) * 3).tolist(),
+                          advantage=float(torch.randn(1, generator=g))))
+    return out
+
+
+def run_layout(out, hf, spec):
+    import torch.distributed as dist
+    from megatron.core import parallel_state as ps
+
+    from r1mega.config import load_config
+    from r1mega.models import iter_hf_weights, load_hf, read_hf_config
+    from r1mega.models.moe import moe_router_stats
+    from r1mega.parallel.init import init_parallel
+    from r1mega.trainer.batch import pack
+    from r1mega.trainer.policy import Policy, _pad_to
+    from r1mega.trainer.samples import denominator
+
+    tp, ep, etp, sp = (int(x) for x in spec.split("."))
+    cfg = load_config(None, [f"parallel.tensor={tp}", f"parallel.expert={ep}", f"parallel.expert_tensor={etp}",
+                             f"parallel.sequence_parallel={bool(sp)}", "parallel.distributed_optimizer=false",
+                             "optimizer.name=sgd", "optimizer.lr=0.5", "trainer.micro_batch_tokens=48",
+                             "trainer.packing=padded", "algorithm.clip_high=0.28"])
+    arch = read_hf_config(hf)
+    layout = init_parallel(cfg.parallel, arch, seed=1)
+    chunks, arch = load_hf(hf, cfg.model, layout)
+    initial = {k: v.clone() for k, v in iter_hf_weights(chunks, arch)}
+    policy = Policy(cfg, layout, arch, chunks)
+    ss = samples(arch.vocab_size)
+    mbs = pack(ss, cfg.trainer.micro_batch_tokens, multiple_of=2)
+    mbs = [_pad_to(mb, mb.tokens.shape[0], mb.tokens.shape[1] + mb.tokens.shape[1] % 2) for mb in mbs]
+    assert len(mbs) % 2 == 0, f"{len(mbs)} micro-batches: the DP=2 runs need an even count"
+    dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
+    mine = mbs[dp_rank::dp]
+    steps = []
+    for step in range(2):
+        policy.logprobs(mine, "old")
+        for mb in mine:  # a second epoch's ratio: perturb old logprobs so clipping happens
+            mb.old_logp = mb.old_logp + 0.3 * torch.sin(torch.arange(mb.num_scored, dtype=torch.float32) + step)
+        stats = policy.train_step(mine, denominator(ss, cfg.algorithm.loss_agg, 9), 9)
+        router = moe_router_stats(policy.modules)
+        weights = {k: v.clone() for k, v in iter_hf_weights(policy.modules, arch)}
+        steps.append({"stats": stats, "router": router, "weights": weights})
+    if dist.get_rank() == 0:
+        torch.save({"initial": initial, "steps": steps}, os.path.join(out, f"{spec}.pt"))
+
+
+def main():
+    out, hf, *layouts = sys.argv[1:]
+    for spec in layouts:
+        run_layout(out, hf, spec)
+    from r1mega.parallel.init import destroy_parallel
+    destroy_parallel()
+
+
+if __name__ == "__main__":
+    main()
