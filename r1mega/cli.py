@@ -7,6 +7,8 @@
     r1mega generate --model DIR --prompts FILE --out FILE [...]
     r1mega reject-sample --model DIR --prompts FILE --out DIR [-k N] [CONFIG] [key=value ...]
                                                       rejection sampling -> SFT jsonl + drop statistics
+    r1mega train-rm CONFIG --pairs FILE [--eval-pairs FILE] [--steps N] [--batch N] [key=value ...]
+                                                      Bradley-Terry reward model on preference pairs
     r1mega convert hf-to-r1mega|r1mega-to-hf SRC DST [--tp N --pp N]
     r1mega config [CONFIG] [key=value ...] [--schema] resolved config, or every documented field
     r1mega plan CONFIG [key=value ...] [--nodes N] [--gpu-mem-gb G] [--hf-config F] [--json]
@@ -223,13 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_config)
     from r1mega.plan.cli import add_parser as add_plan
     from r1mega.rejection.cli import add_parser as add_reject_sample
+    from r1mega.reward_model.cmd import add_parser as add_train_rm
     add_plan(sub)
     add_reject_sample(sub)
+    add_train_rm(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from r1mega.config import ConfigError
+    from r1mega.data.prompts import DataError
 
     _setup_logging()
     parser = build_parser()
@@ -244,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except ConfigError as e:
         print(f"r1mega {args.command}: config error: {e}", file=sys.stderr)
+        return 2
+    except DataError as e:
+        print(f"r1mega {args.command}: data error: {e}", file=sys.stderr)
         return 2
 
 

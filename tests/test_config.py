@@ -63,8 +63,9 @@ def test_layout_resolves_sizes_and_vocab_padding():
 
 
 def test_cross_section_checks():
+    cfg = load_config(None, ["rollout.max_new_tokens=4000"])  # fine for SFT / reward models: no engine
     with pytest.raises(ConfigError, match=r"data.max_prompt_len \(256\) \+ rollout.max_new_tokens \(4000\) exceeds"):
-        load_config(None, ["rollout.max_new_tokens=4000"])
+        cfg.check_rollout_lengths()  # what every engine-building command runs first
     with pytest.raises(ConfigError, match=r"sequence_parallel=true needs parallel.tensor > 1"):
         load_config(None, ["parallel.sequence_parallel=true"])
     cfg = load_config(None, ["data.prompts_per_step=6", "parallel.rollout_tensor=1"])

@@ -57,6 +57,7 @@ def _check(result, steps, n_steps):
 def test_tp2_trainer_tp2_rollout(assets, tmp_path):
     result, steps = _run(assets, tmp_path, 2, "parallel.tensor=2", "parallel.rollout_tensor=2", "run.steps=3")
     _check(result, steps, 3)
+    assert all(m["sync/direct"] == 1.0 for m in steps)  # each rank sent its own shard, no gather
 
 
 def test_tp2_trainer_two_rollout_engines(assets, tmp_path):
@@ -69,6 +70,7 @@ def test_tp2_trainer_two_rollout_engines(assets, tmp_path):
 def test_pp2_trainer(assets, tmp_path):
     result, steps = _run(assets, tmp_path, 2, "parallel.pipeline=2", "run.steps=3")
     _check(result, steps, 3)
+    assert all(m["sync/direct"] == 0.0 for m in steps)  # stages are gathered to every engine
 
 
 def test_dp2_with_reference_kl_and_evaluation(assets, tmp_path):
@@ -81,3 +83,31 @@ def test_dp2_with_reference_kl_and_evaluation(assets, tmp_path):
     from r1mega.logging.metrics import read_metrics
     evaluated = [m for m in read_metrics(tmp_path / "run") if "eval/pass@1" in m]
     assert [int(m["step"]) for m in evaluated] == [1, 2] and all(m["eval/prompts"] == 4 for m in evaluated)
+
+
+def test_mixed_rule_and_reward_model_rewards(assets, tmp_path):
+    """Reasoning prompts keep rule rewards while general prompts (kind 'general', no answer) are
+    scored by a Bradley-Terry reward model trained with `r1mega train-rm`, in the same batches."""
+    from r1mega.data.synthetic import write_jsonl
+    from r1mega.reward_model.synthetic import general_prompts, make_preference_splits
+
+    model, data = assets
+    pairs, _ = make_preference_splits(64, 0, rule="polite", seed=0)
+    write_jsonl(pairs, str(tmp_path / "pairs.jsonl"))
+    cfg = tmp_path / "rm.yaml"
+    cfg.write_text(f"model:\n  hf_path: {model}\n  max_seq_len: 128\n")
+    torchrun("-m", "r1mega.cli", "train-rm", str(cfg), "--pairs", str(tmp_path / "pairs.jsonl"), "--steps", "3",
+             "--batch", "16", f"run.output_dir={tmp_path}", "run.name=rm", "run.tensorboard=false",
+             "data.max_prompt_len=64", "rollout.max_new_tokens=32", nproc=1)
+    with open(data) as f:
+        reasoning = [json.loads(line) for line in f]
+    general = general_prompts(len(reasoning), rule="polite", seed=1)
+    mixed = [row for pair in zip(reasoning, general) for row in pair]  # alternate: both kinds in every batch
+    mixed_path = write_jsonl(mixed, str(tmp_path / "mixed.jsonl"))
+    result, steps = _run((model, mixed_path), tmp_path, 2, "run.steps=2", "data.shuffle=false",
+                         f"reward.model_path={tmp_path / 'rm' / 'reward_model'}", "reward.model_weight=0.5")
+    _check(result, steps, 2)
+    for m in steps:
+        assert m["batch/frac_general"] == 0.5 and m["batch/frac_reasoning"] == 0.5
+        assert math.isfinite(m["reward/reward_model"]) and m["reward/reward_model"] != 0.0
+        assert "reward/accuracy" in m and "reward/mean_general" in m

@@ -39,15 +39,19 @@ class Config:
     sft: SFTConfig = option(factory=SFTConfig, help="Supervised fine-tuning data (r1mega sft).")
     run: RunConfig = option(factory=RunConfig, help="Outputs, length, checkpoints, logging.")
 
-    def validate(self, world_size: int | None = None) -> None:
-        """Check the combinations across sections (each section checks itself first, in
-        :func:`validate_tree`); with ``world_size``, also the parallel layout against the model."""
+    def check_rollout_lengths(self) -> None:
+        """Prompts plus responses fit the engine's context (checked wherever an engine is built:
+        SFT and reward-model runs do not need it)."""
         rollout_len = self.rollout.max_model_len or self.model.max_seq_len
         if self.data.max_prompt_len + self.rollout.max_new_tokens > rollout_len:
             raise ConfigError(
                 f"data.max_prompt_len ({self.data.max_prompt_len}) + rollout.max_new_tokens "
                 f"({self.rollout.max_new_tokens}) exceeds the engine context length ({rollout_len}); "
                 f"raise model.max_seq_len / rollout.max_model_len or shorten one of them")
+
+    def validate(self, world_size: int | None = None) -> None:
+        """Check the combinations across sections (each section checks itself first, in
+        :func:`validate_tree`); with ``world_size``, also the parallel layout against the model."""
         if self.optimizer.name != "adam" and self.parallel.distributed_optimizer:
             raise ConfigError(f"optimizer.name={self.optimizer.name} needs parallel.distributed_optimizer=false "
                               f"(Megatron's distributed optimizer only shards Adam)")

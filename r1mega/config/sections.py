@@ -79,6 +79,9 @@ class RolloutConfig:
     gpu_memory_utilization: float = option(0.5, "Share of GPU memory vLLM may take (colocated with the trainer).")
     enforce_eager: bool = option(True, "Disable CUDA graphs / torch.compile in the engine.")
     sync_bucket_mb: float = option(64.0, "Weight-sync bucket size (MiB): at most this much is gathered at once.")
+    sync_mode: str = option("auto", "Weight-sync path: direct (each rank copies its own shard into its engine; needs "
+                            "trainer TP == rollout TP over the same ranks and PP=1), gather (TP gather + PP broadcast "
+                            "in buckets), or auto (direct when possible).", choices=("auto", "gather", "direct"))
     allow_stale_policy: bool = option(False, "Allow generating with weights one version behind the trainer.")
     parity_tokens: int = option(256, "Rollout tokens re-scored by the trainer after each sync (0 = off).")
 

@@ -20,6 +20,11 @@ class RewardConfig:
     num_workers: int = option(2, "Processes in the scorer's pool (0: score in this process, no time limit).")
     start_method: str = option("spawn", "How pool workers start (fork is unsafe with torch threads).",
                                choices=("spawn", "forkserver"))
+    # reward model (general prompts: samples of kind "general")
+    model_path: str | None = option(None, "Reward model directory (r1mega train-rm output) scoring samples of kind "
+                                    "'general'; reasoning samples keep the rule rewards of `weights`.")
+    model_weight: float = option(1.0, "General samples get reward = model_weight x reward-model score.")
+    model_normalize: bool = option(True, "Standardise reward-model scores with the mean/std measured when it was trained.")
     # accuracy
     extract_order: list[str] = option(factory=lambda: list(EXTRACT_MODES),
                                       help="Answer extraction strategies tried in order: boxed, hashes, answer_is, last_number.")

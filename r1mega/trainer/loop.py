@@ -39,6 +39,7 @@ class RLRun:
     logger: object
     timer: object
     run_dir: str
+    reward_model: object = None
     version: int = 0
     step: int = 0
     bad_steps: int = 0
@@ -57,8 +58,9 @@ def rl_step(run: RLRun) -> dict[str, float]:
         prompts = generate_inputs(run)
         local = rollout(run, prompts)
     with t("reward"):
-        score(run, local)
+        score(run, local)                                      # rule rewards (reasoning prompts)
         samples = gather_samples(local, contribute=run.engine.tp_rank == 0)
+        score_general(run, samples)                            # reward model (general prompts)
     samples, info = prepare(samples, cfg)                      # shaping, filters, advantages
     shares = shard(samples, run.layout.data, cfg.trainer.mini_batches)
     mine = shares[data_parallel_rank()]
@@ -110,8 +112,23 @@ def rollout(run: RLRun, prompts: list) -> list:
 def score(run: RLRun, samples: list) -> None:
     """Rule rewards on the first rank of each engine (its TP peers hold the same samples)."""
     from r1mega.rewards import score_samples
-    if run.engine.tp_rank == 0 and samples:
-        score_samples(samples, run.cfg.reward)
+    reasoning = [s for s in samples if s.kind != "general"]
+    if run.engine.tp_rank == 0 and reasoning:
+        score_samples(reasoning, run.cfg.reward)
+
+
+def score_general(run: RLRun, samples: list) -> None:
+    """Reward-model rewards for the samples of kind ``general`` (a collective: every rank holds the
+    same gathered samples; each data-parallel group scores a share)."""
+    general = [s for s in samples if s.kind == "general"]
+    if not general:
+        return
+    if run.reward_model is None:
+        raise RuntimeError(f"{len(general)} samples of kind 'general' but no reward model: set reward.model_path "
+                           f"(an r1mega train-rm output) or give every prompt a reference answer")
+    from r1mega.reward_model import mix_rewards
+    scores = run.reward_model.score_all([s.prompt_ids + s.response_ids for s in general])
+    mix_rewards(samples, scores, run.cfg.reward.model_weight)
 
 
 def compute_logprobs(run: RLRun, mbs: list) -> dict[str, float]:
@@ -169,11 +186,11 @@ def check_finite(run: RLRun, stats: dict[str, float]) -> None:
 
 def sync_weights(run: RLRun) -> dict[str, float]:
     """Push the new policy version into the engine (see r1mega.rollout.weight_sync)."""
-    from r1mega.models import iter_hf_weights
     run.version += 1
     run.engine.wake_up(["weights"])
-    st = run.engine.sync_weights(iter_hf_weights(run.policy.modules, run.arch), run.version)
-    return {"sync/seconds": st.seconds, "sync/bytes": float(st.total_bytes), "sync/buckets": float(st.num_buckets)}
+    st = run.engine.sync_policy(run.policy.modules, run.arch, run.version, mode=run.cfg.rollout.sync_mode)
+    return {"sync/seconds": st.seconds, "sync/bytes": float(st.total_bytes), "sync/buckets": float(st.num_buckets),
+            "sync/direct": float(st.path == "direct")}
 
 
 # ---------------------------------------------------------------------------- setup / run
@@ -210,6 +227,15 @@ def setup(cfg: Config, *, engine=None) -> RLRun:
         ref_chunks, _ = load_hf(cfg.model.hf_path, cfg.model, layout)
         for c in ref_chunks:
             c.requires_grad_(False)
+    reward_model = None
+    if cfg.reward.model_path:
+        from r1mega.reward_model import RewardModelScorer, load_reward_model
+        rm = load_reward_model(cfg.reward.model_path, layout, dtype=cfg.model.dtype)
+        reward_model = RewardModelScorer(rm, token_budget=cfg.trainer.micro_batch_tokens,
+                                         normalize=cfg.reward.model_normalize)
+    elif any(r.kind == "general" for r in records):
+        raise ConfigError(f"data.train has prompts of kind 'general' (no reference answer) but reward.model_path "
+                          f"is not set: they need a reward model (r1mega train-rm)")
     per_step = cfg.trainer.mini_batches * cfg.trainer.epochs
     policy = Policy(cfg, layout, arch, chunks, ref_chunks, total_optimizer_steps=cfg.run.steps * per_step)
     if engine is None:
@@ -219,13 +245,13 @@ def setup(cfg: Config, *, engine=None) -> RLRun:
                             seed=cfg.run.seed, shuffle=cfg.data.shuffle)
     run = RLRun(cfg=cfg, layout=layout, arch=arch, policy=policy, engine=engine, tokenizer=tokenizer,
                 records=records, eval_records=eval_records, sampler=sampler, logger=None, timer=StepTimer(),
-                run_dir=run_dir)
+                run_dir=run_dir, reward_model=reward_model)
     resumed = maybe_resume(run)
     run.logger = MetricsLogger(run_dir, tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project,
                                config_dict=to_dict(cfg), rank=rank, resume_step=run.step if resumed else None)
     # The engine generates with exactly the trainer's weights from the first step on.
     run.engine.wake_up(["weights"])
-    run.engine.sync_weights(_weights(run), run.version)
+    run.engine.sync_policy(run.policy.modules, run.arch, run.version, mode=cfg.rollout.sync_mode)
     return run
 
 
@@ -233,14 +259,10 @@ def make_engine(cfg: Config, model_path: str):
     """This rank's colocated vLLM engine for the HF model at ``model_path``."""
     from r1mega.rollout import RolloutEngine
 
+    cfg.check_rollout_lengths()
     extra = {"tokenizer": cfg.model.tokenizer_path} if cfg.model.tokenizer_path else {}
     return RolloutEngine(model_path, cfg.rollout, rollout_tensor=cfg.parallel.rollout_tensor, dtype=cfg.model.dtype,
                          max_model_len=cfg.rollout.max_model_len or cfg.model.max_seq_len, **extra)
-
-
-def _weights(run: RLRun):
-    from r1mega.models import iter_hf_weights
-    return iter_hf_weights(run.policy.modules, run.arch)
 
 
 def checkpoint_root(run: RLRun) -> str:

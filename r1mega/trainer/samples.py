@@ -96,4 +96,10 @@ def rollout_metrics(samples: list[Sample]) -> dict[str, float]:
             out[f"reward/{k}"] = sum(vals) / len(vals)
     if "accuracy" in names:
         out["acc/mean"] = out["reward/accuracy"]
+    kinds = sorted({s.kind for s in samples})
+    if len(kinds) > 1:  # mixed batches (rule rewards + reward model): each family's mean reward
+        for kind in kinds:
+            rs = [s.reward for s in samples if s.kind == kind]
+            out[f"reward/mean_{kind}"] = sum(rs) / len(rs)
+            out[f"batch/frac_{kind}"] = len(rs) / n
     return out
