@@ -1,6 +1,7 @@
 """``r1mega``: the command line.
 
     r1mega tiny [--out DIR] [--quick]                 the embedded tiny default (R1-Zero on CPU)
+    r1mega r1-chain [--out DIR] [--quick]             the whole R1 pipeline on the tiny default (CPU)
     r1mega train CONFIG [key=value ...]               GRPO training (torchrun for several processes)
     r1mega sft CONFIG [--data FILE] [key=value ...]   supervised fine-tuning (prompt/response or messages)
     r1mega eval --model DIR --data FILE [...]         pass@1 over k samples, maj@k, greedy accuracy
@@ -57,6 +58,15 @@ def cmd_tiny(args) -> int:
                           "maj@k before": b.get("eval/maj@k"), "maj@k after": a.get("eval/maj@k"),
                           "wall_time_s": round(summary["wall_time_s"], 1),
                           "summary": os.path.join(args.out, "summary.json")}, indent=2))
+    return 0
+
+
+def cmd_r1_chain(args) -> int:
+    from r1mega.recipes.r1_chain import run_chain
+
+    summary = run_chain(args.out, quick=args.quick, overrides=args.overrides)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"stage table: {os.path.join(args.out, 'chain.md')} ({summary['wall_time_s']:.0f} s)")
     return 0
 
 
@@ -180,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", default=None, help="RL config (default: the embedded tiny_cpu.yaml)")
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides of the RL config")
     t.set_defaults(fn=cmd_tiny)
+
+    t = sub.add_parser("r1-chain", help="the whole R1 pipeline on the tiny default: cold-start SFT, reasoning RL, "
+                                        "rejection sampling + SFT, reward-model RL, distillation (CPU)")
+    t.add_argument("--out", default="runs/r1_chain", help="output directory (a finished stage is not re-run)")
+    t.add_argument("--quick", action="store_true", help="the shortened configuration (minutes; used by the tests)")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every stage")
+    t.set_defaults(fn=cmd_r1_chain)
 
     t = sub.add_parser("train", help="GRPO / R1-Zero training")
     t.add_argument("config", help="YAML config")

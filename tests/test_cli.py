@@ -20,7 +20,7 @@ def _cli(*args, timeout=120):
 
 def test_help_lists_every_subcommand():
     out = _cli("--help").stdout
-    for cmd in ("tiny", "train", "sft", "eval", "generate", "convert", "config", "plan", "reject-sample", "train-rm"):
+    for cmd in ("tiny", "train", "sft", "eval", "generate", "convert", "config", "plan", "reject-sample", "train-rm", "r1-chain"):
         assert cmd in out
         assert _cli(cmd, "--help").returncode == 0
 

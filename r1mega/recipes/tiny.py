@@ -42,6 +42,7 @@ class TinySettings:
     pretrain_steps: int = 600
     pretrain_batch: int = 64
     pretrain_lr: float = 3e-3
+    family: str = "qwen2"
     rl_overrides: list = field(default_factory=list)
 
     @classmethod
@@ -81,10 +82,11 @@ def prepare_data(out: str, s: TinySettings, seed: int) -> tuple[str, str, list[s
     return train_path, eval_path, docs
 
 
-def build_base(out: str, s: TinySettings, docs: list[str], cfg) -> str:
-    """Tokenizer + random tiny Qwen2 (HF) -> pretrained with r1mega SFT -> HF directory."""
+def build_base(out: str, s: TinySettings, docs: list[str], cfg) -> tuple[str, str]:
+    """Tokenizer + random tiny Qwen2 or Llama (HF, ``s.family``) -> pretrained with r1mega SFT ->
+    (HF directory, tokenizer directory)."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    import transformers
 
     from r1mega.data.tokenizer import load_tokenizer, train_sentencepiece
     from r1mega.models import export_hf
@@ -96,13 +98,17 @@ def build_base(out: str, s: TinySettings, docs: list[str], cfg) -> str:
     _barrier()
     tok = load_tokenizer(tok_dir)
     if _rank() == 0:
-        hf_cfg = Qwen2Config(vocab_size=tok.vocab_size, hidden_size=s.hidden_size, intermediate_size=s.ffn,
-                             num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.heads,
-                             max_position_embeddings=cfg.model.max_seq_len, tie_word_embeddings=True,
-                             bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
-                             rope_theta=10000.0)
+        families = {"qwen2": ("Qwen2Config", "Qwen2ForCausalLM"), "llama": ("LlamaConfig", "LlamaForCausalLM")}
+        if s.family not in families:
+            raise ValueError(f"family ({s.family!r}) must be one of {', '.join(families)}")
+        config_cls, model_cls = (getattr(transformers, n) for n in families[s.family])
+        hf_cfg = config_cls(vocab_size=tok.vocab_size, hidden_size=s.hidden_size, intermediate_size=s.ffn,
+                            num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.heads,
+                            max_position_embeddings=cfg.model.max_seq_len, tie_word_embeddings=s.family == "qwen2",
+                            bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
+                            rope_theta=10000.0)
         torch.manual_seed(cfg.run.seed)
-        Qwen2ForCausalLM(hf_cfg).save_pretrained(init_dir)
+        model_cls(hf_cfg).save_pretrained(init_dir)
     _barrier()
     examples = [example([tok.bos_id if tok.bos_id is not None else tok.eos_id], tok.encode(d) + [tok.eos_id])
                 for d in docs]
