@@ -10,7 +10,7 @@
                                                       rejection sampling -> SFT jsonl + drop statistics
     r1mega train-rm CONFIG --pairs FILE [--eval-pairs FILE] [--steps N] [--batch N] [key=value ...]
                                                       Bradley-Terry reward model on preference pairs
-    r1mega convert hf-to-r1mega|r1mega-to-hf SRC DST [--tp N --pp N]
+    r1mega convert hf-to-r1mega|r1mega-to-hf|reshard SRC DST [--tp N --pp N --ep N]
     r1mega config [CONFIG] [key=value ...] [--schema] resolved config, or every documented field
     r1mega plan CONFIG [key=value ...] [--nodes N] [--gpu-mem-gb G] [--hf-config F] [--json]
                                                       per-GPU memory estimate and layout check before launch
@@ -30,7 +30,8 @@ import sys
 
 # Known-harmless warnings that megatron-core and torch print on every step; the console stays readable.
 _QUIET = (r".*torch\.distributed\.\w+.? is deprecated.*", r"Apex is not installed.*",
-          r"The \.grad attribute of a Tensor that is not a leaf Tensor.*", r".*TransformerEngine.*not installed.*")
+          r"The \.grad attribute of a Tensor that is not a leaf Tensor.*", r".*TransformerEngine.*not installed.*",
+          r".*Transformer Engine and Apex are not installed.*")
 
 
 def _setup_logging() -> None:
@@ -147,14 +148,12 @@ def cmd_generate(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from r1mega.checkpoint.convert import hf_to_r1mega, r1mega_to_hf
+    from r1mega.checkpoint.convert import hf_to_r1mega, r1mega_to_hf, reshard
     from r1mega.config.sections import ParallelConfig
 
-    parallel = ParallelConfig(tensor=args.tp, pipeline=args.pp)
-    if args.direction == "hf-to-r1mega":
-        hf_to_r1mega(args.src, args.dst, parallel)
-    else:
-        r1mega_to_hf(args.src, args.dst, parallel)
+    parallel = ParallelConfig(tensor=args.tp, pipeline=args.pp, expert=args.ep)
+    run = {"hf-to-r1mega": hf_to_r1mega, "r1mega-to-hf": r1mega_to_hf, "reshard": reshard}[args.direction]
+    run(args.src, args.dst, parallel)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"converted {args.src} -> {args.dst}")
     return 0
@@ -227,12 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*")
     t.set_defaults(fn=cmd_generate)
 
-    t = sub.add_parser("convert", help="checkpoint conversion between HF and r1mega (any TP/PP layout)")
-    t.add_argument("direction", choices=["hf-to-r1mega", "r1mega-to-hf"])
+    t = sub.add_parser("convert", help="checkpoint conversion: HF <-> r1mega, and r1mega at another TP/PP/EP "
+                                       "layout (reshard); run under torchrun with tp x pp processes")
+    t.add_argument("direction", choices=["hf-to-r1mega", "r1mega-to-hf", "reshard"])
     t.add_argument("src")
     t.add_argument("dst")
     t.add_argument("--tp", type=int, default=1, help="tensor-parallel size to run the conversion at")
     t.add_argument("--pp", type=int, default=1, help="pipeline-parallel size to run the conversion at")
+    t.add_argument("--ep", type=int, default=1, help="expert-parallel size (MoE) to run the conversion at")
     t.set_defaults(fn=cmd_convert)
 
     t = sub.add_parser("config", help="print the resolved config, or the documented schema")

@@ -1,5 +1,5 @@
 """The `r1mega` command line: every subcommand parses, and the conversion round trip through
-the CLI (hf-to-r1mega at TP=2, then r1mega-to-hf at PP=2) gives the original tensors."""
+the CLI (hf-to-r1mega at TP=2, reshard to TP=1/PP=2, then r1mega-to-hf) gives the original tensors."""
 
 import os
 import subprocess
@@ -32,11 +32,17 @@ def test_config_errors_exit_2_with_the_message():
 
 @pytest.mark.multiproc
 def test_convert_round_trip_through_the_cli(tmp_path):
+    import json
+
     path, model = make_hf_model("qwen3", str(tmp_path), seed=4)
-    ckpt, back = tmp_path / "ckpt", tmp_path / "back"
+    ckpt, pp2, back = tmp_path / "ckpt", tmp_path / "pp2", tmp_path / "back"
     # as documented: torchrun -m r1mega.cli ... (a path to r1mega/cli.py would shadow stdlib logging)
     torchrun("-m", "r1mega.cli", "convert", "hf-to-r1mega", path, str(ckpt), "--tp", "2", nproc=2)
-    torchrun("-m", "r1mega.cli", "convert", "r1mega-to-hf", str(ckpt), str(back), "--pp", "2", nproc=2)
+    # TP=2/PP=1 -> TP=1/PP=2 -> HF
+    torchrun("-m", "r1mega.cli", "convert", "reshard", str(ckpt), str(pp2), "--pp", "2", nproc=2)
+    layout = json.loads((pp2 / "meta.json").read_text())["layout"]
+    assert (layout["tensor"], layout["pipeline"]) == (1, 2)
+    torchrun("-m", "r1mega.cli", "convert", "r1mega-to-hf", str(pp2), str(back), nproc=1)
     from transformers import AutoModelForCausalLM
     got = AutoModelForCausalLM.from_pretrained(back).state_dict()
     ref = model.state_dict()

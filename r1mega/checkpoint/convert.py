@@ -5,6 +5,7 @@ shards, at the current layout; no process ever holds the whole model (HF export 
 one parameter at a time).
 
     hf_to_r1mega("Qwen2.5-0.5B", "ckpt/qwen", ParallelConfig(tensor=2))
+    reshard("ckpt/qwen", "ckpt/qwen-pp2", ParallelConfig(pipeline=2))    # another TP/PP/EP layout
     r1mega_to_hf("ckpt/qwen", "qwen-hf", ParallelConfig())
     chunks, arch = load_model_from_checkpoint("runs/x/checkpoints/step_000100", cfg.model, layout)
 
@@ -70,3 +71,20 @@ def r1mega_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, parall
                                                                   "tokenizer_config.json"))
     export_hf(chunks, arch, out_dir, tokenizer_dir=path if has_tok else None, dtype=dtype)
     return os.fspath(out_dir)
+
+
+def reshard(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, parallel_cfg: ParallelConfig,
+            model_cfg: ModelConfig | None = None) -> str:
+    """Rewrite a checkpoint (model weights) at the layout ``parallel_cfg``: every rank loads only
+    the slices of its new shards and writes them (Megatron's distributed checkpoint resharding)."""
+    from r1mega.models import read_hf_config
+    from r1mega.parallel.init import init_parallel
+
+    path = resolve_resume(None, os.fspath(ckpt_dir))
+    arch = read_hf_config(os.path.join(path, "config.json"))
+    layout = init_parallel(parallel_cfg, arch)
+    chunks, arch = load_model_from_checkpoint(path, model_cfg, layout)
+    has_tok = any(os.path.isfile(os.path.join(path, n)) for n in ("tokenizer.json", "tokenizer.model",
+                                                                  "tokenizer_config.json"))
+    return write_checkpoint(out_dir, chunks=chunks, extra={"source": os.path.abspath(path)},
+                            tokenizer_dir=path if has_tok else None)
