@@ -119,7 +119,9 @@ def _layout_dict() -> dict:
             "pipeline": ps.get_pipeline_model_parallel_world_size(),
             "virtual_pipeline": ps.get_virtual_pipeline_model_parallel_world_size(),
             "data": ps.get_data_parallel_world_size(),
-            "context": ps.get_context_parallel_world_size()}
+            "context": ps.get_context_parallel_world_size(),
+            "expert": ps.get_expert_model_parallel_world_size(),
+            "expert_tensor": ps.get_expert_tensor_parallel_world_size()}
 
 
 # --------------------------------------------------------------------------- RNG
