@@ -48,24 +48,26 @@ class ChainSettings:
                                                   "run.keep_last=1", "eval.k=4"])
     cold_start_examples: int = 1024
     cold_start: list = field(default_factory=lambda: ["run.steps=40", "sft.examples_per_step=32",
-                                                      "optimizer.lr=1e-3", "optimizer.warmup_steps=4"])
+                                                      "optimizer.lr=3e-4", "optimizer.warmup_steps=4"])
     reasoning_rl: list = field(default_factory=lambda: [
         "run.steps=24", "reward.weights={accuracy: 1.0, format: 0.2, language: 0.1}"])
     rejection_prompts: int = 512
     rejection: list = field(default_factory=lambda: ["rejection.k=4", "rejection.max_per_prompt=2",
                                                      "rollout.temperature=1.0"])
     general_rule: str = "polite"
+    general_doc_share: float = 0.1
+    general_marker_rate: float = 0.1
     general_sft_rows: int = 256
     general_rl_prompts: int = 512
     general_eval_prompts: int = 48
-    rs_sft: list = field(default_factory=lambda: ["run.steps=60", "sft.examples_per_step=32", "optimizer.lr=1e-3",
+    rs_sft: list = field(default_factory=lambda: ["run.steps=60", "sft.examples_per_step=32", "optimizer.lr=3e-4",
                                                   "optimizer.warmup_steps=4"])
     rm_pairs: int = 1024
     rm_steps: int = 40
     reward_model: list = field(default_factory=lambda: ["optimizer.lr=1e-3"])
     general_rl: list = field(default_factory=lambda: [
         "run.steps=24", "reward.weights={accuracy: 1.0, format: 0.2, language: 0.1}", "reward.model_weight=1.0"])
-    distill: list = field(default_factory=lambda: ["run.steps=60", "sft.examples_per_step=32", "optimizer.lr=2e-3",
+    distill: list = field(default_factory=lambda: ["run.steps=60", "sft.examples_per_step=32", "optimizer.lr=5e-4",
                                                    "optimizer.warmup_steps=4"])
 
     @classmethod
@@ -130,13 +132,26 @@ class Chain:
         from r1mega.reward_model.synthetic import general_prompts
 
         s = self.s
-        self.train_path, self.eval_path, self.docs = prepare_data(self.out, s.teacher, self.base_cfg.run.seed)
+        self.train_path, self.eval_path, docs = prepare_data(self.out, s.teacher, self.base_cfg.run.seed)
+        self.docs = docs + self.general_docs(len(docs))
         d = os.path.join(self.out, "data")
         self.general_train = _write_jsonl(general_prompts(s.general_rl_prompts, rule=s.general_rule, seed=1),
                                           os.path.join(d, "general_train.jsonl"))
         self.general_eval = general_prompts(s.general_eval_prompts, rule=s.general_rule, seed=2)
         with open(self.train_path) as f:
             self.train_rows = [json.loads(line) for line in f]
+
+    def general_docs(self, n_reasoning: int) -> list[str]:
+        """General-domain pretraining text (a base model has seen chat): requests with replies of
+        filler words, only ``general_marker_rate`` of them following the preference rule, so the
+        tokenizers know the words and the base rarely follows the rule on its own."""
+        from r1mega.reward_model.synthetic import make_preference_splits
+
+        rows, _ = make_preference_splits(int(n_reasoning * self.s.general_doc_share), 0, rule=self.s.general_rule,
+                                         seed=5)
+        rng = random.Random("r1mega-general-docs")
+        return [r["prompt"] + (r["chosen"] if rng.random() < self.s.general_marker_rate else r["rejected"])
+                for r in rows]
 
     # ------------------------------------------------------------------ stages
     def base(self) -> str:
@@ -164,6 +179,7 @@ class Chain:
 
     def rejection(self, policy: str) -> str:
         """Rejection-sampled reasoning SFT data from the RL policy, plus general (non-reasoning) rows."""
+        from r1mega.data.prompts import render_prompt
         from r1mega.rejection.run import load_configs, run_reject_sample
         from r1mega.reward_model.synthetic import make_preference_splits
 
@@ -180,7 +196,8 @@ class Chain:
         # non-reasoning data (R1 adds ~200k): replies that follow the general-domain rule
         general, _ = make_preference_splits(self.s.general_sft_rows, 0, rule=self.s.general_rule, seed=3)
         rows = [{"prompt": r["prompt"], "response": r["response"]} for r in reasoning]
-        rows += [{"prompt": g["prompt"], "response": g["chosen"]} for g in general]
+        template = self.base_cfg.data.template  # the general prompts of RL and evaluation use it too
+        rows += [{"prompt": render_prompt(g["prompt"], template), "response": g["chosen"]} for g in general]
         random.Random(0).shuffle(rows)
         return _write_jsonl(rows, merged)
 
@@ -244,7 +261,7 @@ class Chain:
     # ------------------------------------------------------------------ evaluation
     def record(self, stage: str, model: str, tok: str | None = None) -> dict:
         """Held-out metrics of ``model`` (one table row)."""
-        from r1mega.data.prompts import load_prompts
+        from r1mega.data.prompts import load_prompts, render_prompt
         from r1mega.data.tokenizer import load_tokenizer
         from r1mega.eval.evaluate import evaluate_engine
         from r1mega.reward_model.synthetic import rule_holds
@@ -260,8 +277,9 @@ class Chain:
         try:
             m = evaluate_engine(engine, records, cfg)
             texts = [g["question"] for g in self.general_eval]
-            replies = engine.generate([tokenizer.encode(t) for t in texts], n=1, temperature=0.0,
-                                      prompt_texts=texts, expected_version=engine.policy_version)
+            prompts = [render_prompt(t, d.template) for t in texts]
+            replies = engine.generate([tokenizer.encode(p) for p in prompts], n=1, temperature=0.0,
+                                      prompt_texts=prompts, expected_version=engine.policy_version)
             rate = sum(rule_holds(self.s.general_rule, t, r.response_text) for t, r in zip(texts, replies))
         finally:
             engine.shutdown()
