@@ -31,6 +31,15 @@ MOE_FAMILIES = {
                       shared_expert_intermediate_size=80, num_experts=4, num_experts_per_tok=2, norm_topk_prob=False,
                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
                       rope_theta=10000.0, router_aux_loss_coef=0.02),
+    # DeepSeek-V3: multi-head latent attention (q LoRA, interleaved RoPE part), sigmoid routing with the
+    # aux-loss-free bias, group-limited (2 groups, 1 used), routed_scaling_factor, a shared expert,
+    # layer 0 dense (first_k_dense_replace), odd vocab.
+    "deepseek_v3": dict(cls="DeepseekV3", vocab_size=199, hidden_size=64, intermediate_size=96,
+                        moe_intermediate_size=32, n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1,
+                        n_shared_experts=1, routed_scaling_factor=2.5, norm_topk_prob=True, first_k_dense_replace=1,
+                        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=48,
+                        kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=24,
+                        tie_word_embeddings=False, rope_theta=10000.0),
 }
 
 
@@ -49,6 +58,9 @@ def make_hf_model(family: str, root: str, seed: int = 0, **overrides):
                 p.add_(0.1 * torch.randn_like(p))
             if name.endswith("mlp.gate.weight"):  # MoE router: well-separated logits, no top-k near-ties
                 p.mul_(25.0)
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):  # DeepSeek-V3 routing bias (zeros in HF)
+                b.copy_(0.1 * torch.randn_like(b))
     path = os.path.join(root, family)
     model.save_pretrained(path)
     torch.save(torch.randint(0, config.vocab_size, (2, 13), generator=torch.Generator().manual_seed(seed)),

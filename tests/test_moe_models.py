@@ -1,7 +1,9 @@
-"""MoE policies (Qwen3-MoE, Qwen2-MoE with its gated shared expert) built on Megatron-Core's MoE
-layer give the logits of transformers' eval-mode forward, at EP=1 and in real 2-process gloo
-runs at EP=2, TP=2 (+SP, expert TP 2), TP=2 with EP=2 (expert TP 1), expert TP 2 under attention
-DP, and PP=2; the HF export (gathered one expert tensor at a time) is identical to the original.
+"""MoE policies built on Megatron-Core's MoE layer give the logits of transformers' eval-mode
+forward, at EP=1 and in real 2-process gloo
+runs at EP=2, TP=2 (+SP, expert TP 2), TP=2 with EP=2 (expert TP 1) and PP=2; the HF export
+(gathered one expert tensor at a time) is identical to the original. Families: Qwen3-MoE,
+Qwen2-MoE (gated shared expert) and DeepSeek-V3 (MLA, sigmoid group-limited routing with the
+aux-loss-free bias, shared expert, a dense first layer).
 
 This file is also the torchrun worker:
 
@@ -27,7 +29,6 @@ LAYOUTS = {  # name -> tp.pp.ep.etp.sp
     "ep2": "1.1.2.1.0",        # attention DP 2, experts split 2 ways (alltoall dispatch)
     "tp2": "2.1.1.2.1",        # TP 2 + SP, experts split over expert TP 2
     "tp2ep2": "2.1.2.1.1",     # attention TP 2 + SP, experts EP 2 with expert TP 1 (MoE parallel folding)
-    "etp2": "1.1.1.2.0",       # attention DP 2, every expert split over expert TP 2
     "pp2": "1.2.1.1.0",        # pipeline: stage 1 holds the dense layer (qwen3_moe) and the tied head
 }
 
@@ -65,6 +66,15 @@ def _check_export(model, export_dir, what):
 
 def test_ep1_logits_and_export_in_process(hf_models, tmp_path):
     """World of one, in this process (EP=1): logits, export, and the checkpoint-format names."""
+    from r1mega.parallel.init import destroy_parallel
+
+    try:
+        _ep1(hf_models, tmp_path)
+    finally:
+        destroy_parallel()  # leave no process group behind in the test process
+
+
+def _ep1(hf_models, tmp_path):
     from r1mega.config.sections import ModelConfig, ParallelConfig
     from r1mega.models import export_hf, iter_hf_weights, load_hf, read_hf_config
     from r1mega.models.forward import full_logits_forward
@@ -128,8 +138,51 @@ def test_layout_errors_name_the_values(hf_models):
         check_layout(ParallelConfig(expert_tensor=3), 3, arch)
 
 
+@pytest.mark.multiproc
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU workarounds are off where CUDA exists")
+def test_moe_cpu_workarounds_are_needed(hf_models, tmp_path):
+    """r1mega.parallel.compat's MoE workarounds 8 and 9: without them the EP=2 alltoall dispatch
+    (gloo refuses tensor split sizes) and building DeepSeek-V3's MLA (no TE) fail as documented."""
+    import json
+
+    torchrun(SELF, "--without-workarounds", str(tmp_path), hf_models["qwen2_moe"][0], hf_models["deepseek_v3"][0],
+             nproc=2, timeout=300)
+    errors = json.load(open(tmp_path / "errors.json"))
+    assert "all_to_all_single(): incompatible function arguments" in errors["moe_alltoall"], errors
+    assert "isinstance() arg 2 must be a type" in errors["mla"], errors
+
+
+def probe_without_workarounds(out, qwen, deepseek):
+    """Worker for the test above: both workarounds off; record the error of each code path."""
+    import json
+
+    import torch.distributed as dist
+
+    from r1mega.parallel import compat
+    compat.apply(skip=("moe_alltoall", "mla"))
+    from r1mega.config.sections import ModelConfig, ParallelConfig
+    from r1mega.models import load_hf, read_hf_config
+    from r1mega.models.forward import full_logits_forward
+    from r1mega.parallel.init import destroy_parallel, init_parallel
+
+    errors = {}
+    for name, path, parallel in (("moe_alltoall", qwen, ParallelConfig(expert=2)), ("mla", deepseek, ParallelConfig())):
+        try:
+            layout = init_parallel(parallel, read_hf_config(path), seed=1)
+            chunks, _ = load_hf(path, ModelConfig(), layout)
+            full_logits_forward(chunks, torch.load(os.path.join(path, "moe_ids.pt")))
+            errors[name] = "no error"
+        except Exception as e:  # noqa: BLE001 - the error text is the result
+            errors[name] = f"{type(e).__name__}: {e}"
+    if dist.get_rank() == 0:
+        json.dump(errors, open(os.path.join(out, "errors.json"), "w"))
+    destroy_parallel()
+
+
 # --------------------------------------------------------------------------- worker
 def main():
+    if sys.argv[1] == "--without-workarounds":
+        return probe_without_workarounds(*sys.argv[2:])
     out, layouts, *models = sys.argv[1:]
     import torch.distributed as dist
     from megatron.core import parallel_state as ps

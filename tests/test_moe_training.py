@@ -1,18 +1,21 @@
 """MoE training steps under expert parallelism equal the single-process step.
 
-Qwen2-MoE (gated shared expert, raw softmax weights, load-balancing aux loss 0.02) trained with
-``r1mega.trainer.policy.Policy`` for two RL steps (SGD, so equal updates mean equal gradients,
-the aux loss's included): in real 2-process gloo runs at EP=2 (attention DP 2) and at TP=2 + SP with EP=2 (expert TP 1), loss, gradient norm, every updated weight
-(gathered by ``iter_hf_weights``) and the router statistics of ``moe_router_stats`` equal the
+Qwen2-MoE (gated shared expert, raw softmax weights, load-balancing aux loss 0.02) and
+DeepSeek-V3 (MLA, sigmoid group-limited routing whose aux-loss-free bias Megatron updates after
+every step from the global expert loads) trained with ``r1mega.trainer.policy.Policy`` for two
+RL steps (SGD, so equal updates mean equal gradients, the aux loss's included): in real
+2-process gloo runs at EP=2 (attention DP 2) and at TP=2 + SP with EP=2 (expert TP 1), loss,
+gradient norm, every updated weight (gathered by ``iter_hf_weights``, the routing bias
+included) and the router statistics of ``moe_router_stats`` equal the
 single-process run's. Every layout trains on the same micro-batches; under DP each rank takes
 every other one (an equal count per rank, so Megatron's per-micro-batch aux loss is averaged
 the same way). Micro-batches are padded to an even length (sequence parallelism splits it).
 
 This file is also the torchrun worker:
 
-    torchrun --nproc-per-node N tests/test_moe_training.py OUT HF_DIR LAYOUT [LAYOUT ...]
+    torchrun --nproc-per-node N tests/test_moe_training.py OUT LAYOUTS HF_DIR [HF_DIR ...]
 
-LAYOUT is ``tp.ep.etp.sp`` (sp 0/1); rank 0 writes OUT/<LAYOUT>.pt.
+LAYOUTS is a comma list of ``tp.ep.etp.sp`` (sp 0/1); rank 0 writes OUT/<name>.<LAYOUT>.pt.
 """
 
 import os
@@ -27,26 +30,35 @@ from tests.hf_models import make_hf_model
 SELF = os.path.join(REPO, "tests", "test_moe_training.py")
 REFERENCE = "1.1.1.0"
 LAYOUTS = {"ep2": "1.2.1.0", "tp2ep2": "2.2.1.1"}
+FAMILIES = ("qwen2_moe", "deepseek_v3")
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("moe_step")
-    path, _ = make_hf_model("qwen2_moe", str(root), seed=5)
-    torchrun(SELF, str(root), path, REFERENCE, nproc=1, timeout=300)
-    torchrun(SELF, str(root), path, *LAYOUTS.values(), nproc=2, timeout=400)
-    return {name: torch.load(root / f"{spec}.pt") for name, spec in [("ref", REFERENCE), *LAYOUTS.items()]}
+    paths = [make_hf_model(f, str(root), seed=5)[0] for f in FAMILIES]
+    from r1mega.parallel.init import destroy_parallel
+    try:  # the single-process reference: a world of one, in this process
+        for path in paths:
+            run_layout(str(root), path, REFERENCE)
+    finally:
+        destroy_parallel()
+    torchrun(SELF, str(root), ",".join(LAYOUTS.values()), *paths, nproc=2, timeout=400)
+    return {(f, name): torch.load(root / f"{f}.{spec}.pt")
+            for f in FAMILIES for name, spec in [("ref", REFERENCE), *LAYOUTS.items()]}
 
 
 @pytest.mark.multiproc
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_steps_equal_single_process(runs, layout):
-    ref, got = runs["ref"], runs[layout]
+def test_steps_equal_single_process(runs, family, layout):
+    ref, got = runs[family, "ref"], runs[family, layout]
     assert len(ref["steps"]) == len(got["steps"]) == 2
     for i, (a, b) in enumerate(zip(ref["steps"], got["steps"])):
         for key in ("loss", "grad_norm", "pg_loss", "clip_frac"):
             assert b["stats"][key] == pytest.approx(a["stats"][key], rel=1e-5, abs=1e-6), (i, key)
-        assert set(a["router"]) == set(b["router"]) and "moe/load_balancing_loss" in a["router"]
+        assert set(a["router"]) == set(b["router"])
+        assert ("moe/load_balancing_loss" in a["router"]) == (family == "qwen2_moe")  # DeepSeek-V3: aux-loss-free
         for key in a["router"]:
             assert b["router"][key] == pytest.approx(a["router"][key], rel=1e-5, abs=1e-6), (i, key)
         assert set(a["weights"]) == set(b["weights"])
@@ -55,19 +67,26 @@ def test_steps_equal_single_process(runs, layout):
 
 
 @pytest.mark.multiproc
-def test_reference_really_trains_the_experts_and_router(runs):
-    """The comparison above is not vacuous: every routed expert, the router and the shared expert
-    gate moved, and the aux loss gradient reaches the router (its value is a real statistic)."""
-    ref = runs["ref"]
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reference_really_trains_the_experts_and_router(runs, family):
+    """The comparison above is not vacuous: every routed expert, the router, the shared expert
+    (and its gate) and DeepSeek-V3's routing bias moved; the router statistics are real."""
+    ref = runs[family, "ref"]
     before, after = ref["initial"], ref["steps"][-1]["weights"]
     for k in before:
         if ".mlp." in k:
             assert not torch.equal(before[k], after[k]), f"{k} did not change"
+    E = 4 if family == "qwen2_moe" else 8
     r = ref["steps"][0]["router"]
-    assert 1.0 <= r["moe/load_balancing_loss"] < 4.0  # E * sum f_i P_i: 1 when balanced, <= E
-    assert 0.0 <= r["moe/min_load"] <= 0.25 <= r["moe/max_load"] <= 1.0
+    if family == "qwen2_moe":
+        assert 1.0 <= r["moe/load_balancing_loss"] < E  # E * sum f_i P_i: 1 when balanced, <= E
+    else:  # the bias moves by exactly +-moe_router_bias_update_rate (1e-3) per step, per expert
+        bias = [k for k in before if k.endswith("e_score_correction_bias")]
+        steps = [(ref["steps"][0]["weights"][k] - before[k]).abs() for k in bias]
+        assert bias and all(torch.allclose(d[d > 0], torch.full_like(d[d > 0], 1e-3), atol=1e-7) for d in steps)
+    assert 0.0 <= r["moe/min_load"] <= 1 / E <= r["moe/max_load"] <= 1.0
     assert r["moe/tokens_dropped"] == 0.0
-    assert r["moe/imbalance"] == pytest.approx(4 * r["moe/max_load"])
+    assert r["moe/imbalance"] == pytest.approx(E * r["moe/max_load"])
 
 
 # --------------------------------------------------------------------------- worker
@@ -86,6 +105,7 @@ def samples(vocab):
 
 
 def run_layout(out, hf, spec):
+    name = os.path.basename(hf.rstrip("/"))
     import torch.distributed as dist
     from megatron.core import parallel_state as ps
 
@@ -123,13 +143,14 @@ def run_layout(out, hf, spec):
         weights = {k: v.clone() for k, v in iter_hf_weights(policy.modules, arch)}
         steps.append({"stats": stats, "router": router, "weights": weights})
     if dist.get_rank() == 0:
-        torch.save({"initial": initial, "steps": steps}, os.path.join(out, f"{spec}.pt"))
+        torch.save({"initial": initial, "steps": steps}, os.path.join(out, f"{name}.{spec}.pt"))
 
 
 def main():
-    out, hf, *layouts = sys.argv[1:]
-    for spec in layouts:
-        run_layout(out, hf, spec)
+    out, layouts, *models = sys.argv[1:]
+    for spec in layouts.split(","):
+        for hf in models:
+            run_layout(out, hf, spec)
     from r1mega.parallel.init import destroy_parallel
     destroy_parallel()
 

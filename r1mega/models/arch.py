@@ -1,9 +1,10 @@
 """The architecture of a decoder-only LM, read from a Hugging Face ``config.json``.
 
 Pure Python (json only): config validation and planning use it without torch or megatron.
-Supported families: Llama, Qwen2/Qwen2.5, Qwen3 (dense); Qwen2-MoE and Qwen3-MoE (mixture of
-experts, built on Megatron-Core's MoE layer; see docs/moe.md). The MoE fields are read by
-:func:`r1mega.models.moe.read_moe_fields`, which refuses HF options Megatron cannot reproduce.
+Supported families: Llama, Qwen2/Qwen2.5, Qwen3 (dense); Qwen2-MoE, Qwen3-MoE and DeepSeek-V3
+(mixture of experts on Megatron-Core's MoE layer; DeepSeek-V3 with multi-head latent attention;
+see docs/moe.md). The MoE and MLA fields are read by :func:`r1mega.models.moe.read_moe_fields`
+and :func:`r1mega.models.moe.read_mla_fields`, which refuse HF options Megatron cannot reproduce.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ FAMILIES = {
     "MistralForCausalLM": "llama",
     "Qwen2MoeForCausalLM": "qwen2_moe",
     "Qwen3MoeForCausalLM": "qwen3_moe",
+    "DeepseekV3ForCausalLM": "deepseek_v3",
 }
 MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "mistral": "llama",
-               "qwen2_moe": "qwen2_moe", "qwen3_moe": "qwen3_moe"}
+               "qwen2_moe": "qwen2_moe", "qwen3_moe": "qwen3_moe", "deepseek_v3": "deepseek_v3"}
+MOE_FAMILIES = ("qwen2_moe", "qwen3_moe", "deepseek_v3")
 
 
 @dataclass(kw_only=True)
@@ -56,11 +59,25 @@ class ModelArch:
     moe_norm_topk: bool = False             # renormalise the top-k probabilities to sum to 1
     moe_aux_loss_coef: float = 0.0          # load-balancing loss coefficient (Switch, 2101.03961)
     moe_layers: list[int] = field(default_factory=list)  # per layer: 1 = MoE, 0 = dense MLP
+    moe_expert_bias: bool = False           # aux-loss-free balancing bias on the routing scores (DeepSeek-V3)
+    moe_num_groups: int = 0                 # group-limited routing: expert groups (0 = off)
+    moe_group_topk: int = 0                 # ... groups each token may use
+    moe_scaling: float = 1.0                # routed_scaling_factor on the combined expert weights
+    # Multi-head latent attention (DeepSeek-V2/V3; kv_lora_rank == 0: ordinary attention).
+    q_lora_rank: int = 0                    # 0 = queries without a low-rank projection
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
     raw: dict = field(default_factory=dict, repr=False)
 
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 0
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
 
     def num_params(self) -> int:
         """Parameter count (embeddings counted once when tied)."""
@@ -69,6 +86,12 @@ class ModelArch:
         kv = self.num_kv_heads * self.head_dim
         attn = h * (q + 2 * kv) + q * h + (q + 2 * kv if self.qkv_bias else 0)
         attn += 2 * self.head_dim if self.qk_norm else 0
+        if self.is_mla:
+            n, ql, kvl = self.num_heads, self.q_lora_rank, self.kv_lora_rank
+            qk = self.qk_nope_head_dim + self.qk_rope_head_dim
+            attn = (h * ql + ql + ql * n * qk) if ql else h * n * qk
+            attn += h * (kvl + self.qk_rope_head_dim) + kvl + kvl * n * (self.qk_nope_head_dim + self.v_head_dim)
+            attn += n * self.v_head_dim * h
         dense_mlp = 3 * h * f
         moe_mlp = (3 * h * self.moe_ffn_hidden_size * self.num_experts + h * self.num_experts
                    + 3 * h * self.moe_shared_ffn_hidden_size + (h if self.moe_shared_gate else 0))
@@ -133,9 +156,13 @@ def read_hf_config(path_or_dict: str | os.PathLike | dict) -> ModelArch:
         raise ConfigError(f"{where}: RoPE scaling {rope!r} is not supported yet (only plain RoPE)")
     rope_theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))
     moe = {}
-    if family in ("qwen2_moe", "qwen3_moe"):
-        from r1mega.models.moe import read_moe_fields
+    if family in MOE_FAMILIES:
+        from r1mega.models.moe import read_mla_fields, read_moe_fields
         moe = read_moe_fields(cfg, family, where)
+        if family == "deepseek_v3":
+            moe.update(read_mla_fields(cfg, where))
+            head_dim = moe["qk_nope_head_dim"] + moe["qk_rope_head_dim"]
+            qkv_bias = False
     return ModelArch(
         family=family,
         vocab_size=_req(cfg, "vocab_size", where),

@@ -66,6 +66,27 @@ _LAYER_MAP = {
     "mlp.shared_experts.linear_fc2.weight": ("copy", ["mlp.shared_expert.down_proj.weight"]),
     "mlp.shared_experts.gate_weight": ("copy", ["mlp.shared_expert_gate.weight"]),
 }
+# Family-specific names: DeepSeek-V3's multi-head latent attention, plural shared experts and
+# the routing bias (a buffer in both: Megatron's router ``expert_bias``).
+_FAMILY_LAYER_MAP = {
+    "deepseek_v3": {
+        "self_attention.linear_q_proj.weight": ("copy", ["self_attn.q_proj.weight"]),
+        "self_attention.linear_q_down_proj.weight": ("copy", ["self_attn.q_a_proj.weight"]),
+        "self_attention.q_layernorm.weight": ("copy", ["self_attn.q_a_layernorm.weight"]),
+        "self_attention.linear_q_up_proj.layer_norm_weight": ("copy", ["self_attn.q_a_layernorm.weight"]),  # TE
+        "self_attention.linear_q_up_proj.weight": ("copy", ["self_attn.q_b_proj.weight"]),
+        "self_attention.linear_kv_down_proj.weight": ("copy", ["self_attn.kv_a_proj_with_mqa.weight"]),
+        "self_attention.kv_layernorm.weight": ("copy", ["self_attn.kv_a_layernorm.weight"]),
+        "self_attention.linear_kv_up_proj.layer_norm_weight": ("copy", ["self_attn.kv_a_layernorm.weight"]),  # TE
+        "self_attention.linear_kv_up_proj.weight": ("copy", ["self_attn.kv_b_proj.weight"]),
+        "mlp.router.expert_bias": ("copy", ["mlp.gate.e_score_correction_bias"]),
+        "mlp.shared_experts.linear_fc1.weight": ("gate_up", ["mlp.shared_experts.gate_proj.weight",
+                                                             "mlp.shared_experts.up_proj.weight"]),
+        "mlp.shared_experts.linear_fc2.weight": ("copy", ["mlp.shared_experts.down_proj.weight"]),
+    },
+}
+# Buffers that are model weights (loaded, exported, synced like parameters).
+_BUFFERS = re.compile(r"\.router\.expert_bias$")
 _EXPERT_HF = {"linear_fc1": ("gate_up", ["gate_proj.weight", "up_proj.weight"]),
               "linear_fc2": ("copy", ["down_proj.weight"])}
 _TOP_MAP = {
@@ -98,10 +119,12 @@ def _expert_ref(L: int, sub: str, expert_offset: int) -> ParamRef | None:
     return None
 
 
-def global_ref(local_name: str, layer_number: int | None, expert_offset: int = 0) -> ParamRef:
+def global_ref(local_name: str, layer_number: int | None, expert_offset: int = 0,
+               family: str | None = None) -> ParamRef:
     """Map a chunk-local Megatron parameter name to its global reference.
 
-    ``expert_offset``: global id of this rank's first routed expert (ep_rank * experts_per_rank).
+    ``expert_offset``: global id of this rank's first routed expert (ep_rank * experts_per_rank);
+    ``family``: the model family, for names that differ between families (see ``_FAMILY_LAYER_MAP``).
     """
     name = local_name.removeprefix("module.")
     m = _LAYER.match(name)
@@ -110,9 +133,10 @@ def global_ref(local_name: str, layer_number: int | None, expert_offset: int = 0
         ref = _expert_ref(layer_number, sub, expert_offset)
         if ref is not None:
             return ref
-        if sub not in _LAYER_MAP:
+        table = {**_LAYER_MAP, **_FAMILY_LAYER_MAP.get(family, {})}
+        if sub not in table:
             raise KeyError(f"no Hugging Face mapping for Megatron parameter {name!r}")
-        kind, hf = _LAYER_MAP[sub]
+        kind, hf = table[sub]
         L = layer_number
         return ParamRef(f"decoder.layers.{L}.{sub}", kind, tuple(f"model.layers.{L}.{h}" for h in hf))
     if name not in _TOP_MAP:
@@ -137,17 +161,21 @@ def _unwrap(m):
 
 
 def named_global_params(chunks: list[torch.nn.Module]) -> Iterator[tuple[ParamRef, torch.nn.Parameter]]:
-    """(global reference, parameter) for every parameter of this rank's model chunks."""
+    """(global reference, parameter) for every parameter of this rank's model chunks, then the
+    buffers that are model weights (DeepSeek-V3's routing bias)."""
     offset = _expert_offset(chunks)
+    arch = getattr(_unwrap(chunks[0]), "r1mega_arch", None) if chunks else None
+    family = getattr(arch, "family", None)
     for chunk in chunks:
         layers = {}
-        decoder = getattr(chunk, "decoder", None)
+        decoder = getattr(_unwrap(chunk), "decoder", None)
         if decoder is not None:
             for i, layer in enumerate(decoder.layers):
                 layers[i] = layer.layer_number - 1  # Megatron numbers layers from 1, globally
-        for name, p in chunk.named_parameters():
+        weights = list(chunk.named_parameters()) + [(n, b) for n, b in chunk.named_buffers() if _BUFFERS.search(n)]
+        for name, p in weights:
             m = _LAYER.match(name.removeprefix("module."))
-            yield global_ref(name, layers[int(m.group(1))] if m else None, offset), p
+            yield global_ref(name, layers[int(m.group(1))] if m else None, offset, family), p
 
 
 # --------------------------------------------------------------------------- TP helpers

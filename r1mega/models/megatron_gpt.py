@@ -7,6 +7,8 @@ architecture into a ``TransformerConfig`` and a layer spec.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from r1mega.config.base import ConfigError
@@ -27,7 +29,7 @@ def have_te() -> bool:
 
 def transformer_config(arch: ModelArch, model_cfg: ModelConfig, layout: Layout):
     """The Megatron ``TransformerConfig`` equivalent to the HF architecture."""
-    from megatron.core.transformer import TransformerConfig
+    from megatron.core.transformer import MLATransformerConfig, TransformerConfig
 
     dtype = _DTYPES[model_cfg.dtype]
     if model_cfg.fp8 and not have_te():
@@ -42,7 +44,14 @@ def transformer_config(arch: ModelArch, model_cfg: ModelConfig, layout: Layout):
         kw.update(virtual_pipeline_model_parallel_size=layout.virtual_pipeline)
     from r1mega.models.moe import megatron_moe_kwargs
     kw.update(megatron_moe_kwargs(arch, layout, use_te=have_te()))
-    cfg = TransformerConfig(
+    config_cls = TransformerConfig
+    if arch.is_mla:  # DeepSeek multi-head latent attention; q_layernorm / kv_layernorm are its latent norms
+        config_cls = MLATransformerConfig
+        kw.update(q_lora_rank=arch.q_lora_rank or None, kv_lora_rank=arch.kv_lora_rank,
+                  qk_head_dim=arch.qk_nope_head_dim, qk_pos_emb_head_dim=arch.qk_rope_head_dim,
+                  v_head_dim=arch.v_head_dim, rope_type="rope", rotary_base=model_cfg.rope_theta or arch.rope_theta,
+                  rotary_scaling_factor=1.0, mscale=1.0, mscale_all_dim=0.0)
+    cfg = config_cls(
         num_layers=arch.num_layers,
         hidden_size=arch.hidden_size,
         ffn_hidden_size=arch.ffn_hidden_size,
@@ -55,7 +64,7 @@ def transformer_config(arch: ModelArch, model_cfg: ModelConfig, layout: Layout):
         activation_func=torch.nn.functional.silu,
         add_bias_linear=False,
         add_qkv_bias=arch.qkv_bias,
-        qk_layernorm=arch.qk_norm,
+        qk_layernorm=arch.qk_norm or arch.is_mla,
         hidden_dropout=0.0,
         attention_dropout=0.0,
         tensor_model_parallel_size=layout.tensor,
@@ -89,11 +98,51 @@ def layer_spec(arch: ModelArch, cfg=None, vp_stage: int | None = None):
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
     if arch.is_moe:
-        return specs.get_gpt_decoder_block_spec(cfg, use_transformer_engine=have_te(), normalization="RMSNorm",
-                                                vp_stage=vp_stage)
+        block = specs.get_gpt_decoder_block_spec(cfg, use_transformer_engine=have_te(), normalization="RMSNorm",
+                                                 vp_stage=vp_stage)
+        if arch.is_mla and not have_te():
+            # Local MLA (megatron-core 0.16): the core attention needs k/v channels (see
+            # mla_core_attention); the latent down-projections are replicated over TP, as the TE
+            # spec has them. As TP-split ColumnParallelLinears (the local spec's choice) the shared
+            # RoPE key k_pos_emb is all-gathered over TP and its gradient, which each rank gets
+            # from its own heads only, is split instead of summed: measured at TP=2 + SP on the
+            # tiny DeepSeek-V3, the RoPE rows of kv_a_proj_with_mqa got wrong gradients.
+            from megatron.core.post_training.modelopt.layers import Linear as ReplicatedLinear
+            for spec in block.layer_specs:
+                attn = spec.submodules.self_attention.submodules
+                attn.core_attention = mla_core_attention()
+                attn.linear_q_down_proj = attn.linear_kv_down_proj = ReplicatedLinear
+        return block
     if have_te():
         return specs.get_gpt_layer_with_transformer_engine_spec(qk_layernorm=arch.qk_norm)
     return specs.get_gpt_layer_local_spec(qk_layernorm=arch.qk_norm, normalization="RMSNorm")
+
+
+@functools.cache
+def mla_core_attention():
+    """Megatron's local ``DotProductAttention`` for multi-head latent attention.
+
+    megatron-core 0.16's ``MLASelfAttention`` builds its core attention with ``k_channels`` /
+    ``v_channels`` (q/k heads of qk_nope + qk_rope dims, v heads of v_head_dim), which only
+    Transformer Engine's attention accepts: with the local spec it fails with ``TypeError:
+    DotProductAttention.__init__() got an unexpected keyword argument 'k_channels'``. The local
+    attention's math works for any head dims (shapes come from the tensors; MLA passes its own
+    softmax scale); only its output reshape uses ``kv_channels``, set here to ``v_channels``.
+    """
+    import copy
+
+    from megatron.core.transformer.dot_product_attention import DotProductAttention
+
+    class MLADotProductAttention(DotProductAttention):
+        def __init__(self, config, layer_number, attn_mask_type, attention_type, attention_dropout=None,
+                     softmax_scale=None, k_channels=None, v_channels=None, cp_comm_type=None, pg_collection=None):
+            config = copy.copy(config)
+            # context (s, b, heads * v_head_dim); Attention.__init__ first builds one without channels
+            config.kv_channels = v_channels or config.v_head_dim
+            super().__init__(config, layer_number, attn_mask_type, attention_type, attention_dropout,
+                             softmax_scale, cp_comm_type, pg_collection)
+
+    return MLADotProductAttention
 
 
 def build_gpt(arch: ModelArch, model_cfg: ModelConfig, layout: Layout, vp_stage: int | None = None):

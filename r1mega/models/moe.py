@@ -2,9 +2,10 @@
 
 Three jobs, each a small function:
 
-* :func:`read_moe_fields` turns the MoE keys of an HF ``config.json`` (Qwen2-MoE, Qwen3-MoE)
-  into :class:`~r1mega.models.arch.ModelArch` fields, refusing options Megatron cannot
-  reproduce with a message naming the key and its value (pure Python: no torch here).
+* :func:`read_moe_fields` / :func:`read_mla_fields` turn the MoE (Qwen2-MoE, Qwen3-MoE,
+  DeepSeek-V3) and multi-head latent attention keys of an HF ``config.json`` into
+  :class:`~r1mega.models.arch.ModelArch` fields, refusing options Megatron cannot reproduce
+  with a message naming the key and its value (pure Python: no torch here).
 * :func:`megatron_moe_kwargs` gives the ``TransformerConfig`` keywords for that architecture
   on a layout: routing, shared expert, dispatcher, expert parallel sizes.
 * :func:`install_router_stats` / :func:`moe_router_stats`: per-step load-balancing statistics
@@ -18,6 +19,13 @@ Routing, HF -> Megatron (s = router logits of one token, E experts, k = top-k):
   are the raw p_i: Megatron's ``moe_router_pre_softmax=True``.
 * Qwen2-MoE's shared expert: y = MoE(x) + sigmoid(x . w_g) * MLP_shared(x), Megatron's
   ``moe_shared_expert_gate=True`` (``gate_weight`` (1, H) = HF ``shared_expert_gate.weight``).
+* DeepSeek-V3 sigmoid routing (arXiv:2412.19437): s = sigmoid(logits); the experts are chosen
+  on s + b (b = ``e_score_correction_bias``, the aux-loss-free balancing bias: Megatron's
+  ``expert_bias``, nudged after each step by +-``moe_router_bias_update_rate`` towards
+  balance), only inside the ``topk_group`` of ``n_group`` expert groups with the largest sum
+  of their top-2 biased scores; weights = s_i / sum_topk s_j * ``routed_scaling_factor``.
+  Megatron's group score sums the top ``topk / topk_group`` scores per group, so
+  ``num_experts_per_tok / topk_group`` must be 2 (true of DeepSeek-V3: 8 / 4).
 * Load balancing (Switch Transformer, arXiv:2101.03961): aux = E * sum_i f_i * P_i with f_i
   the fraction of routed (token, slot) pairs sent to expert i and P_i the mean router
   probability of expert i; the coefficient is HF's ``router_aux_loss_coef``. Megatron adds it
@@ -55,11 +63,13 @@ def moe_layer_pattern(cfg: dict, num_layers: int, num_experts: int, where: str) 
 
 
 def read_moe_fields(cfg: dict, family: str, where: str) -> dict:
-    """The MoE fields of :class:`ModelArch` from a Qwen2-MoE / Qwen3-MoE ``config.json``.
+    """The MoE fields of :class:`ModelArch` from a Qwen2-MoE / Qwen3-MoE / DeepSeek-V3 config.
 
-    A config whose pattern has no sparse layer (``num_experts`` 0, or every layer in
+    A Qwen config whose pattern has no sparse layer (``num_experts`` 0, or every layer in
     ``mlp_only_layers``) is a dense model: it returns ``num_experts=0``.
     """
+    if family == "deepseek_v3":
+        return _deepseek_v3_moe(cfg, where)
     num_layers = int(_get(cfg, where, "num_hidden_layers", required=True))
     experts = int(_get(cfg, where, "num_experts", "num_local_experts", default=0))
     pattern = moe_layer_pattern(cfg, num_layers, experts, where)
@@ -87,6 +97,60 @@ def read_moe_fields(cfg: dict, family: str, where: str) -> dict:
                 moe_aux_loss_coef=float(cfg.get("router_aux_loss_coef", 0.0) or 0.0), moe_layers=pattern)
 
 
+def _deepseek_v3_moe(cfg: dict, where: str) -> dict:
+    num_layers = int(_get(cfg, where, "num_hidden_layers", required=True))
+    experts = int(_get(cfg, where, "n_routed_experts", "num_local_experts", required=True))
+    topk = int(_get(cfg, where, "num_experts_per_tok", required=True))
+    if not 1 <= topk <= experts:
+        raise ConfigError(f"{where}: num_experts_per_tok ({topk}) must be in [1, n_routed_experts ({experts})]")
+    for key, want in (("topk_method", "noaux_tc"), ("scoring_func", "sigmoid")):
+        if cfg.get(key, want) != want:
+            raise ConfigError(f"{where}: {key}={cfg[key]!r} is not supported (DeepSeek-V3 routing: {key}={want!r})")
+    if cfg.get("moe_layer_freq", 1) not in (None, 1):
+        raise ConfigError(f"{where}: moe_layer_freq={cfg['moe_layer_freq']!r} is not supported (only 1: every "
+                          f"layer from first_k_dense_replace on is MoE, as in transformers)")
+    if not cfg.get("norm_topk_prob", True) and topk > 1:
+        raise ConfigError(f"{where}: norm_topk_prob=false is not supported with sigmoid routing (Megatron always "
+                          f"renormalises the top-k sigmoid scores)")
+    groups, group_topk = int(cfg.get("n_group") or 1), int(cfg.get("topk_group") or 1)
+    if groups > 1:
+        if experts % groups:
+            raise ConfigError(f"{where}: n_routed_experts ({experts}) must be a multiple of n_group ({groups})")
+        if not 1 <= group_topk <= groups or topk != 2 * group_topk:
+            raise ConfigError(f"{where}: num_experts_per_tok ({topk}) must be 2 x topk_group ({group_topk}), with "
+                              f"topk_group <= n_group ({groups}): HF scores a group by its top-2 experts, Megatron "
+                              f"by its top (num_experts_per_tok / topk_group)")
+    dense = int(cfg.get("first_k_dense_replace") or 0)
+    pattern = [int(i >= dense) for i in range(num_layers)]
+    if not any(pattern):
+        raise ConfigError(f"{where}: first_k_dense_replace ({dense}) >= num_hidden_layers ({num_layers}): no MoE layer")
+    moe_ffn = int(_get(cfg, where, "moe_intermediate_size", required=True))
+    return dict(num_experts=experts, moe_topk=topk, moe_ffn_hidden_size=moe_ffn,
+                moe_shared_ffn_hidden_size=int(cfg.get("n_shared_experts") or 0) * moe_ffn, moe_shared_gate=False,
+                moe_score="sigmoid", moe_norm_topk=topk > 1, moe_aux_loss_coef=0.0, moe_layers=pattern,
+                moe_expert_bias=True, moe_num_groups=groups if groups > 1 else 0,
+                moe_group_topk=group_topk if groups > 1 else 0,
+                moe_scaling=float(cfg.get("routed_scaling_factor") or 1.0))
+
+
+def read_mla_fields(cfg: dict, where: str) -> dict:
+    """Multi-head latent attention fields (DeepSeek-V2/V3, arXiv:2405.04434): queries
+    h -> q_lora_rank (RMSNorm) -> heads x (nope + rope), keys/values h -> kv_lora_rank (RMSNorm)
+    + one shared rope key -> heads x (nope + v); RoPE on the interleaved rope part."""
+    if cfg.get("attention_bias"):
+        raise ConfigError(f"{where}: attention_bias=true is not supported with multi-head latent attention")
+    if cfg.get("rope_interleave", True) is not True:
+        raise ConfigError(f"{where}: rope_interleave={cfg['rope_interleave']!r} is not supported (Megatron's MLA "
+                          f"applies RoPE to the interleaved layout, DeepSeek's checkpoint layout)")
+    out = dict(q_lora_rank=int(cfg.get("q_lora_rank") or 0),
+               kv_lora_rank=int(_get(cfg, where, "kv_lora_rank", required=True)))
+    for k in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+        out[k] = int(_get(cfg, where, k, required=True))
+    if out["qk_rope_head_dim"] % 2:
+        raise ConfigError(f"{where}: qk_rope_head_dim ({out['qk_rope_head_dim']}) must be even")
+    return out
+
+
 def check_moe_layout(arch, p, etp: int) -> None:
     """MoE constraints of a parallel layout (``p``: ParallelConfig; ``etp``: expert TP size)."""
     if arch.moe_ffn_hidden_size % etp:
@@ -108,6 +172,7 @@ def megatron_moe_kwargs(arch, layout, use_te: bool) -> dict:
     """``TransformerConfig`` keywords for the MoE part of ``arch`` on ``layout``."""
     if not arch.is_moe:
         return {}
+    sigmoid = arch.moe_score == "sigmoid"
     return dict(
         num_moe_experts=arch.num_experts,
         moe_router_topk=arch.moe_topk,
@@ -115,7 +180,11 @@ def megatron_moe_kwargs(arch, layout, use_te: bool) -> dict:
         moe_shared_expert_intermediate_size=arch.moe_shared_ffn_hidden_size or None,
         moe_shared_expert_gate=arch.moe_shared_gate,
         moe_router_score_function=arch.moe_score,
-        moe_router_pre_softmax=not arch.moe_norm_topk,
+        moe_router_pre_softmax=not arch.moe_norm_topk and not sigmoid,
+        moe_router_enable_expert_bias=arch.moe_expert_bias,
+        moe_router_num_groups=arch.moe_num_groups or None,
+        moe_router_group_topk=arch.moe_group_topk or None,
+        moe_router_topk_scaling_factor=arch.moe_scaling if arch.moe_scaling != 1.0 else None,
         moe_router_dtype="fp32",          # routing decisions in fp32 whatever the compute dtype
         moe_router_load_balancing_type="aux_loss" if arch.moe_aux_loss_coef > 0 else "none",
         moe_aux_loss_coeff=arch.moe_aux_loss_coef,
@@ -181,11 +250,14 @@ def moe_router_stats(chunks, reset: bool = True) -> dict[str, float]:
     * ``moe/tokens_dropped``: always 0 (dropless routing; reported so dashboards can check).
 
     With ``reset`` the counters (ours and Megatron's aux-loss tracker) restart at zero.
+
+    In the trainer: call it on every rank after each ``Policy.train_step`` (it only counts
+    training passes, so logprob passes in between do not matter) and log the dict.
     """
     import torch
     import torch.distributed as dist
     from megatron.core import parallel_state as ps
-    from megatron.core.transformer.moe.moe_utils import clear_aux_losses_tracker, get_moe_layer_wise_logging_tracker
+    from megatron.core.transformer.moe.moe_utils import get_moe_layer_wise_logging_tracker
 
     routers = _routers(chunks)
     arch = None
@@ -208,8 +280,8 @@ def moe_router_stats(chunks, reset: bool = True) -> dict[str, float]:
         calls[layer] += st["calls"]
     tracker = get_moe_layer_wise_logging_tracker()
     aux = torch.zeros(L, dtype=torch.float64)
-    if "load_balancing_loss" in tracker:
-        aux += tracker["load_balancing_loss"]["values"][:L].to(torch.float64)
+    if arch.moe_aux_loss_coef > 0 and "load_balancing_loss" in tracker:
+        aux += tracker["load_balancing_loss"]["values"].to(torch.float64)
     vec = torch.cat([load.flatten(), calls, aux])
     if dist.is_initialized():
         dist.all_reduce(vec)
@@ -237,5 +309,7 @@ def moe_router_stats(chunks, reset: bool = True) -> dict[str, float]:
         for _, r in routers:
             r._r1mega_stats["load"].zero_()
             r._r1mega_stats["calls"] = 0
-        clear_aux_losses_tracker()
+        # Megatron's tracker is process-global and sized by the first model that wrote to it:
+        # drop its entries (recreated, zeroed and sized, by the next training pass)
+        get_moe_layer_wise_logging_tracker().clear()
     return out

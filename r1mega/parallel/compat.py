@@ -6,7 +6,8 @@ Every workaround is scoped to megatron-core's own modules: megatron's module-lev
 tensor factories map ``device="cuda"`` to the CPU. vLLM, transformers and user code keep
 the real ``torch``. An import hook extends the shim to megatron modules imported later.
 
-The workarounds (each has a test in tests/test_compat.py that fails without it):
+The workarounds (each has a test that fails without it: tests/test_compat.py for 1-7,
+tests/test_moe_models.py::test_moe_cpu_workarounds_are_needed for 8-9):
 
 1. ``torch.cuda.current_device()`` (~100 calls) -> ``"cpu"``.
 2. Hard-coded ``device="cuda"`` in tensor factories (pipeline schedules, optimizer, MoE aux
@@ -27,6 +28,11 @@ The workarounds (each has a test in tests/test_compat.py that fails without it):
    megatron moves "to the host as numpy" only when they are CUDA tensors; CPU tensors stay
    tensors and gloo's ``all_to_all_single`` rejects them ("incompatible function arguments").
    On CPU they become numpy arrays, as on GPUs.
+9. Multi-head latent attention without Transformer Engine: ``megatron.core.extensions.
+   transformer_engine`` imports without TE (its TE classes are MagicMock stand-ins), so
+   ``multi_latent_attention`` believes ``HAVE_TE`` and fails on ``isinstance(linear_proj,
+   TELinear)`` ("isinstance() arg 2 must be a type"). Without TE it gets ``HAVE_TE = False``
+   and no TE classes, as its own ``except ImportError`` branch would have set.
 """
 
 from __future__ import annotations
@@ -315,6 +321,20 @@ def _patch_moe_alltoall() -> None:
     token_dispatcher.maybe_move_tensor_to_cpu = maybe_move_tensor_to_cpu
 
 
+def _patch_mla() -> None:
+    try:
+        import transformer_engine  # noqa: F401
+        return
+    except Exception:
+        pass
+    try:
+        from megatron.core.transformer import multi_latent_attention as mla
+    except Exception:  # pragma: no cover - module missing in a trimmed install
+        return
+    mla.HAVE_TE = False
+    mla.TEColumnParallelLinear = mla.TELinear = mla.set_save_original_input = None
+
+
 def _install_shim() -> None:
     global _SHIM
     _SHIM = _torch_shim()
@@ -331,6 +351,7 @@ WORKAROUNDS = {
     "torch_norm": _patch_torch_norm,       # 6
     "moe": _patch_moe,                     # 7
     "moe_alltoall": _patch_moe_alltoall,   # 8
+    "mla": _patch_mla,                     # 9
 }
 
 
