@@ -39,7 +39,7 @@ MOE_FAMILIES = {
                         n_shared_experts=1, routed_scaling_factor=2.5, norm_topk_prob=True, first_k_dense_replace=1,
                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=48,
                         kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=24,
-                        tie_word_embeddings=False, rope_theta=10000.0),
+                        tie_word_embeddings=False, rope_theta=10000.0, topk_method="noaux_tc", scoring_func="sigmoid"),
 }
 
 

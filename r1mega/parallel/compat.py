@@ -371,26 +371,33 @@ def apply_vllm() -> bool:
     *unchanged* weights moved the engine's logprobs by up to 0.037 (unpacked data read as
     packed); with an intermediate size that needs padding the update fails outright
     (``RuntimeError: The size of tensor a (128) must match the size of tensor b (96)``).
-    The fix re-runs the backend's processing on updates, before vLLM copies the processed
-    tensors back into the kernel's storage. CPU only (GPU backends' processing is a no-op
-    there, and CUDA graphs hold the storage). Call before the first weight sync; idempotent.
+
+    The fix runs the CPU experts' processing in vLLM's layer-wise reload, on the freshly
+    loaded checkpoint-layout weights, right before they are copied into the kernel's storage
+    (``layerwise._copy_and_restore_kernel_tensors``, reached only by reloads): exactly once per
+    reload, so later re-processing of already-processed weights (e.g. the weight sync's
+    refresh of modules sharing a parameter: DeepSeek's routing bias is shared by the gate and
+    the experts) stays the no-op it is in vLLM. CPU only. Call before the first weight sync;
+    idempotent.
     """
     global _VLLM_APPLIED
     if _VLLM_APPLIED:
         return True
     if not needed():
         return False
-    from vllm.model_executor.layers.fused_moe import unquantized_fused_moe_method as m
+    from vllm.model_executor.layers.fused_moe.experts.cpu_moe import CPUUnquantizedExperts
+    from vllm.model_executor.model_loader.reload import layerwise
 
-    setup = m.UnquantizedFusedMoEMethod._setup_kernel
+    copy_back = layerwise._copy_and_restore_kernel_tensors
 
-    def _setup_kernel(self, layer, w13, w2):
-        update = self.moe_kernel is not None
-        setup(self, layer, w13, w2)
-        if update:
-            self.moe_kernel.fused_experts.process_weights_after_loading(layer)
+    def _copy_and_restore_kernel_tensors(layer, info):
+        kernel = getattr(getattr(layer, "quant_method", None), "moe_kernel", None)
+        experts = getattr(kernel, "fused_experts", None)
+        if isinstance(experts, CPUUnquantizedExperts):
+            experts.process_weights_after_loading(layer)  # pad + prepack the new weights
+        return copy_back(layer, info)
 
-    m.UnquantizedFusedMoEMethod._setup_kernel = _setup_kernel
+    layerwise._copy_and_restore_kernel_tensors = _copy_and_restore_kernel_tensors
     _VLLM_APPLIED = True
     return True
 
