@@ -99,6 +99,60 @@ def _ep1(hf_models, tmp_path):
         _check_export(model, tmp_path / family, f"{family} EP=1")
 
 
+def test_deepseek_v3_yarn_rope_in_process(tmp_path):
+    """DeepSeek-V3's long-context RoPE (YaRN, mscale / mscale_all_dim) through Megatron's MLA:
+    logits equal transformers' past the original context (where YaRN changes them)."""
+    from r1mega.config.sections import ModelConfig, ParallelConfig
+    from r1mega.models import load_hf, read_hf_config
+    from r1mega.models.forward import full_logits_forward
+    from r1mega.parallel.init import destroy_parallel, init_parallel
+
+    yarn = dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=16, beta_fast=32,
+                beta_slow=1, mscale=0.8, mscale_all_dim=0.8)
+    path, model = make_hf_model("deepseek_v3", str(tmp_path / "yarn"), seed=3, rope_parameters=yarn,
+                                max_position_embeddings=64)
+    _, plain = make_hf_model("deepseek_v3", str(tmp_path / "plain"), seed=3, max_position_embeddings=64)
+    ids = torch.randint(0, model.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(ids).logits
+        assert (plain(ids).logits - ref).abs().max() > 1e-3  # YaRN matters at these positions
+    arch = read_hf_config(path)
+    assert arch.rope_yarn == dict(factor=4.0, original_max_position_embeddings=16, beta_fast=32.0, beta_slow=1.0,
+                                  mscale=0.8, mscale_all_dim=0.8)
+    try:
+        layout = init_parallel(ParallelConfig(), arch, seed=1)
+        chunks, arch = load_hf(path, ModelConfig(), layout)
+        err = (full_logits_forward(chunks, ids) - ref).abs().max().item()
+    finally:
+        destroy_parallel()
+    assert err < 1e-4, f"YaRN MLA: max |logits diff| {err}"
+
+
+def test_unsupported_moe_options_are_named(hf_models):
+    import json
+
+    from r1mega.config import ConfigError
+    from r1mega.models.arch import read_hf_config
+
+    qwen = json.load(open(os.path.join(hf_models["qwen3_moe"][0], "config.json")))
+    deepseek = json.load(open(os.path.join(hf_models["deepseek_v3"][0], "config.json")))
+    cases = [
+        (dict(qwen, num_experts_per_tok=9), r"num_experts_per_tok \(9\) must be in \[1, num_experts \(8\)\]"),
+        (dict(qwen, num_experts_per_tok=1), r"num_experts_per_tok=1 with norm_topk_prob=true"),
+        (dict(qwen, use_sliding_window=True), r"use_sliding_window=true is not supported"),
+        (dict(qwen, hidden_act="gelu"), r"hidden_act='gelu' is not supported"),
+        (dict(deepseek, topk_method="greedy"), r"topk_method='greedy' is not supported"),
+        (dict(deepseek, norm_topk_prob=False), r"norm_topk_prob=false is not supported with sigmoid routing"),
+        (dict(deepseek, topk_group=2), r"num_experts_per_tok \(2\) must be 2 x topk_group \(2\)"),
+        (dict(deepseek, rope_interleave=False), r"rope_interleave=False is not supported"),
+        (dict(deepseek, rope_parameters=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=16,
+                                             attention_factor=1.2)), r"YaRN attention_factor=1.2 is not supported"),
+    ]
+    for cfg, msg in cases:
+        with pytest.raises(ConfigError, match=msg):
+            read_hf_config(cfg)
+
+
 @pytest.mark.multiproc
 def test_two_process_layouts(hf_models, tmp_path):
     from r1mega.models.hf_io import SafetensorsReader

@@ -69,6 +69,8 @@ class ModelArch:
     qk_nope_head_dim: int = 0
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
+    rope_yarn: dict = field(default_factory=dict)  # MLA's YaRN RoPE (factor, original_max_position_embeddings,
+    #                                                 beta_fast, beta_slow, mscale, mscale_all_dim); {} = plain
     raw: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -152,15 +154,17 @@ def read_hf_config(path_or_dict: str | os.PathLike | dict) -> ModelArch:
         qkv_bias = bool(cfg.get("attention_bias", False))
     # transformers < 5 writes rope_theta / rope_scaling; >= 5 writes rope_parameters.
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    if rope.get("rope_type", rope.get("type")) not in (None, "default"):
-        raise ConfigError(f"{where}: RoPE scaling {rope!r} is not supported yet (only plain RoPE)")
+    yarn_mla = family == "deepseek_v3" and rope.get("rope_type", rope.get("type")) == "yarn"
+    if rope.get("rope_type", rope.get("type")) not in (None, "default") and not yarn_mla:
+        raise ConfigError(f"{where}: RoPE scaling {rope!r} is not supported yet (only plain RoPE; "
+                          f"YaRN with multi-head latent attention)")
     rope_theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))
     moe = {}
     if family in MOE_FAMILIES:
         from r1mega.models.moe import read_mla_fields, read_moe_fields
         moe = read_moe_fields(cfg, family, where)
         if family == "deepseek_v3":
-            moe.update(read_mla_fields(cfg, where))
+            moe.update(read_mla_fields(cfg, where, rope))
             head_dim = moe["qk_nope_head_dim"] + moe["qk_rope_head_dim"]
             qkv_bias = False
     return ModelArch(

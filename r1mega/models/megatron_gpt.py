@@ -49,8 +49,14 @@ def transformer_config(arch: ModelArch, model_cfg: ModelConfig, layout: Layout):
         config_cls = MLATransformerConfig
         kw.update(q_lora_rank=arch.q_lora_rank or None, kv_lora_rank=arch.kv_lora_rank,
                   qk_head_dim=arch.qk_nope_head_dim, qk_pos_emb_head_dim=arch.qk_rope_head_dim,
-                  v_head_dim=arch.v_head_dim, rope_type="rope", rotary_base=model_cfg.rope_theta or arch.rope_theta,
-                  rotary_scaling_factor=1.0, mscale=1.0, mscale_all_dim=0.0)
+                  v_head_dim=arch.v_head_dim, rotary_base=model_cfg.rope_theta or arch.rope_theta)
+        y = arch.rope_yarn
+        if y:
+            kw.update(rope_type="yarn", rotary_scaling_factor=y["factor"], beta_fast=y["beta_fast"],
+                      beta_slow=y["beta_slow"], original_max_position_embeddings=y["original_max_position_embeddings"],
+                      mscale=y["mscale"], mscale_all_dim=y["mscale_all_dim"])
+        else:
+            kw.update(rope_type="rope", rotary_scaling_factor=1.0, mscale=1.0, mscale_all_dim=0.0)
     cfg = config_cls(
         num_layers=arch.num_layers,
         hidden_size=arch.hidden_size,

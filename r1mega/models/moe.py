@@ -133,10 +133,17 @@ def _deepseek_v3_moe(cfg: dict, where: str) -> dict:
                 moe_scaling=float(cfg.get("routed_scaling_factor") or 1.0))
 
 
-def read_mla_fields(cfg: dict, where: str) -> dict:
+def read_mla_fields(cfg: dict, where: str, rope: dict | None = None) -> dict:
     """Multi-head latent attention fields (DeepSeek-V2/V3, arXiv:2405.04434): queries
     h -> q_lora_rank (RMSNorm) -> heads x (nope + rope), keys/values h -> kv_lora_rank (RMSNorm)
-    + one shared rope key -> heads x (nope + v); RoPE on the interleaved rope part."""
+    + one shared rope key -> heads x (nope + v); RoPE on the interleaved rope part.
+
+    ``rope``: the config's RoPE parameters; YaRN (arXiv:2309.00071, DeepSeek-V3's long-context
+    RoPE) is read into ``rope_yarn``: inverse frequencies blended between f and f / factor over
+    the dims whose rotation counts lie between beta_slow and beta_fast at the original context,
+    cos/sin scaled by m(factor, mscale) / m(factor, mscale_all_dim) and the softmax scale by
+    m(factor, mscale_all_dim)^2, m(s, a) = 0.1 a ln s + 1 (1 for s <= 1), as transformers does.
+    """
     if cfg.get("attention_bias"):
         raise ConfigError(f"{where}: attention_bias=true is not supported with multi-head latent attention")
     if cfg.get("rope_interleave", True) is not True:
@@ -148,6 +155,27 @@ def read_mla_fields(cfg: dict, where: str) -> dict:
         out[k] = int(_get(cfg, where, k, required=True))
     if out["qk_rope_head_dim"] % 2:
         raise ConfigError(f"{where}: qk_rope_head_dim ({out['qk_rope_head_dim']}) must be even")
+    rope = rope or {}
+    if rope.get("rope_type", rope.get("type")) == "yarn":
+        for key in ("attention_factor", "partial_rotary_factor"):
+            if rope.get(key) is not None:
+                raise ConfigError(f"{where}: YaRN {key}={rope[key]!r} is not supported (only the mscale / "
+                                  f"mscale_all_dim form DeepSeek-V3 uses)")
+        if rope.get("truncate", True) is not True:
+            raise ConfigError(f"{where}: YaRN truncate={rope['truncate']!r} is not supported (Megatron rounds the "
+                              f"correction range to integers)")
+        orig = rope.get("original_max_position_embeddings")
+        factor = rope.get("factor")
+        if orig is None:
+            raise ConfigError(f"{where}: YaRN RoPE needs original_max_position_embeddings")
+        if factor is None:  # transformers' rule for DeepSeek-style configs
+            factor = _get(cfg, where, "max_position_embeddings", required=True) / orig
+        mscale, mscale_all = rope.get("mscale"), rope.get("mscale_all_dim")
+        if not (mscale and mscale_all):  # transformers then uses m(factor, 1) for the cos/sin scale
+            mscale, mscale_all = 1.0, 0.0
+        out["rope_yarn"] = dict(factor=float(factor), original_max_position_embeddings=int(orig),
+                                beta_fast=float(rope.get("beta_fast") or 32), beta_slow=float(rope.get("beta_slow") or 1),
+                                mscale=float(mscale), mscale_all_dim=float(mscale_all))
     return out
 
 
