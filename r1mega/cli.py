@@ -151,7 +151,9 @@ def cmd_convert(args) -> int:
     from r1mega.checkpoint.convert import hf_to_r1mega, r1mega_to_hf, reshard
     from r1mega.config.sections import ParallelConfig
 
-    parallel = ParallelConfig(tensor=args.tp, pipeline=args.pp, expert=args.ep)
+    # sequence parallelism changes no weight, and MoE layers need it with TP > 1
+    parallel = ParallelConfig(tensor=args.tp, pipeline=args.pp, expert=args.ep, expert_tensor=args.etp,
+                              sequence_parallel=args.tp > 1)
     run = {"hf-to-r1mega": hf_to_r1mega, "r1mega-to-hf": r1mega_to_hf, "reshard": reshard}[args.direction]
     run(args.src, args.dst, parallel)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -234,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tp", type=int, default=1, help="tensor-parallel size to run the conversion at")
     t.add_argument("--pp", type=int, default=1, help="pipeline-parallel size to run the conversion at")
     t.add_argument("--ep", type=int, default=1, help="expert-parallel size (MoE) to run the conversion at")
+    t.add_argument("--etp", type=int, default=None, help="expert tensor-parallel size (MoE; default: --tp)")
     t.set_defaults(fn=cmd_convert)
 
     t = sub.add_parser("config", help="print the resolved config, or the documented schema")

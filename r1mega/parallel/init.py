@@ -38,9 +38,11 @@ def init_distributed(timeout_s: float = 600.0) -> tuple[int, int]:
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     rank, world, local_rank = world_from_env()
-    if world == 1:
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    if world == 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
+        # a plain `python` run: a port of our own (a MASTER_PORT inherited from a parent process
+        # that initialised torch.distributed itself may still be held by it)
+        os.environ["MASTER_ADDR"] = "127.0.0.1"
+        os.environ["MASTER_PORT"] = str(_free_port())
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
         backend = "nccl"

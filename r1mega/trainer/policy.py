@@ -166,6 +166,9 @@ class Policy:
     def _run(self, chunks, mbs: list[MicroBatch], forward_step, forward_only: bool):
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
+        tp = self.layout.tensor
+        if self.layout.sequence_parallel:  # the sequence is split over TP ranks: T a multiple of TP
+            mbs = [_pad_to(mb, mb.tokens.shape[0], -(-mb.tokens.shape[1] // tp) * tp) for mb in mbs]
         T = max(mb.tokens.shape[1] for mb in mbs)
         B = max(mb.tokens.shape[0] for mb in mbs)
         if self.layout.pipeline > 1:  # p2p buffers need one shape for every micro-batch
@@ -274,6 +277,9 @@ class Policy:
             ok, grad_norm = False, float("nan")
             self.optimizer.zero_grad()
         stats = self._reduce_stats(acc)
+        if getattr(self.arch, "is_moe", False):  # router load balance of this step's passes (collective)
+            from r1mega.models.moe import moe_router_stats
+            stats.update(moe_router_stats(self.modules))
         stats.update(grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
                      lr=self.optimizer.param_groups[0]["lr"], skipped=0.0 if (finite and ok) else 1.0)
         return stats

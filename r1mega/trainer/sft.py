@@ -176,9 +176,9 @@ def train_sft(cfg: Config, *, data: str | None = None) -> dict:
         t_last = now
         if held_out and s.eval_every and step % s.eval_every == 0 and step < rc.steps:
             metrics.update(eval_loss(policy, held_out, tok.pad_id))
+        logger.log(step, metrics)  # before the checkpoint (see r1mega.trainer.loop.train)
         if rc.save_every and step % rc.save_every == 0 and step < rc.steps:
             save(step)
-        logger.log(step, metrics)
         progress.update(step, {"loss": stats["loss"]})
         if rank == 0 and rc.log_every and step % rc.log_every == 0:
             console_summary(step, metrics)
