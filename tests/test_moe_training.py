@@ -111,7 +111,6 @@ def run_layout(out, hf, spec):
 
     from r1mega.config import load_config
     from r1mega.models import iter_hf_weights, load_hf, read_hf_config
-    from r1mega.models.moe import moe_router_stats
     from r1mega.parallel.init import init_parallel
     from r1mega.trainer.batch import pack
     from r1mega.trainer.policy import Policy, _pad_to
@@ -139,7 +138,7 @@ def run_layout(out, hf, spec):
         for mb in mine:  # a second epoch's ratio: perturb old logprobs so clipping happens
             mb.old_logp = mb.old_logp + 0.3 * torch.sin(torch.arange(mb.num_scored, dtype=torch.float32) + step)
         stats = policy.train_step(mine, denominator(ss, cfg.algorithm.loss_agg, 9), 9)
-        router = moe_router_stats(policy.modules)
+        router = {k: v for k, v in stats.items() if k.startswith("moe/")}  # the policy's moe_router_stats
         weights = {k: v.clone() for k, v in iter_hf_weights(policy.modules, arch)}
         steps.append({"stats": stats, "router": router, "weights": weights})
     if dist.get_rank() == 0:
