@@ -100,16 +100,8 @@ class RewardTrainer:
         return stats
 
     def _grads_finite(self) -> bool:
-        flag = torch.ones(1)
-        for c in self.chunks:
-            for p in c.parameters():
-                g = getattr(p, "main_grad", None)
-                g = p.grad if g is None else g
-                if g is not None and not torch.isfinite(g).all():
-                    flag.zero_()
-                    break
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item())
+        from r1mega.trainer.policy import grads_finite
+        return grads_finite(self.chunks)  # the value head is one of the chunks' parameters
 
 
 @torch.no_grad()

@@ -317,16 +317,7 @@ class Policy:
         return loss
 
     def _grads_finite(self) -> bool:
-        flag = torch.ones(1)
-        for c in self.chunks:
-            for p in c.parameters():
-                g = getattr(p, "main_grad", None)
-                g = p.grad if g is None else g
-                if g is not None and not torch.isfinite(g).all():
-                    flag.zero_()
-                    break
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item())
+        return grads_finite(self.chunks)
 
     def _reduce_stats(self, acc: dict[str, float]) -> dict[str, float]:
         """Token-weighted means over micro-batches, summed from the last stage and all DP ranks."""
@@ -368,6 +359,20 @@ class Policy:
         if vec[1] == 0:
             return {}
         return {"rollout/logprob_diff_mean": vec[0].item() / vec[1].item(), "rollout/logprob_diff_max": mx.item()}
+
+
+def grads_finite(chunks: list) -> bool:
+    """Collective: True when every gradient (Megatron's ``main_grad`` or ``.grad``) on every rank is finite."""
+    flag = torch.ones(1)
+    for c in chunks:
+        for p in c.parameters():
+            g = getattr(p, "main_grad", None)
+            g = p.grad if g is None else g
+            if g is not None and not torch.isfinite(g).all():
+                flag.zero_()
+                break
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def _pad_to(mb: MicroBatch, B: int, T: int) -> MicroBatch:
