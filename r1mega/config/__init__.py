@@ -85,22 +85,28 @@ def config_from_dict(data: dict, overrides: Sequence[str] = ()) -> Config:
     return cfg
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML config (None: all defaults), apply ``key.sub=value`` overrides, validate."""
+def read_yaml(path: str | os.PathLike | None) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file ({} for None); errors name the file."""
     import yaml
 
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file {path!r} does not exist")
-        with open(path) as f:
-            try:
-                data = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
+    if path is None:
+        return {}
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} does not exist")
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config (None: all defaults), apply ``key.sub=value`` overrides, validate."""
+    data = read_yaml(path)
     if path is not None:
         try:
             config_from_dict(data)

@@ -36,21 +36,9 @@ def load_configs(path: str | None, overrides: Sequence[str] = ()) -> tuple[Confi
     """The run config and the ``rejection`` section from one YAML file plus ``key=value`` overrides
     (``rejection.k=8`` goes to the section, everything else to :class:`~r1mega.config.Config`).
     Errors name the file and the overrides, as :func:`r1mega.config.load_config` does."""
-    import yaml
+    from r1mega.config import config_from_dict, read_yaml
 
-    from r1mega.config import config_from_dict
-
-    data: dict[str, Any] = {}
-    if path is not None:
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file {path!r} does not exist")
-        with open(path) as f:
-            try:
-                data = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
+    data = read_yaml(path)
 
     def build(d: dict) -> tuple[Config, RejectionConfig]:
         d = dict(d)
