@@ -13,7 +13,7 @@ from ._common import check_linear_inputs, check_targets_in_range, resolve_backen
 from .grpo_loss import GRPOLossFunction
 from .grpo_math import stats_from_sums, token_weights
 from .linear_grpo import LinearGRPOFunction
-from .linear_logprob import LinearLogprobFunction
+from .linear_logprob import LinearLogprobFunction, check_schedule
 from .reference import grpo_loss_eager, linear_grpo_loss_eager, linear_logprob_eager
 from .vocab_parallel import default_vocab_start, global_vocab_size
 
@@ -38,7 +38,7 @@ def _tp_setup(hidden, weight, targets, tp_group, vocab_start, backend):
 
 
 def linear_logprob(hidden, weight, targets, *, temperature=1.0, with_entropy=False, tp_group=None, vocab_start=None,
-                   backend="auto", chunk_size=None):
+                   backend="auto", chunk_size=None, schedule="fused"):
     """Per-token log-probability of ``targets`` under softmax(hidden @ weight.T / temperature).
 
     hidden (T, H), weight (Vs, H) (the full head, or this TP rank's vocab shard starting at
@@ -46,7 +46,10 @@ def linear_logprob(hidden, weight, targets, *, temperature=1.0, with_entropy=Fal
     entropy (T,) fp32 or None). Differentiable w.r.t. hidden and weight. With ``tp_group`` the
     forward all-gathers (4, T) statistics, the result equals TP=1 on every rank, dW is the local
     shard's gradient and dX (all-reduced in backward) is the full gradient on every rank.
-    ``chunk_size``: tokens per chunk for torch_chunked (int), or (tokens, vocab) tuple.
+    ``chunk_size``: tokens per chunk (int), or (tokens, vocab) tuple for torch_chunked.
+    ``schedule`` (triton only): "fused" (fused forward kernel, cuBLAS-chunked deterministic
+    backward; the default), "gemm" (cuBLAS logits chunks + row kernels both ways) or
+    "fused_atomic" (fused kernels both ways, fp32 atomics in backward).
     """
     backend = resolve_backend(backend)
     check_linear_inputs(hidden, weight, targets)
@@ -58,8 +61,9 @@ def linear_logprob(hidden, weight, targets, *, temperature=1.0, with_entropy=Fal
     chunk_t = chunk_size[0] if isinstance(chunk_size, (tuple, list)) else chunk_size
     chunk_v = chunk_size[1] if isinstance(chunk_size, (tuple, list)) else None
     impl = "triton" if backend == "triton" else "torch_chunked"
+    check_schedule(schedule)
     logp, ent = LinearLogprobFunction.apply(hidden, weight, targets, float(temperature), bool(with_entropy), tp_group,
-                                            start, impl, (chunk_t, chunk_v), None)
+                                            start, impl, (chunk_t, chunk_v), schedule)
     return logp, (ent if with_entropy else None)
 
 

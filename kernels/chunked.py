@@ -25,6 +25,14 @@ def default_chunks(num_tokens: int, vocab_shard: int, device: torch.device, chun
     return max(1, min(int(chunk_t), max(num_tokens, 1))), max(1, int(chunk_v))
 
 
+def default_chunk_tokens(num_tokens, vocab_shard, device, chunk_t=None):
+    """Tokens per chunk when whole vocabulary rows (T_c x Vs fp32) are materialised: about the byte budget."""
+    if chunk_t is None:
+        budget = GPU_BUDGET_BYTES if device.type == "cuda" else CPU_BUDGET_BYTES
+        chunk_t = max(16, budget // (4 * max(vocab_shard, 1)))
+    return max(1, min(int(chunk_t), max(num_tokens, 1)))
+
+
 def chunked_stats(x, w, targets, inv_temp: float, vocab_start: int, chunk_t: int, chunk_v: int) -> torch.Tensor:
     """Local softmax statistics (4, T) of hidden x (T, H) against this weight shard w (Vs, H)."""
     T, Vs = x.shape[0], w.shape[0]

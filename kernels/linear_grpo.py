@@ -13,7 +13,7 @@ tokens (T_c rows, all Vs columns of this rank's shard)
 Backward only scales the stored dX, dW by the incoming gradient. dX is all-reduced over the TP
 group once at the end (every rank gets the full gradient of the replicated hidden states).
 
-Layers: Triton row kernels (stats, grad-in-place) -> launchers -> ``linear_grpo_forward`` driver
+Layers: Triton row kernels (``logits_rows``: stats, grad-in-place) -> ``linear_grpo_forward`` driver
 (shared with the torch row ops: backend ``torch_chunked``) -> ``LinearGRPOFunction``.
 Reference: ``reference.linear_grpo_loss_eager``.
 """
@@ -22,105 +22,12 @@ from __future__ import annotations
 
 import torch
 
-from ._common import HAS_TRITON, NEG_BIG, check_triton_device, finalize_stats, mm_f32, softmax_grad, tile_stats
-from .chunked import CPU_BUDGET_BYTES, GPU_BUDGET_BYTES
+from ._common import HAS_TRITON, check_triton_device, finalize_stats, mm_f32
+from .chunked import default_chunk_tokens
 from .grpo_math import grpo_token_terms, stats_sums
+from .logits_rows import torch_row_grad_, torch_row_stats, triton_row_grad_, triton_row_stats
 from .reference import linear_grpo_loss_eager  # noqa: F401  (the reference, importable beside the kernel)
 from .vocab_parallel import allreduce_dx, combine_across_tp
-
-if HAS_TRITON:
-    import triton
-    import triton.language as tl
-
-    _NEG = tl.constexpr(NEG_BIG)
-
-    @triton.jit
-    def _row_stats_kernel(Z, TGT, STATS, C, V, stride_z, inv_temp, vocab_start, BLOCK_V: tl.constexpr):
-        """One program per row of the logits tile: online max / sum-exp / moment / target logit."""
-        row = tl.program_id(0)
-        tgt = tl.load(TGT + row).to(tl.int64) - vocab_start
-        m = tl.full([BLOCK_V], _NEG, tl.float32)  # per-lane running statistics, reduced at the end
-        s = tl.zeros([BLOCK_V], tl.float32)
-        w1 = tl.zeros([BLOCK_V], tl.float32)
-        tlog = tl.zeros([BLOCK_V], tl.float32)
-        for v0 in range(0, V, BLOCK_V):
-            cols = v0 + tl.arange(0, BLOCK_V)
-            ok = cols < V
-            z = tl.load(Z + row * stride_z + cols, mask=ok, other=0.0) * inv_temp
-            m_new = tl.where(ok, tl.maximum(m, z), m)
-            alpha = tl.exp(m - m_new)
-            zc = z - m_new
-            e = tl.where(ok, tl.exp(zc), 0.0)
-            w1 = alpha * (w1 + (m - m_new) * s) + tl.where(ok, e * zc, 0.0)
-            s = alpha * s + e
-            tlog += tl.where((cols.to(tl.int64) == tgt) & ok, z, 0.0)
-            m = m_new
-        big_m = tl.max(m, 0)
-        a = tl.exp(m - big_m)
-        s_tot = tl.sum(a * s, 0)
-        w_tot = tl.sum(a * (w1 + (m - big_m) * s), 0)
-        tl.store(STATS + row, big_m)
-        tl.store(STATS + C + row, s_tot)
-        tl.store(STATS + 2 * C + row, w_tot)
-        tl.store(STATS + 3 * C + row, tl.sum(tlog, 0))
-
-    @triton.jit
-    def _row_grad_kernel(Z, TGT, LSE, EZ, GLP, GENT, V, stride_z, inv_temp, vocab_start, BLOCK_V: tl.constexpr):
-        """Z[row] := dL/dlogits = inv_temp * (g_lp (1[y] - p) - g_ent p (z - E_p z)), in place."""
-        row = tl.program_id(0)
-        tgt = tl.load(TGT + row).to(tl.int64) - vocab_start
-        lse = tl.load(LSE + row)
-        ez = tl.load(EZ + row)
-        glp = tl.load(GLP + row)
-        gent = tl.load(GENT + row)
-        for v0 in range(0, V, BLOCK_V):
-            cols = v0 + tl.arange(0, BLOCK_V)
-            ok = cols < V
-            ptr = Z + row * stride_z + cols
-            z = tl.load(ptr, mask=ok, other=0.0) * inv_temp
-            p = tl.exp(z - lse)
-            dz = -p * (glp + gent * (z - ez)) + tl.where((cols.to(tl.int64) == tgt) & ok, glp, 0.0)
-            tl.store(ptr, dz * inv_temp, mask=ok)
-
-
-def _row_block(device):
-    return 1024 if device.type == "cuda" else 256
-
-
-def triton_row_stats(z, tgt, inv_temp, vocab_start):
-    check_triton_device(z)
-    C, V = z.shape
-    stats = torch.empty(4, C, dtype=torch.float32, device=z.device)
-    if C:
-        _row_stats_kernel[(C,)](z, tgt, stats, C, V, z.stride(0), float(inv_temp), int(vocab_start),
-                                BLOCK_V=_row_block(z.device))
-    return stats
-
-
-def triton_row_grad_(z, tgt, lse, ez, glp, gent, inv_temp, vocab_start):
-    C, V = z.shape
-    if C:
-        _row_grad_kernel[(C,)](z, tgt, lse, ez, glp, gent, V, z.stride(0), float(inv_temp), int(vocab_start),
-                               BLOCK_V=_row_block(z.device))
-    return z
-
-
-def torch_row_stats(z, tgt, inv_temp, vocab_start):
-    return tile_stats(z * inv_temp if inv_temp != 1.0 else z, tgt.long() - vocab_start)
-
-
-def torch_row_grad_(z, tgt, lse, ez, glp, gent, inv_temp, vocab_start):
-    if inv_temp != 1.0:
-        z.mul_(inv_temp)
-    dz = softmax_grad(z, tgt.long() - vocab_start, lse, ez, glp, gent)
-    return z.copy_(dz.mul_(inv_temp))
-
-
-def default_chunk_tokens(num_tokens, vocab_shard, device, chunk_t=None):
-    if chunk_t is None:
-        budget = GPU_BUDGET_BYTES if device.type == "cuda" else CPU_BUDGET_BYTES
-        chunk_t = max(16, budget // (4 * max(vocab_shard, 1)))
-    return max(1, min(int(chunk_t), max(num_tokens, 1)))
 
 
 def linear_grpo_forward(x, w, targets, old_logp, adv, ref_logp, wt, mask, *, clip_low, clip_high, kl_coef,

@@ -8,18 +8,26 @@ full logits) and ``chunked.chunked_stats`` / ``chunked.chunked_grads`` (same mat
 Forward kernel: grid (T blocks, vocab splits). Each program streams its vocabulary tiles,
 computes the logits tile with tl.dot over H blocks (fp32 accumulation) and keeps an online
 max / sum-exp / first moment / target logit per token; the few splits are combined in torch
-(the same exact combine as across TP ranks). Nothing of size [T, V] is written.
-Backward kernel: grid (T blocks, V tiles). Each program recomputes its logits tile, forms
-dL/dz = g_logp (1[y] - p) - g_ent p (z - E_p z), and atomically adds dz W into dX and
-dz^T X into dW (fp32 buffers), looping over H blocks. FLOPs: 2THV forward, 6THV backward.
+(the same exact combine as across TP ranks). Nothing of size [T, V] is written. 2THV FLOP.
+
+Backward, two forms (``SCHEDULES``):
+- "gemm" (default): per token chunk, cuBLAS recomputes Z_c = X_c W^T, the row kernel of
+  ``logits_rows`` turns it into dL/dZ_c in place, cuBLAS makes dX_c and adds dW. Deterministic,
+  6THV FLOP in tensor-core GEMMs; extra memory is one fp32 [T_c, Vs] chunk (~1 GiB budget).
+- "atomic": grid (T blocks, V tiles); each program recomputes its logits tile, forms
+  dL/dz = g_logp (1[y] - p) - g_ent p (z - E_p z) and atomically adds dz W into dX and dz^T X
+  into dW (fp32). No chunk buffer, but T/BLOCK_T atomic passes over dW.
+The "gemm" schedule also has a forward form (cuBLAS chunks + the row-stats kernel), for the
+benchmark to weigh against the fused forward kernel.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._common import HAS_TRITON, NEG_BIG, check_triton_device, combine_stats, finalize_stats
-from .chunked import chunked_grads, chunked_stats, default_chunks
+from ._common import HAS_TRITON, NEG_BIG, check_triton_device, combine_stats, finalize_stats, mm_f32
+from .chunked import chunked_grads, chunked_stats, default_chunk_tokens, default_chunks
+from .logits_rows import triton_row_grad_, triton_row_stats
 from .reference import linear_logprob_eager  # noqa: F401  (the reference, importable beside the kernel)
 from .vocab_parallel import allreduce_dx, combine_across_tp
 
@@ -38,6 +46,7 @@ if HAS_TRITON:
         rows = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
         row_ok = rows < T
         tgt = tl.load(TGT + rows, mask=row_ok, other=0).to(tl.int64) - vocab_start
+        x_rows = X + rows.to(tl.int64)[:, None] * stride_x  # 64-bit offsets: T * H may pass 2**31
         offs_h = tl.arange(0, BLOCK_H)
         m = tl.full([BLOCK_T], _NEG, tl.float32)
         s = tl.zeros([BLOCK_T], tl.float32)
@@ -46,12 +55,13 @@ if HAS_TRITON:
         for i in range(0, tiles_per_split):
             cols = (pid_s * tiles_per_split + i) * BLOCK_V + tl.arange(0, BLOCK_V)
             col_ok = cols < V
+            w_rows = W + cols.to(tl.int64)[:, None] * stride_w
             acc = tl.zeros([BLOCK_T, BLOCK_V], tl.float32)
             for h0 in range(0, H, BLOCK_H):
                 hh = h0 + offs_h
                 h_ok = hh < H
-                xt = tl.load(X + rows[:, None] * stride_x + hh[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
-                wt = tl.load(W + cols[:, None] * stride_w + hh[None, :], mask=col_ok[:, None] & h_ok[None, :], other=0.0)
+                xt = tl.load(x_rows + hh[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
+                wt = tl.load(w_rows + hh[None, :], mask=col_ok[:, None] & h_ok[None, :], other=0.0)
                 if UPCAST:
                     xt = xt.to(tl.float32)
                     wt = wt.to(tl.float32)
@@ -83,13 +93,17 @@ if HAS_TRITON:
         cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
         row_ok = rows < T
         col_ok = cols < V
+        rows64 = rows.to(tl.int64)  # 64-bit offsets: T * H and V * H may pass 2**31
+        cols64 = cols.to(tl.int64)
+        x_rows = X + rows64[:, None] * stride_x
+        w_rows = W + cols64[:, None] * stride_w
         offs_h = tl.arange(0, BLOCK_H)
         acc = tl.zeros([BLOCK_T, BLOCK_V], tl.float32)
         for h0 in range(0, H, BLOCK_H):
             hh = h0 + offs_h
             h_ok = hh < H
-            xt = tl.load(X + rows[:, None] * stride_x + hh[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
-            wt = tl.load(W + cols[:, None] * stride_w + hh[None, :], mask=col_ok[:, None] & h_ok[None, :], other=0.0)
+            xt = tl.load(x_rows + hh[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
+            wt = tl.load(w_rows + hh[None, :], mask=col_ok[:, None] & h_ok[None, :], other=0.0)
             if UPCAST:
                 xt = xt.to(tl.float32)
                 wt = wt.to(tl.float32)
@@ -116,32 +130,48 @@ if HAS_TRITON:
             hh = h0 + offs_h
             h_ok = hh < H
             if NEED_DX:
-                wt = tl.load(W + cols[:, None] * stride_w + hh[None, :], mask=col_ok[:, None] & h_ok[None, :], other=0.0)
+                wt = tl.load(w_rows + hh[None, :], mask=col_ok[:, None] & h_ok[None, :], other=0.0)
                 if UPCAST:
                     wt = wt.to(tl.float32)
                 dx = tl.dot(dzc, wt, input_precision=PREC)  # (BT, BH)
-                tl.atomic_add(DX + rows[:, None] * H + hh[None, :], dx, mask=row_ok[:, None] & h_ok[None, :])
+                tl.atomic_add(DX + rows64[:, None] * H + hh[None, :], dx, mask=row_ok[:, None] & h_ok[None, :])
             if NEED_DW:
-                xt = tl.load(X + rows[:, None] * stride_x + hh[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
+                xt = tl.load(x_rows + hh[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
                 if UPCAST:
                     xt = xt.to(tl.float32)
                 dw = tl.dot(tl.trans(dzc), xt, input_precision=PREC)  # (BV, BH)
-                tl.atomic_add(DW + cols[:, None] * H + hh[None, :], dw, mask=col_ok[:, None] & h_ok[None, :])
+                tl.atomic_add(DW + cols64[:, None] * H + hh[None, :], dw, mask=col_ok[:, None] & h_ok[None, :])
 
 
 # ----------------------------------------------------------------------------- launchers
 
+SCHEDULES = {
+    # name: (forward, backward)
+    "fused": ("fused", "gemm"),  # default: fused forward kernel, deterministic cuBLAS backward
+    "gemm": ("gemm", "gemm"),  # cuBLAS logits chunks + row kernels both ways
+    "fused_atomic": ("fused", "atomic"),  # fully fused; fp32 atomics into dX / dW
+}
 
-def _blocks(device: torch.device):
-    """(BLOCK_T, BLOCK_V, BLOCK_H, num_warps, upcast). Small tiles in the interpreter."""
-    if device.type != "cuda":
-        return 16, 128, 32, 4, True  # interpreter: fp32 tl.dot (bf16 dot is wrong there)
-    return 64, 128, 64, 8, False
+
+def check_schedule(schedule: str) -> tuple[str, str]:
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
+    return SCHEDULES[schedule]
 
 
-def _prec(x):
-    """fp32 inputs: exact fp32 dot (no TF32) so fp32 numerics match the reference."""
-    return "ieee" if x.dtype == torch.float32 else "tf32"
+def tile_config(device_type: str, dtype: torch.dtype) -> dict:
+    """Launch constants of the fused forward / backward kernels.
+
+    GPU: 64 x 128 token x vocab tiles over 64-wide hidden blocks, 8 warps: a (64, 64) x (64, 128)
+    tensor-core MMA per step (wgmma on Hopper), 3 pipeline stages of bf16 X / W tiles
+    (~72 KB of shared memory). fp32 inputs use exact fp32 dots ("ieee") so the fp32 path matches
+    the reference. Interpreter: small tiles, and the dot is done in fp32 (bf16 dots are wrong there).
+    """
+    if device_type != "cuda":
+        return dict(BLOCK_T=16, BLOCK_V=128, BLOCK_H=32, num_warps=4, num_stages=1, UPCAST=True,
+                    PREC="ieee" if dtype == torch.float32 else "tf32")
+    return dict(BLOCK_T=64, BLOCK_V=128, BLOCK_H=64, num_warps=8, num_stages=3, UPCAST=False,
+                PREC="ieee" if dtype == torch.float32 else "tf32")
 
 
 def _check_triton(x, w):
@@ -159,8 +189,8 @@ def triton_linear_stats(x, w, targets, inv_temp: float, vocab_start: int, num_sp
     _check_triton(x, w)
     T, H = x.shape
     Vs = w.shape[0]
-    bt, bv, bh, warps, upcast = _blocks(x.device)
-    n_t, n_v = triton.cdiv(T, bt), triton.cdiv(Vs, bv)
+    cfg = tile_config(x.device.type, x.dtype)
+    n_t, n_v = triton.cdiv(T, cfg["BLOCK_T"]), triton.cdiv(Vs, cfg["BLOCK_V"])
     if num_splits is None:
         if x.device.type == "cuda":
             sms = torch.cuda.get_device_properties(x.device).multi_processor_count
@@ -172,20 +202,19 @@ def triton_linear_stats(x, w, targets, inv_temp: float, vocab_start: int, num_sp
     tiles_per_split = triton.cdiv(n_v, num_splits)
     num_splits = triton.cdiv(n_v, tiles_per_split)
     parts = torch.empty(num_splits, 4, T, dtype=torch.float32, device=x.device)
-    tgt = targets.contiguous()
-    _llp_fwd_kernel[(n_t, num_splits)](x, w, tgt, parts, T, Vs, H, x.stride(0), w.stride(0), float(inv_temp),
-                                       int(vocab_start), tiles_per_split, BLOCK_T=bt, BLOCK_V=bv, BLOCK_H=bh,
-                                       UPCAST=upcast, PREC=_prec(x), num_warps=warps)
+    _llp_fwd_kernel[(n_t, num_splits)](x, w, targets.contiguous(), parts, T, Vs, H, x.stride(0), w.stride(0),
+                                       float(inv_temp), int(vocab_start), tiles_per_split, **cfg)
     return parts[0] if num_splits == 1 else combine_stats(parts)
 
 
 def triton_linear_grads(x, w, targets, lse, ez, g_logp, g_ent, inv_temp: float, vocab_start: int,
                         need_dx=True, need_dw=True):
-    """dX (T, H), dW (Vs, H) in fp32 with the fused backward kernel (logits recomputed per tile)."""
+    """dX (T, H), dW (Vs, H) in fp32 with the fused backward kernel (logits recomputed per tile,
+    fp32 atomics: the summation order is not deterministic)."""
     _check_triton(x, w)
     T, H = x.shape
     Vs = w.shape[0]
-    bt, bv, bh, warps, upcast = _blocks(x.device)
+    cfg = tile_config(x.device.type, x.dtype)
     dx = torch.zeros(T, H, dtype=torch.float32, device=x.device) if need_dx else None
     dw = torch.zeros(Vs, H, dtype=torch.float32, device=x.device) if need_dw else None
     has_ent = g_ent is not None
@@ -193,11 +222,55 @@ def triton_linear_grads(x, w, targets, lse, ez, g_logp, g_ent, inv_temp: float, 
     gent = g_ent.float().contiguous() if has_ent else glp
     if T == 0:
         return dx, dw
-    grid = (triton.cdiv(T, bt), triton.cdiv(Vs, bv))
+    grid = (triton.cdiv(T, cfg["BLOCK_T"]), triton.cdiv(Vs, cfg["BLOCK_V"]))
     _llp_bwd_kernel[grid](x, w, targets.contiguous(), lse, ez, glp, gent, dx if need_dx else glp,
                           dw if need_dw else glp, T, Vs, H, x.stride(0), w.stride(0), float(inv_temp),
-                          int(vocab_start), BLOCK_T=bt, BLOCK_V=bv, BLOCK_H=bh, UPCAST=upcast, HAS_ENT=has_ent,
-                          NEED_DX=need_dx, NEED_DW=need_dw, PREC=_prec(x), num_warps=warps)
+                          int(vocab_start), HAS_ENT=has_ent, NEED_DX=need_dx, NEED_DW=need_dw, **cfg)
+    return dx, dw
+
+
+def gemm_linear_stats(x, w, targets, inv_temp: float, vocab_start: int, chunk_t=None) -> torch.Tensor:
+    """Local statistics (4, T): per token chunk, cuBLAS logits Z_c = X_c W^T (fp32, [T_c, Vs]),
+    then the Triton row-stats kernel. Extra memory: one fp32 chunk of about the byte budget."""
+    _check_triton(x, w)
+    T, Vs = x.shape[0], w.shape[0]
+    chunk_t = default_chunk_tokens(T, Vs, x.device, chunk_t)
+    out = torch.empty(4, T, dtype=torch.float32, device=x.device)
+    tgt = targets.contiguous()
+    for t0 in range(0, T, chunk_t):
+        t1 = min(T, t0 + chunk_t)
+        z = mm_f32(x[t0:t1], w.T)  # (T_c, Vs)
+        out[:, t0:t1] = triton_row_stats(z, tgt[t0:t1], inv_temp, vocab_start)
+        del z
+    return out
+
+
+def gemm_linear_grads(x, w, targets, lse, ez, g_logp, g_ent, inv_temp: float, vocab_start: int,
+                      need_dx=True, need_dw=True, chunk_t=None):
+    """dX, dW (fp32) per token chunk: recompute Z_c with cuBLAS, Z_c := dL/dZ_c in place (row kernel),
+    dX_c = dZ_c W and dW += dZ_c^T X_c with cuBLAS (half inputs, fp32 outputs). Deterministic;
+    6 T H V FLOP, all in GEMMs."""
+    _check_triton(x, w)
+    T, H = x.shape
+    Vs = w.shape[0]
+    chunk_t = default_chunk_tokens(T, Vs, x.device, chunk_t)
+    dx = torch.empty(T, H, dtype=torch.float32, device=x.device) if need_dx else None
+    dw = torch.zeros(Vs, H, dtype=torch.float32, device=x.device) if need_dw else None
+    glp = g_logp.float().contiguous()
+    gent = g_ent.float().contiguous() if g_ent is not None else torch.zeros_like(glp)
+    tgt = targets.contiguous()
+    for t0 in range(0, T, chunk_t):
+        t1 = min(T, t0 + chunk_t)
+        xc = x[t0:t1]
+        dz = triton_row_grad_(mm_f32(xc, w.T), tgt[t0:t1], lse[t0:t1], ez[t0:t1], glp[t0:t1], gent[t0:t1],
+                              inv_temp, vocab_start)  # (T_c, Vs) dL/dlogits
+        if x.is_cuda and x.dtype != torch.float32:
+            dz = dz.to(x.dtype)  # tensor-core GEMMs with fp32 outputs
+        if need_dx:
+            dx[t0:t1] = mm_f32(dz, w)
+        if need_dw:
+            dw += mm_f32(dz.T, xc)
+        del dz
     return dx, dw
 
 
@@ -207,22 +280,27 @@ def triton_linear_grads(x, w, targets, lse, ez, g_logp, g_ent, inv_temp: float, 
 class LinearLogprobFunction(torch.autograd.Function):
     """(hidden, weight) -> (logp, entropy); impl is "triton" or "torch_chunked".
 
+    ``schedule`` (triton only, see ``SCHEDULES``) picks the fused or GEMM forms of each pass.
     With a TP group the forward all-gathers the (4, T) statistics and the backward all-reduces
     dX (see ``vocab_parallel``)."""
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, temperature, with_entropy, tp_group, vocab_start, impl, chunks,
-                num_splits):
+                schedule):
         inv_temp = 1.0 / float(temperature)
+        chunk_t, chunk_v = chunks or (None, None)
         if impl == "triton":
-            local = triton_linear_stats(hidden, weight, targets, inv_temp, vocab_start, num_splits)
-            chunk_t = chunk_v = None
+            fwd, _ = check_schedule(schedule)
+            if fwd == "fused":
+                local = triton_linear_stats(hidden, weight, targets, inv_temp, vocab_start)
+            else:
+                local = gemm_linear_stats(hidden, weight, targets, inv_temp, vocab_start, chunk_t)
         else:
-            chunk_t, chunk_v = default_chunks(hidden.shape[0], weight.shape[0], hidden.device, *(chunks or (None,)))
+            chunk_t, chunk_v = default_chunks(hidden.shape[0], weight.shape[0], hidden.device, chunk_t, chunk_v)
             local = chunked_stats(hidden, weight, targets, inv_temp, vocab_start, chunk_t, chunk_v)
         lse, logp, entropy, ez = finalize_stats(combine_across_tp(local, tp_group))
         ctx.save_for_backward(hidden, weight, targets, lse, ez)
-        ctx.cfg = (inv_temp, tp_group, vocab_start, impl, chunk_t, chunk_v)
+        ctx.cfg = (inv_temp, tp_group, vocab_start, impl, chunk_t, chunk_v, schedule)
         ctx.set_materialize_grads(False)
         if not with_entropy:
             ctx.mark_non_differentiable(entropy)
@@ -231,16 +309,16 @@ class LinearLogprobFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_logp, g_ent):
         hidden, weight, targets, lse, ez = ctx.saved_tensors
-        inv_temp, tp_group, vocab_start, impl, chunk_t, chunk_v = ctx.cfg
+        inv_temp, tp_group, vocab_start, impl, chunk_t, chunk_v, schedule = ctx.cfg
         need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if g_logp is None:
             g_logp = torch.zeros_like(lse)
+        args = (hidden, weight, targets, lse, ez, g_logp, g_ent, inv_temp, vocab_start, need_dx, need_dw)
         if impl == "triton":
-            dx, dw = triton_linear_grads(hidden, weight, targets, lse, ez, g_logp, g_ent, inv_temp, vocab_start,
-                                         need_dx, need_dw)
+            _, bwd = check_schedule(schedule)
+            dx, dw = triton_linear_grads(*args) if bwd == "atomic" else gemm_linear_grads(*args, chunk_t=chunk_t)
         else:
-            dx, dw = chunked_grads(hidden, weight, targets, lse, ez, g_logp, g_ent, inv_temp, vocab_start,
-                                   chunk_t, chunk_v, need_dx, need_dw)
+            dx, dw = chunked_grads(*args[:9], chunk_t, chunk_v, need_dx, need_dw)
         if dx is not None:
             dx = allreduce_dx(dx, tp_group).to(hidden.dtype)
         if dw is not None:

@@ -17,13 +17,20 @@ if not torch.cuda.is_available():
 import r1mega_kernels as K  # noqa: E402
 from r1mega_kernels._common import HAS_TRITON  # noqa: E402
 from r1mega_kernels.chunked import chunked_stats  # noqa: E402
-from r1mega_kernels.linear_logprob import LinearLogprobFunction, interpreted  # noqa: E402
+from r1mega_kernels.linear_logprob import gemm_linear_stats, interpreted, triton_linear_stats  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 TRITON_OK = HAS_TRITON and (DEV == "cuda" or interpreted())
 needs_triton = pytest.mark.skipif(not TRITON_OK, reason="triton missing, or TRITON_INTERPRET was not set before "
                                                         "r1mega_kernels was imported (CPU)")
-BACKENDS = ["eager", "torch_chunked", pytest.param("triton", marks=needs_triton)]
+# "triton:<schedule>": the Triton backend with that schedule (see linear_logprob.SCHEDULES)
+BACKENDS = ["eager", "torch_chunked"] + [pytest.param(f"triton:{s}", marks=needs_triton)
+                                         for s in ("fused", "gemm", "fused_atomic")]
+
+
+def _call(x, w, y, backend, **kw):
+    name, _, schedule = backend.partition(":")
+    return K.linear_logprob(x, w, y, backend=name, schedule=schedule or "fused", **kw)
 # (mean abs logp, max abs logp, entropy rel, grad rel-to-max) per input dtype
 TOL = {torch.float32: (1e-4, 1e-3, 1e-3, 2e-3), torch.bfloat16: (1e-4, 1e-3, 1e-3, 2e-2),
        torch.float16: (1e-4, 1e-3, 1e-3, 1e-2)}
@@ -65,8 +72,7 @@ def test_linear_logprob_fwd_bwd_vs_fp64(backend, dtype):
     lp_ref, ent_ref, dx_ref, dw_ref = _reference(x, w, y, temperature, g_lp, g_ent)
 
     xd, wd = x.to(DEV).requires_grad_(), w.to(DEV).requires_grad_()
-    lp, ent = K.linear_logprob(xd, wd, y.to(DEV), temperature=temperature, with_entropy=True, backend=backend,
-                               chunk_size=(16, 300))
+    lp, ent = _call(xd, wd, y.to(DEV), backend, temperature=temperature, with_entropy=True, chunk_size=(16, 300))
     (lp * g_lp.to(DEV, torch.float32) + ent * g_ent.to(DEV, torch.float32)).sum().backward()
     mean_tol, max_tol, ent_tol, g_tol = TOL[dtype]
     msg = f"seed={seed} backend={backend} dtype={dtype}"
@@ -90,7 +96,7 @@ def test_logp_only_and_single_input_grads(backend):
     g = torch.randn(T, dtype=torch.float64)
     _, _, _, dw_ref = _reference(x, w, y, 1.0, g, torch.zeros(T, dtype=torch.float64))
     wd = w.to(DEV).requires_grad_()
-    lp, ent = K.linear_logprob(x.to(DEV), wd, y.to(DEV), backend=backend)
+    lp, ent = _call(x.to(DEV), wd, y.to(DEV), backend)
     assert ent is None
     (lp * g.to(DEV, torch.float32)).sum().backward()
     assert _rel(wd.grad, dw_ref) <= 2e-3, f"seed={seed} dW rel err {_rel(wd.grad, dw_ref):.2e}"
@@ -102,7 +108,7 @@ def test_large_logits_stay_finite_and_nonpositive(backend):
     T, H, V = 23, 32, 301
     x, w, y = _inputs(T, H, V, torch.float32, scale=8.0)  # logits of order +-100
     y[:5] = (x[:5] @ w.T).argmax(1)  # some targets at the max logit: logp ~ 0
-    lp, ent = K.linear_logprob(x.to(DEV), w.to(DEV), y.to(DEV), with_entropy=True, backend=backend)
+    lp, ent = _call(x.to(DEV), w.to(DEV), y.to(DEV), backend, with_entropy=True)
     lp_ref, ent_ref = K.linear_logprob_eager(x.double(), w.double(), y, with_entropy=True)
     assert torch.isfinite(lp).all() and torch.isfinite(ent).all(), f"seed={seed}"
     assert (lp <= 0).all() and (ent >= 0).all(), f"seed={seed}"
@@ -127,9 +133,14 @@ def test_triton_vocab_splits_match_single_split():
     T, H, V = 21, 32, 701
     x, w, y = _inputs(T, H, V, torch.float32)
     x, w, y = x.to(DEV), w.to(DEV), y.to(DEV)
-    a = LinearLogprobFunction.apply(x, w, y, 1.0, True, None, 0, "triton", None, 1)
-    b = LinearLogprobFunction.apply(x, w, y, 1.0, True, None, 0, "triton", None, 4)
-    assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-5), f"seed={seed}"
+    a = triton_linear_stats(x, w, y, 1.0, 0, num_splits=1)
+    b = triton_linear_stats(x, w, y, 1.0, 0, num_splits=4)
+    c = gemm_linear_stats(x, w, y, 1.0, 0, chunk_t=8)  # cuBLAS chunks + the row-stats kernel
+    for other in (b, c):
+        lp_a, lp_o = a[3] - a[0] - a[1].log(), other[3] - other[0] - other[1].log()
+        assert torch.allclose(lp_a, lp_o, atol=1e-5), f"seed={seed}"
+        ent_a, ent_o = a[1].log() - a[2] / a[1], other[1].log() - other[2] / other[1]
+        assert torch.allclose(ent_a, ent_o, atol=1e-5), f"seed={seed}"
 
 
 def test_clear_errors():
@@ -146,6 +157,8 @@ def test_clear_errors():
         K.linear_logprob(x, w, y, temperature=0.0, backend="torch_chunked")
     with pytest.raises(ValueError, match="targets must be"):
         K.linear_logprob(x, w, y.float(), backend="torch_chunked")
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        K.linear_logprob(x, w, y, backend="torch_chunked", schedule="fastest")
 
 
 def test_auto_backend_choice():
@@ -166,6 +179,12 @@ def test_gpu_realistic_shape(dtype):
     xd, wd = x.cuda().requires_grad_(), w.cuda().requires_grad_()
     lp, ent = K.linear_logprob(xd, wd, y.cuda(), with_entropy=True, backend="triton")
     (lp * g.cuda().float()).sum().backward()
+    for schedule in ("gemm", "fused_atomic"):  # the other schedules agree with the default
+        xo, wo = x.cuda().requires_grad_(), w.cuda().requires_grad_()
+        lpo, ento = K.linear_logprob(xo, wo, y.cuda(), with_entropy=True, backend="triton", schedule=schedule)
+        (lpo * g.cuda().float()).sum().backward()
+        assert (lpo - lp).abs().max() <= 1e-3 and (ento - ent).abs().max() <= 1e-3, schedule
+        assert _rel(xo.grad, xd.grad.double().cpu()) <= 2e-2 and _rel(wo.grad, wd.grad.double().cpu()) <= 2e-2
     err = (lp.double().cpu() - lp_ref).abs()
     assert err.mean() <= 1e-4 and err.max() <= 1e-2, f"seed={seed} mean {err.mean():.2e}"
     assert (lp <= 0).all()

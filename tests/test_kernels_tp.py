@@ -43,11 +43,11 @@ def _problem(seed):
     return x, w, y, old, adv, mask, seq
 
 
-def _run(x, w, y, old, adv, mask, seq, backend, tp_group=None, vocab_start=None):
+def _run(x, w, y, old, adv, mask, seq, backend, tp_group=None, vocab_start=None, schedule="fused"):
     out = {}
     xd, wd = x.clone().requires_grad_(), w.clone().requires_grad_()
     lp, ent = K.linear_logprob(xd, wd, y, with_entropy=True, temperature=0.8, tp_group=tp_group,
-                               vocab_start=vocab_start, backend=backend)
+                               vocab_start=vocab_start, backend=backend, schedule=schedule, chunk_size=16)
     (lp * torch.linspace(-1, 1, T) + 0.3 * ent).sum().backward()
     out.update(lp=lp.detach(), ent=ent.detach(), dx=xd.grad, dw=wd.grad)
     xd, wd = x.clone().requires_grad_(), w.clone().requires_grad_()
@@ -67,12 +67,14 @@ def _worker(rank, world, init, seed, backend):
         x, w, y, old, adv, mask, seq = _problem(seed)
         full = _run(x, w, y, old, adv, mask, seq, backend)
         lo, hi = (0, SPLIT) if rank == 0 else (SPLIT, V)
-        shard = _run(x, w[lo:hi].contiguous(), y, old, adv, mask, seq, backend, tp_group=dist.group.WORLD,
-                     vocab_start=lo)
-        for k in ("lp", "ent", "dx", "loss", "g_lp", "g_dx"):
-            assert torch.allclose(shard[k], full[k], rtol=1e-5, atol=1e-5), (rank, backend, k)
-        for k in ("dw", "g_dw"):
-            assert torch.allclose(shard[k], full[k][lo:hi], rtol=1e-5, atol=1e-5), (rank, backend, k)
+        # the Triton backend: both forward forms (fused kernel; cuBLAS chunks + row kernels) vs TP=1
+        for schedule in ("fused", "gemm") if backend == "triton" else ("fused",):
+            shard = _run(x, w[lo:hi].contiguous(), y, old, adv, mask, seq, backend, tp_group=dist.group.WORLD,
+                         vocab_start=lo, schedule=schedule)
+            for k in ("lp", "ent", "dx", "loss", "g_lp", "g_dx"):
+                assert torch.allclose(shard[k], full[k], rtol=1e-5, atol=1e-5), (rank, backend, schedule, k)
+            for k in ("dw", "g_dw"):
+                assert torch.allclose(shard[k], full[k][lo:hi], rtol=1e-5, atol=1e-5), (rank, backend, schedule, k)
     finally:
         dist.destroy_process_group()
 
