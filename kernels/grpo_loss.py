@@ -96,8 +96,9 @@ if HAS_TRITON:
             tl.store(DENT + offs, -ent_coef * g * wt, mask=ok)
 
 
-def _block(device):
-    return 1024 if device.type == "cuda" else 64
+def block_config(device_type: str) -> dict:
+    """Tokens per program and warps of both GRPO kernels (small blocks in the interpreter)."""
+    return dict(BLOCK=1024, num_warps=4) if device_type == "cuda" else dict(BLOCK=64, num_warps=4)
 
 
 def _check(logp, *others):
@@ -114,28 +115,28 @@ def _check(logp, *others):
 def triton_grpo_forward(logp, old_logp, adv, ref, ent, wt, mask, clip_low, clip_high, kl_coef, ent_coef):
     """-> sums (NUM_SUMS,) fp32: [weighted loss, n, pg, k3, entropy, clip, clip_low, clip_high, ratio]."""
     T = logp.shape[0]
-    block = _block(logp.device)
-    n_blocks = max(1, triton.cdiv(T, block))
+    cfg = block_config(logp.device.type)
+    n_blocks = max(1, triton.cdiv(T, cfg["BLOCK"]))
     part = torch.zeros(n_blocks, NUM_SUMS, dtype=torch.float32, device=logp.device)
     if T > 0:
         _grpo_fwd_kernel[(n_blocks,)](logp, old_logp, adv, ref if ref is not None else logp,
                                       ent if ent is not None else logp, wt, mask, part, T, float(clip_low),
                                       float(clip_high), float(kl_coef), float(ent_coef), HAS_REF=ref is not None,
-                                      HAS_ENT=ent is not None, NSUM=NUM_SUMS, BLOCK=block)
+                                      HAS_ENT=ent is not None, NSUM=NUM_SUMS, **cfg)
     return part.sum(0)
 
 
 def triton_grpo_backward(g, logp, old_logp, adv, ref, wt, has_ent, clip_low, clip_high, kl_coef, ent_coef):
     T = logp.shape[0]
-    block = _block(logp.device)
+    cfg = block_config(logp.device.type)
     dlp = torch.empty(T, dtype=torch.float32, device=logp.device)
     dent = torch.empty(T, dtype=torch.float32, device=logp.device) if has_ent else None
     if T > 0:
-        _grpo_bwd_kernel[(triton.cdiv(T, block),)](g.float().reshape(1), logp, old_logp, adv,
+        _grpo_bwd_kernel[(triton.cdiv(T, cfg["BLOCK"]),)](g.float().reshape(1), logp, old_logp, adv,
                                                    ref if ref is not None else logp, wt, dlp,
                                                    dent if has_ent else dlp, T, float(clip_low), float(clip_high),
                                                    float(kl_coef), float(ent_coef), HAS_REF=ref is not None,
-                                                   HAS_ENT=has_ent, BLOCK=block)
+                                                   HAS_ENT=has_ent, **cfg)
     return dlp, dent
 
 

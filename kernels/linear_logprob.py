@@ -159,19 +159,33 @@ def check_schedule(schedule: str) -> tuple[str, str]:
     return SCHEDULES[schedule]
 
 
-def tile_config(device_type: str, dtype: torch.dtype) -> dict:
-    """Launch constants of the fused forward / backward kernels.
+def tile_config(device_type: str, dtype: torch.dtype, backward: bool = False, arch: int = 90) -> dict:
+    """Launch constants of the fused forward / backward (atomic) kernels; ``arch`` = compute capability x10.
 
     GPU: 64 x 128 token x vocab tiles over 64-wide hidden blocks, 8 warps: a (64, 64) x (64, 128)
-    tensor-core MMA per step (wgmma on Hopper), 3 pipeline stages of bf16 X / W tiles
-    (~72 KB of shared memory). fp32 inputs use exact fp32 dots ("ieee") so the fp32 path matches
-    the reference. Interpreter: small tiles, and the dot is done in fp32 (bf16 dots are wrong there).
+    tensor-core MMA per step (wgmma on Hopper), 3 pipeline stages of X / W tiles. ``aot_report``
+    checks every choice below for sm_90 and sm_80 (no register spills, shared memory within the
+    per-block limit); for sm_90 bf16: forward 72 KiB and 144 registers, backward 136 KiB and 149.
+    fp32 inputs use exact fp32 dots ("ieee") so the fp32 path matches the reference; those hold
+    more registers, hence 32-wide hidden blocks (and 64-wide vocabulary tiles) where 64 would spill.
+    Interpreter: small tiles, and the dot is done in fp32 (bf16 dots are wrong there).
     """
+    prec = "ieee" if dtype == torch.float32 else "tf32"
     if device_type != "cuda":
-        return dict(BLOCK_T=16, BLOCK_V=128, BLOCK_H=32, num_warps=4, num_stages=1, UPCAST=True,
-                    PREC="ieee" if dtype == torch.float32 else "tf32")
-    return dict(BLOCK_T=64, BLOCK_V=128, BLOCK_H=64, num_warps=8, num_stages=3, UPCAST=False,
-                PREC="ieee" if dtype == torch.float32 else "tf32")
+        return dict(BLOCK_T=16, BLOCK_V=128, BLOCK_H=32, num_warps=4, num_stages=1, UPCAST=True, PREC=prec)
+    bt, bv, bh = 64, 128, 64
+    if dtype == torch.float32 and (backward or arch < 90):
+        bv, bh = 64, 32
+    elif backward and arch < 90:
+        bh = 32
+    return dict(BLOCK_T=bt, BLOCK_V=bv, BLOCK_H=bh, num_warps=8, num_stages=3, UPCAST=False, PREC=prec)
+
+
+def _arch(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
+    major, minor = torch.cuda.get_device_capability(device)
+    return 10 * major + minor
 
 
 def _check_triton(x, w):
@@ -189,7 +203,7 @@ def triton_linear_stats(x, w, targets, inv_temp: float, vocab_start: int, num_sp
     _check_triton(x, w)
     T, H = x.shape
     Vs = w.shape[0]
-    cfg = tile_config(x.device.type, x.dtype)
+    cfg = tile_config(x.device.type, x.dtype, arch=_arch(x.device))
     n_t, n_v = triton.cdiv(T, cfg["BLOCK_T"]), triton.cdiv(Vs, cfg["BLOCK_V"])
     if num_splits is None:
         if x.device.type == "cuda":
@@ -214,7 +228,7 @@ def triton_linear_grads(x, w, targets, lse, ez, g_logp, g_ent, inv_temp: float, 
     _check_triton(x, w)
     T, H = x.shape
     Vs = w.shape[0]
-    cfg = tile_config(x.device.type, x.dtype)
+    cfg = tile_config(x.device.type, x.dtype, backward=True, arch=_arch(x.device))
     dx = torch.zeros(T, H, dtype=torch.float32, device=x.device) if need_dx else None
     dw = torch.zeros(Vs, H, dtype=torch.float32, device=x.device) if need_dw else None
     has_ent = g_ent is not None
