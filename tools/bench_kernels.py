@@ -70,17 +70,27 @@ def _inputs(T, H, V, dtype, device, seed=0):
     return x, w, y, old, adv, mask, ref
 
 
+BACKENDS = ("eager", "torch_chunked", "triton", "triton:gemm", "triton:fused_atomic")  # triton = fused schedule
+
+
+def _split(backend):
+    """'triton:gemm' -> ('triton', 'gemm'); the schedule only applies to the linear_logprob ops."""
+    name, _, schedule = backend.partition(":")
+    return name, schedule or "fused"
+
+
 def _op(op, backend, inp):
     import r1mega_kernels as K
 
     x, w, y, old, adv, mask, ref = inp
+    backend, schedule = _split(backend)
     if op == "logprob_fwd":
         def run():
             with torch.no_grad():
-                return K.linear_logprob(x, w, y, with_entropy=True, backend=backend)[0]
+                return K.linear_logprob(x, w, y, with_entropy=True, backend=backend, schedule=schedule)[0]
     elif op == "logprob_fwdbwd":
         def run():
-            lp, ent = K.linear_logprob(x, w, y, with_entropy=True, backend=backend)
+            lp, ent = K.linear_logprob(x, w, y, with_entropy=True, backend=backend, schedule=schedule)
             (lp.sum() + 0.01 * ent.sum()).backward()
     elif op == "grpo_fwdbwd":
         def run():
@@ -129,8 +139,9 @@ def _fp64_check(inp, backend, device, n_check=256):
 
     x, w, y = inp[:3]
     n = min(n_check, x.shape[0])
+    backend, schedule = _split(backend)
     with torch.no_grad():
-        lp, _ = K.linear_logprob(x[:n].detach(), w.detach(), y[:n], backend=backend)
+        lp, _ = K.linear_logprob(x[:n].detach(), w.detach(), y[:n], backend=backend, schedule=schedule)
         ref, _ = K.linear_logprob_eager(x[:n].detach().double(), w.detach().double(), y[:n])
     err = (lp.double() - ref).abs()
     return {"mean_abs_err": err.mean().item(), "max_abs_err": err.max().item(), "max_logp": lp.max().item()}
@@ -234,7 +245,8 @@ def main(argv=None):
     ap.add_argument("--hidden", type=int, help="H (default: GPU 4096; CPU 128)")
     ap.add_argument("--dtype", choices=list(DTYPES), help="input dtype (default: GPU bf16; CPU fp32)")
     ap.add_argument("--ops", nargs="+", choices=OPS, default=["logprob_fwd", "logprob_fwdbwd", "grpo_fwdbwd"])
-    ap.add_argument("--backends", nargs="+", choices=["eager", "torch_chunked", "triton"])
+    ap.add_argument("--backends", nargs="+", choices=BACKENDS,
+                    help="triton:<schedule> picks a linear_logprob schedule (default: all on GPU)")
     ap.add_argument("--warmup", type=int, help="warm-up runs (default: GPU 3; CPU 1)")
     ap.add_argument("--repeats", type=int, help="timed runs, median reported (default: GPU 10; CPU 1)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in each child (0: torch default)")
@@ -253,7 +265,7 @@ def main(argv=None):
     vocab = args.vocab or ([32768, 129280, 151936] if gpu else [8192])
     hidden = args.hidden or (4096 if gpu else 128)
     dtype = args.dtype or ("bf16" if gpu else "fp32")
-    backends = args.backends or (["eager", "torch_chunked", "triton"] if gpu else ["eager", "torch_chunked"])
+    backends = args.backends or (list(BACKENDS) if gpu else ["eager", "torch_chunked"])
     warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
     repeats = args.repeats or (10 if gpu else 1)
     name = args.name or f"{device}_kernels"
@@ -262,14 +274,16 @@ def main(argv=None):
         for V in vocab:
             for T in tokens:
                 for be in backends:
+                    if ":" in be and not op.startswith("logprob"):
+                        continue  # schedules are a linear_logprob choice
                     cfg = dict(device=device, op=op, backend=be, T=T, H=hidden, V=V, dtype=dtype, warmup=warmup,
                                repeats=repeats, threads=args.threads)
                     r = run_config(cfg, args.timeout)
                     results.append(r)
                     if "error" in r:
-                        print(f"{op:15s} T={T:6d} V={V:6d} {be:13s} ERROR {r['error']}", flush=True)
+                        print(f"{op:15s} T={T:6d} V={V:6d} {be:19s} ERROR {r['error']}", flush=True)
                     else:
-                        print(f"{op:15s} T={T:6d} V={V:6d} {be:13s} {r['time_s'] * 1e3:10.1f} ms "
+                        print(f"{op:15s} T={T:6d} V={V:6d} {be:19s} {r['time_s'] * 1e3:10.1f} ms "
                               f"x{r['time_s'] / r['matmul_s']:5.2f} matmul  peak extra {_mb(r['peak_extra_bytes'])} MB",
                               flush=True)
     import triton  # noqa: F401  (version only)
