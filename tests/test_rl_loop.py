@@ -73,22 +73,13 @@ def test_pp2_trainer(assets, tmp_path):
     assert all(m["sync/direct"] == 0.0 for m in steps)  # stages are gathered to every engine
 
 
-def test_dp2_with_reference_kl_and_evaluation(assets, tmp_path):
-    # evaluation between steps (run.eval_every=1) puts the engine to sleep; the next rollout wakes it
-    evals = os.path.join(os.path.dirname(assets[1]), "eval.jsonl")
-    result, steps = _run(assets, tmp_path, 2, "run.steps=2", "algorithm.kl_coef=0.05", "trainer.mini_batches=2",
-                         f"data.eval={evals}", "run.eval_every=1", "eval.k=2")
-    _check(result, steps, 2)
-    assert all("actor/kl" in m for m in steps)
-    from r1mega.logging.metrics import read_metrics
-    evaluated = [m for m in read_metrics(tmp_path / "run") if "eval/pass@1" in m]
-    assert [int(m["step"]) for m in evaluated] == [1, 2] and all(m["eval/prompts"] == 4 for m in evaluated)
-
-
-def test_mixed_rule_and_reward_model_rewards(assets, tmp_path):
-    """Reasoning prompts keep rule rewards while general prompts (kind 'general', no answer) are
-    scored by a Bradley-Terry reward model trained with `r1mega train-rm`, in the same batches."""
+def test_dp2_reference_kl_evaluation_and_reward_model_rewards(assets, tmp_path):
+    """DP=2 with a reference model (KL), two mini-batches and evaluation between steps (which puts
+    the engine to sleep; the next rollout wakes it). The batches mix reasoning prompts, which keep
+    the rule rewards, with general prompts (kind 'general', no answer) scored by a Bradley-Terry
+    reward model trained with `r1mega train-rm`."""
     from r1mega.data.synthetic import write_jsonl
+    from r1mega.logging.metrics import read_metrics
     from r1mega.reward_model.synthetic import general_prompts, make_preference_splits
 
     model, data = assets
@@ -104,10 +95,16 @@ def test_mixed_rule_and_reward_model_rewards(assets, tmp_path):
     general = general_prompts(len(reasoning), rule="polite", seed=1)
     mixed = [row for pair in zip(reasoning, general) for row in pair]  # alternate: both kinds in every batch
     mixed_path = write_jsonl(mixed, str(tmp_path / "mixed.jsonl"))
+    evals = os.path.join(os.path.dirname(data), "eval.jsonl")
     result, steps = _run((model, mixed_path), tmp_path, 2, "run.steps=2", "data.shuffle=false",
-                         f"reward.model_path={tmp_path / 'rm' / 'reward_model'}", "reward.model_weight=0.5")
+                         f"reward.model_path={tmp_path / 'rm' / 'reward_model'}", "reward.model_weight=0.5",
+                         "algorithm.kl_coef=0.05", "trainer.mini_batches=2", f"data.eval={evals}", "run.eval_every=1",
+                         "eval.k=2")
     _check(result, steps, 2)
+    assert all("actor/kl" in m for m in steps)
     for m in steps:
         assert m["batch/frac_general"] == 0.5 and m["batch/frac_reasoning"] == 0.5
         assert math.isfinite(m["reward/reward_model"]) and m["reward/reward_model"] != 0.0
         assert "reward/accuracy" in m and "reward/mean_general" in m
+    evaluated = [m for m in read_metrics(tmp_path / "run") if "eval/pass@1" in m]
+    assert [int(m["step"]) for m in evaluated] == [1, 2] and all(m["eval/prompts"] == 4 for m in evaluated)
