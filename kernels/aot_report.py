@@ -196,10 +196,24 @@ def compile_spec(spec: KernelSpec, arch: int) -> KernelReport:
     return rep
 
 
-def run(arch: int) -> list[KernelReport]:
+def _compile_nth(arch: int, i: int) -> KernelReport:
+    return compile_spec(kernel_specs(arch)[i], arch)
+
+
+def run(arch: int, jobs: int = 0) -> list[KernelReport]:
+    """Compile every kernel spec for ``arch``; ``jobs`` worker processes (0: one per CPU core, at most 8)."""
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise RuntimeError("unset TRITON_INTERPRET: the report compiles the real kernels, not interpreted ones")
-    return [compile_spec(s, arch) for s in kernel_specs(arch)]
+    n = len(kernel_specs(arch))
+    jobs = jobs or min(8, os.cpu_count() or 1)
+    if jobs <= 1:
+        return [_compile_nth(arch, i) for i in range(n)]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # each compile is single-threaded; workers rebuild the specs (JIT functions do not pickle)
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as pool:
+        return list(pool.map(_compile_nth, [arch] * n, range(n)))
 
 
 def to_markdown(reports: list[KernelReport], arch: int, versions: dict) -> str:
@@ -220,6 +234,7 @@ def to_markdown(reports: list[KernelReport], arch: int, versions: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", type=int, default=90, help="compute capability x10 (90 = H100/H200, 80 = A100)")
+    ap.add_argument("--jobs", type=int, default=0, help="compile processes (0: one per core, at most 8)")
     ap.add_argument("--md", help="write the markdown table here")
     ap.add_argument("--json", help="write the reports as JSON here")
     args = ap.parse_args(argv)
@@ -227,7 +242,7 @@ def main(argv=None) -> int:
 
     import triton
 
-    reports = run(args.arch)
+    reports = run(args.arch, args.jobs)
     from datetime import date
 
     versions = {"date": date.today().isoformat(), "triton": triton.__version__, "torch": torch.__version__,
