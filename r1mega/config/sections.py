@@ -153,6 +153,10 @@ class TrainerConfig:
                           choices=("auto", "packed", "padded"))
     logprob_backend: str = option("auto", "LM-head logprob implementation (auto: Triton on GPU, chunked torch on CPU).",
                                   choices=("auto", "triton", "torch_chunked", "eager"))
+    logprob_schedule: str = option("fused", "Triton schedule of the LM-head logprob: fused (fused forward kernel, "
+                                   "deterministic cuBLAS-chunked backward), gemm (cuBLAS logits chunks and row "
+                                   "kernels both ways) or fused_atomic (fused kernels both ways, fp32 atomics). "
+                                   "Ignored by the torch backends.", choices=("fused", "gemm", "fused_atomic"))
 
     def validate(self) -> None:
         if self.micro_batch_tokens < 1:

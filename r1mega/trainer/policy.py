@@ -192,8 +192,9 @@ class Policy:
                                "(algorithm.kl_coef is 0)")
         def head(out, w, start, mb):
             logp, _ = linear_logprob(out, w, mb.targets, temperature=temperature or self.temperature,
-                                     tp_group=self._tp_group(),
-                                     vocab_start=start, backend=self.cfg.trainer.logprob_backend)
+                                     tp_group=self._tp_group(), vocab_start=start,
+                                     backend=self.cfg.trainer.logprob_backend,
+                                     schedule=self.cfg.trainer.logprob_schedule)
             if which == "old":
                 mb.old_logp = logp.float()
             else:
@@ -253,7 +254,8 @@ class Policy:
 
         def head(out, w, start, mb):
             logp, _ = linear_logprob(out, w, mb.targets, tp_group=self._tp_group(), vocab_start=start,
-                                     backend=self.cfg.trainer.logprob_backend)
+                                     backend=self.cfg.trainer.logprob_backend,
+                                     schedule=self.cfg.trainer.logprob_schedule)
             loss = -(logp * mb.mask).sum() / denominator
             acc["loss"] = acc.get("loss", 0.0) + float(loss.detach())
             acc["tokens"] = acc.get("tokens", 0.0) + float(mb.mask.sum())
@@ -292,7 +294,8 @@ class Policy:
         a = self.cfg.algorithm
         logp, ent = linear_logprob(h, w, mb.targets, temperature=self.temperature, with_entropy=a.entropy_coef > 0,
                                    tp_group=self._tp_group(), vocab_start=start,
-                                   backend=self.cfg.trainer.logprob_backend)
+                                   backend=self.cfg.trainer.logprob_backend,
+                                   schedule=self.cfg.trainer.logprob_schedule)
         _, counts = torch.unique_consecutive(mb.seq_ids, return_counts=True)
         sizes = counts.tolist()
 
