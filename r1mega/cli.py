@@ -153,7 +153,8 @@ def cmd_convert(args) -> int:
 
     # sequence parallelism changes no weight, and MoE layers need it with TP > 1
     parallel = ParallelConfig(tensor=args.tp, pipeline=args.pp, expert=args.ep, expert_tensor=args.etp,
-                              sequence_parallel=args.tp > 1)
+                              sequence_parallel=args.tp > 1, first_stage_layers=args.first_stage_layers,
+                              last_stage_layers=args.last_stage_layers)
     run = {"hf-to-r1mega": hf_to_r1mega, "r1mega-to-hf": r1mega_to_hf, "reshard": reshard}[args.direction]
     run(args.src, args.dst, parallel)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -237,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pp", type=int, default=1, help="pipeline-parallel size to run the conversion at")
     t.add_argument("--ep", type=int, default=1, help="expert-parallel size (MoE) to run the conversion at")
     t.add_argument("--etp", type=int, default=None, help="expert tensor-parallel size (MoE; default: --tp)")
+    t.add_argument("--first-stage-layers", type=int, default=None,
+                   help="layers on the first pipeline stage when they do not split evenly (default: even)")
+    t.add_argument("--last-stage-layers", type=int, default=None,
+                   help="layers on the last pipeline stage when they do not split evenly (default: even)")
     t.set_defaults(fn=cmd_convert)
 
     t = sub.add_parser("config", help="print the resolved config, or the documented schema")

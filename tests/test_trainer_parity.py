@@ -28,6 +28,7 @@ def reference(tmp_path_factory):
 
 
 def _compare(ref, got):
+    assert {i for rank in got["rank_layers"] for i in rank} == set(ref["rank_layers"][0])  # every layer, somewhere
     for name in ("fused", "unfused", "sft", "sft_padded", "sft_packed", "sft_garbage"):
         a, b = ref[name], got[name]
         for key in ("loss", "grad_norm", "pg_loss", "clip_frac"):
@@ -75,4 +76,15 @@ def test_interleaved_pipeline_equals_single_process(deep_reference, tmp_path):
     """PP=2 with 2 virtual stages per rank (interleaved 1F1B): layers 0,2 on rank 0 and 1,3 on rank 1."""
     path, ref = deep_reference
     torchrun(WORKER, str(tmp_path), path, "1", "2", "parallel.virtual_pipeline=2", nproc=2)
-    _compare(ref, torch.load(tmp_path / "result.pt"))
+    got = torch.load(tmp_path / "result.pt")
+    assert got["rank_layers"] == [[0, 2], [1, 3]]
+    _compare(ref, got)
+
+
+def test_uneven_pipeline_split_equals_single_process(deep_reference, tmp_path):
+    """PP=2 with 1 layer on the first stage and 3 on the last (parallel.first_stage_layers=1)."""
+    path, ref = deep_reference
+    torchrun(WORKER, str(tmp_path), path, "1", "2", "parallel.first_stage_layers=1", nproc=2)
+    got = torch.load(tmp_path / "result.pt")
+    assert got["rank_layers"] == [[0], [1, 2, 3]]
+    _compare(ref, got)

@@ -111,10 +111,18 @@ def _torch_save(obj, path: str) -> None:
         os.fsync(f.fileno())
 
 
-def _layout_dict() -> dict:
+def _layout_dict(chunks=None) -> dict:
+    """The parallel layout of this run (and an uneven pipeline layer split, read off the model's config)."""
     from megatron.core import parallel_state as ps
 
-    return {"world_size": _world(),
+    split = {}
+    if chunks:
+        cfg = getattr(chunks[0], "config", None) or getattr(getattr(chunks[0], "module", None), "config", None)
+        for key, attr in (("first_stage_layers", "num_layers_in_first_pipeline_stage"),
+                          ("last_stage_layers", "num_layers_in_last_pipeline_stage")):
+            if getattr(cfg, attr, None) is not None:
+                split[key] = getattr(cfg, attr)
+    return {**split, "world_size": _world(),
             "tensor": ps.get_tensor_model_parallel_world_size(),
             "pipeline": ps.get_pipeline_model_parallel_world_size(),
             "virtual_pipeline": ps.get_virtual_pipeline_model_parallel_world_size(),
@@ -273,7 +281,7 @@ def write_checkpoint(path: str | os.PathLike, *, chunks: list, optimizer=None, s
             _write_json(os.path.join(tmp, "extra.json"), ex)
         _write_json(os.path.join(tmp, META), {
             "format": FORMAT, "version": FORMAT_VERSION, "step": step, "time": time.time(),
-            "layout": _layout_dict(), "arch": arch.to_dict(), "has_optimizer": optimizer is not None,
+            "layout": _layout_dict(chunks), "arch": arch.to_dict(), "has_optimizer": optimizer is not None,
             "optimizer_sharding": OPTIM_METADATA["distrib_optim_sharding_type"] if optimizer is not None else None,
             "has_scheduler": scheduler is not None})
         _fsync_tree(tmp)
@@ -430,7 +438,7 @@ def load_checkpoint(path: str | os.PathLike, *, chunks: list, optimizer=None, sc
     if scheduler is not None:
         scheduler.load_state_dict(torch.load(os.path.join(path, "scheduler.pt"), weights_only=False))
 
-    same_layout = meta.get("layout") == _layout_dict()
+    same_layout = meta.get("layout") == _layout_dict(chunks)
     mine = os.path.join(path, "ranks", f"rank_{_rank():05d}.pt")
     rank_file = mine if same_layout and os.path.isfile(mine) else os.path.join(path, "ranks", "rank_00000.pt")
     state = torch.load(rank_file, weights_only=False) if os.path.isfile(rank_file) else {"extra": {}}
@@ -439,6 +447,6 @@ def load_checkpoint(path: str | os.PathLike, *, chunks: list, optimizer=None, sc
             set_rng_state(state["rng"])
         elif _rank() == 0:
             warnings.warn(f"checkpoint {path!r} was saved at layout {meta.get('layout')}, loading at "
-                          f"{_layout_dict()}: RNG states are not restored", stacklevel=2)
+                          f"{_layout_dict(chunks)}: RNG states are not restored", stacklevel=2)
     _barrier()
     return state.get("extra", {})

@@ -39,6 +39,12 @@ class ParallelConfig:
     tensor: int = option(1, "Tensor-parallel size (TP) of the trainer.")
     pipeline: int = option(1, "Pipeline-parallel size (PP) of the trainer.")
     virtual_pipeline: int | None = option(None, "Model chunks per pipeline rank (interleaved 1F1B); None = plain 1F1B.")
+    first_stage_layers: int | None = option(None, "Transformer layers on the first pipeline stage when they do not "
+                                            "split evenly (e.g. DeepSeek-V3's 61); None = even split. The first "
+                                            "stage also holds the embedding, so it often takes fewer.")
+    last_stage_layers: int | None = option(None, "Transformer layers on the last pipeline stage (which also holds "
+                                           "the LM head and loss); None = even split. The layers left over are "
+                                           "split evenly over the middle stages.")
     context: int = option(1, "Context-parallel size (CP) of the trainer.")
     expert: int = option(1, "Expert-parallel size (EP) for MoE layers.")
     expert_tensor: int | None = option(None, "Tensor-parallel size inside experts; None = same as tensor.")
@@ -55,6 +61,12 @@ class ParallelConfig:
             raise ConfigError("parallel.sequence_parallel=true needs parallel.tensor > 1 (got 1)")
         if self.virtual_pipeline is not None and self.pipeline == 1:
             raise ConfigError(f"parallel.virtual_pipeline ({self.virtual_pipeline}) needs parallel.pipeline > 1")
+        for name in ("first_stage_layers", "last_stage_layers"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"parallel.{name} ({v}) must be >= 1, or null for an even split")
+            if v is not None and self.pipeline == 1:
+                raise ConfigError(f"parallel.{name} ({v}) needs parallel.pipeline > 1")
 
     def model_parallel_size(self) -> int:
         return self.tensor * self.pipeline * self.context

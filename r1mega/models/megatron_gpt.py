@@ -42,6 +42,10 @@ def transformer_config(arch: ModelArch, model_cfg: ModelConfig, layout: Layout):
         kw.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     if layout.virtual_pipeline:
         kw.update(virtual_pipeline_model_parallel_size=layout.virtual_pipeline)
+    if layout.first_stage_layers is not None:
+        kw.update(num_layers_in_first_pipeline_stage=layout.first_stage_layers)
+    if layout.last_stage_layers is not None:
+        kw.update(num_layers_in_last_pipeline_stage=layout.last_stage_layers)
     from r1mega.models.moe import megatron_moe_kwargs
     kw.update(megatron_moe_kwargs(arch, layout, use_te=have_te()))
     config_cls = TransformerConfig

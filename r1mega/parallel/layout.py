@@ -28,9 +28,13 @@ class Layout:
     rollout_tensor: int
     rollout_data: int
     padded_vocab_size: int
+    first_stage_layers: int | None = None  # uneven pipeline split (None: even); see stage_layers
+    last_stage_layers: int | None = None
 
     def describe(self) -> str:
         vp = f" (x{self.virtual_pipeline} virtual)" if self.virtual_pipeline else ""
+        if self.first_stage_layers is not None or self.last_stage_layers is not None:
+            vp += f" [layers: first stage {self.first_stage_layers or 'even'}, last {self.last_stage_layers or 'even'}]"
         return (f"world {self.world_size} = TP {self.tensor} x PP {self.pipeline}{vp} x CP {self.context} "
                 f"x DP {self.data}; EP {self.expert} (expert TP {self.expert_tensor}); "
                 f"rollout: {self.rollout_data} engine(s) x TP {self.rollout_tensor}; "
@@ -44,6 +48,48 @@ def padded_vocab(vocab_size: int, tensor: int) -> int:
     logprobs over the real vocabulary equal the unpadded model's.
     """
     return -(-vocab_size // tensor) * tensor
+
+
+def stage_layers(num_layers: int, pipeline: int, virtual: int | None = None, first: int | None = None,
+                 last: int | None = None) -> list[list[list[int]]]:
+    """Global layer indices of each pipeline rank's model chunks: ``[rank][chunk] -> [layers]``.
+
+    Megatron's split: with ``first`` / ``last`` set, those stages hold that many layers and the rest
+    are spread evenly over the middle stages; with ``virtual`` = v chunks per rank, each stage's
+    layers are cut into v equal chunks and the layers run chunk 0 of every stage (rank 0 first),
+    then chunk 1 of every stage, and so on. Raises ConfigError naming the numbers that do not split.
+    """
+    v = virtual or 1
+    counts = [None] * pipeline
+    rest, free = num_layers, pipeline
+    if first is not None:
+        counts[0], rest, free = first, rest - first, free - 1
+    if last is not None:
+        counts[-1], rest, free = last, rest - last, free - 1
+    if first is not None and last is not None and pipeline == 1:
+        raise ConfigError("parallel.first_stage_layers and parallel.last_stage_layers need parallel.pipeline >= 2")
+    if free:
+        if rest <= 0 or rest % free:
+            what = "num_hidden_layers" + (" minus the first/last-stage layers" if free < pipeline else "")
+            raise ConfigError(f"{what} ({rest}) must split evenly over {free} pipeline stage(s) "
+                              f"(parallel.pipeline={pipeline}); set parallel.first_stage_layers / "
+                              f"parallel.last_stage_layers so that it does")
+        counts = [c if c is not None else rest // free for c in counts]
+    elif rest:
+        raise ConfigError(f"parallel.first_stage_layers + parallel.last_stage_layers ({num_layers - rest}) must "
+                          f"equal num_hidden_layers ({num_layers}) with parallel.pipeline=2")
+    for rank, c in enumerate(counts):
+        if c % v:
+            raise ConfigError(f"pipeline stage {rank} holds {c} layers, not a multiple of "
+                              f"parallel.virtual_pipeline ({v})")
+    out = [[[] for _ in range(v)] for _ in range(pipeline)]
+    nxt = 0
+    for k in range(v):
+        for rank in range(pipeline):
+            per = counts[rank] // v
+            out[rank][k] = list(range(nxt, nxt + per))
+            nxt += per
+    return out
 
 
 def check_layout(p: ParallelConfig, world_size: int, arch=None, num_experts: int | None = None) -> Layout:
@@ -76,10 +122,13 @@ def check_layout(p: ParallelConfig, world_size: int, arch=None, num_experts: int
             raise ConfigError(
                 f"parallel.rollout_tensor ({p.rollout_tensor}) must divide num_attention_heads ({arch.num_heads}) "
                 f"and divide or be a multiple of num_key_value_heads ({arch.num_kv_heads})")
-        chunks = p.pipeline * (p.virtual_pipeline or 1)
-        if arch.num_layers % chunks:
-            what = "parallel.pipeline" if not p.virtual_pipeline else "parallel.pipeline x parallel.virtual_pipeline"
-            raise ConfigError(f"num_hidden_layers ({arch.num_layers}) must be a multiple of {what} ({chunks})")
+        if p.first_stage_layers is None and p.last_stage_layers is None:
+            chunks = p.pipeline * (p.virtual_pipeline or 1)
+            if arch.num_layers % chunks:
+                what = "parallel.pipeline" if not p.virtual_pipeline else "parallel.pipeline x parallel.virtual_pipeline"
+                raise ConfigError(f"num_hidden_layers ({arch.num_layers}) must be a multiple of {what} ({chunks}), "
+                                  f"or set parallel.first_stage_layers / parallel.last_stage_layers")
+        stage_layers(arch.num_layers, p.pipeline, p.virtual_pipeline, p.first_stage_layers, p.last_stage_layers)
         experts = num_experts if num_experts is not None else getattr(arch, "num_experts", 0)
         if experts and experts % p.expert:
             raise ConfigError(f"num_experts ({experts}) must be a multiple of parallel.expert ({p.expert})")
@@ -92,4 +141,5 @@ def check_layout(p: ParallelConfig, world_size: int, arch=None, num_experts: int
     return Layout(world_size=world_size, tensor=p.tensor, pipeline=p.pipeline, virtual_pipeline=p.virtual_pipeline,
                   context=p.context, data=data, expert=p.expert, expert_tensor=etp,
                   sequence_parallel=p.sequence_parallel, rollout_tensor=p.rollout_tensor,
-                  rollout_data=world_size // p.rollout_tensor, padded_vocab_size=vocab)
+                  rollout_data=world_size // p.rollout_tensor, padded_vocab_size=vocab,
+                  first_stage_layers=p.first_stage_layers, last_stage_layers=p.last_stage_layers)

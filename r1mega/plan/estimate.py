@@ -47,12 +47,13 @@ EAGER_HEAD_BYTES_PER_LOGIT = 14       # bf16 logits 2 + fp32 upcast 4 + saved lo
 
 
 # ---------------------------------------------------------------------------- parameters per GPU
-def rank_layers(num_layers: int, pipeline: int, virtual: int | None, rank: int) -> list[int]:
-    """Layer indices pipeline rank ``rank`` holds (Megatron's even split; interleaved chunks
-    ``rank, rank + p, rank + 2p, ...`` of ``L / (p*v)`` layers each)."""
-    v = virtual or 1
-    per = num_layers // (pipeline * v)
-    return [c * per + j for k in range(v) for c in [k * pipeline + rank] for j in range(per)]
+def rank_layers(num_layers: int, pipeline: int, virtual: int | None, rank: int, first: int | None = None,
+                last: int | None = None) -> list[int]:
+    """Layer indices pipeline rank ``rank`` holds (Megatron's split, ``parallel.layout.stage_layers``:
+    even, or with first/last-stage layer counts; interleaved chunks with ``virtual``)."""
+    from r1mega.parallel.layout import stage_layers
+
+    return [i for chunk in stage_layers(num_layers, pipeline, virtual, first, last)[rank] for i in chunk]
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ def rank_params(spec: ModelSpec, counts: ParamCounts, layout, pp_rank: int) -> R
     stage, final norm and output layer on the last (a tied output layer is a second copy of
     the embedding when PP > 1)."""
     t, p = layout.tensor, layout.pipeline
-    layers = rank_layers(spec.num_layers, p, layout.virtual_pipeline, pp_rank)
+    layers = rank_layers(spec.num_layers, p, layout.virtual_pipeline, pp_rank,
+                         layout.first_stage_layers, layout.last_stage_layers)
     dense = sum(counts.layers[i].tp / t + counts.layers[i].replicated for i in layers)
     experts = sum(counts.layers[i].experts for i in layers) / (layout.expert * layout.expert_tensor)
     vocab_shard = layout.padded_vocab_size // t * spec.hidden_size

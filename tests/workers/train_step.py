@@ -114,6 +114,13 @@ def main():
         layout = init_parallel(cfg.parallel, arch, seed=1)
         chunks, arch = load_hf(hf, cfg.model, layout)
         policy = Policy(cfg, layout, arch, chunks)
+        if name == "fused":  # which global layers each rank built (uneven pipeline splits are checked on it)
+            from megatron.core.transformer.transformer_layer import TransformerLayer
+
+            mine = sorted(m.layer_number - 1 for c in chunks for m in c.modules() if isinstance(m, TransformerLayer))
+            every = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(every, mine)
+            result["rank_layers"] = every
         ss = samples(arch.vocab_size)
         mbs = policy.pack(ss)
         policy.logprobs(mbs, "old")
