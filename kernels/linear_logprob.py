@@ -5,7 +5,7 @@ Layers: Triton kernels -> launchers (grid / block choices, shape and dtype check
 -> ``linear_logprob`` in ``api.py``. References: ``reference.linear_logprob_eager`` (eager,
 full logits) and ``chunked.chunked_stats`` / ``chunked.chunked_grads`` (same math, torch).
 
-Forward kernel: grid (T blocks, vocab splits). Each program streams its vocabulary tiles,
+Forward kernel: grid (vocab splits, T blocks). Each program streams its vocabulary tiles,
 computes the logits tile with tl.dot over H blocks (fp32 accumulation) and keeps an online
 max / sum-exp / first moment / target logit per token; the few splits are combined in torch
 (the same exact combine as across TP ranks). Nothing of size [T, V] is written. 2THV FLOP.
@@ -41,8 +41,8 @@ if HAS_TRITON:
     def _llp_fwd_kernel(X, W, TGT, STATS, T, V, H, stride_x, stride_w, inv_temp, vocab_start, tiles_per_split,
                         BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
                         UPCAST: tl.constexpr, PREC: tl.constexpr):
-        pid_t = tl.program_id(0)
-        pid_s = tl.program_id(1)
+        pid_s = tl.program_id(0)  # vocabulary split: fastest, so resident programs share X blocks in L2
+        pid_t = tl.program_id(1)
         rows = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
         row_ok = rows < T
         tgt = tl.load(TGT + rows, mask=row_ok, other=0).to(tl.int64) - vocab_start
@@ -162,12 +162,14 @@ def check_schedule(schedule: str) -> tuple[str, str]:
 def tile_config(device_type: str, dtype: torch.dtype, backward: bool = False, arch: int = 90) -> dict:
     """Launch constants of the fused forward / backward (atomic) kernels; ``arch`` = compute capability x10.
 
-    GPU: 64 x 128 token x vocab tiles over 64-wide hidden blocks, 8 warps: a (64, 64) x (64, 128)
-    tensor-core MMA per step (wgmma on Hopper), 3 pipeline stages of X / W tiles. ``aot_report``
-    checks every choice below for sm_90 and sm_80 (no register spills, shared memory within the
-    per-block limit); for sm_90 bf16: forward 72 KiB and 144 registers, backward 136 KiB and 149.
-    fp32 inputs use exact fp32 dots ("ieee") so the fp32 path matches the reference; those hold
-    more registers, hence 32-wide hidden blocks (and 64-wide vocabulary tiles) where 64 would spill.
+    GPU: token x vocab tiles over 64-wide hidden blocks, 8 warps, 3 pipeline stages of X / W
+    tiles; the dots run on tensor cores (wgmma on Hopper). The Hopper half-precision forward
+    takes 128 x 128 tiles (64 FLOP per byte of X / W tile traffic, against 43 for 64 x 128);
+    elsewhere 64 x 128. ``aot_report`` checks every choice below for sm_90 and sm_80 (no register
+    spills, shared memory within the per-block limit); for sm_90 bf16: forward 96 KiB and 202
+    registers, backward 136 KiB and 149. fp32 inputs use exact fp32 dots ("ieee") so the fp32
+    path matches the reference; those hold more registers, hence 32-wide hidden blocks (and
+    64-wide vocabulary tiles) where 64 would spill.
     Interpreter: small tiles, and the dot is done in fp32 (bf16 dots are wrong there).
     """
     prec = "ieee" if dtype == torch.float32 else "tf32"
@@ -178,6 +180,8 @@ def tile_config(device_type: str, dtype: torch.dtype, backward: bool = False, ar
         bv, bh = 64, 32
     elif backward and arch < 90:
         bh = 32
+    elif not backward and dtype != torch.float32 and arch >= 90:
+        bt = 128
     return dict(BLOCK_T=bt, BLOCK_V=bv, BLOCK_H=bh, num_warps=8, num_stages=3, UPCAST=False, PREC=prec)
 
 
@@ -198,6 +202,19 @@ def _check_triton(x, w):
         raise ValueError(f"hidden size {x.shape[1]} is below the minimum of 16 for the Triton kernels")
 
 
+def forward_splits(n_t: int, n_v: int, block_t: int, hidden: int, elt_bytes: int, sms: int, l2_bytes: int) -> int:
+    """Vocabulary splits of the fused forward: enough programs to fill the GPU twice, and enough
+    splits that the X blocks of the programs running at once stay in L2.
+
+    Splits vary fastest in the grid, so the ~``sms`` programs resident at a time cover about
+    sms / splits distinct token blocks, each re-reading its [BLOCK_T, H] block of X for every
+    vocabulary tile: those blocks must fit in (half of) L2, or X streams from HBM once per tile.
+    """
+    fill = -(-2 * sms // max(n_t, 1))
+    l2_fit = -(-sms * block_t * hidden * elt_bytes // max(l2_bytes // 2, 1))
+    return max(1, min(n_v, max(fill, l2_fit)))
+
+
 def triton_linear_stats(x, w, targets, inv_temp: float, vocab_start: int, num_splits=None) -> torch.Tensor:
     """Local softmax statistics (4, T) over the weight shard with the fused forward kernel."""
     _check_triton(x, w)
@@ -207,8 +224,9 @@ def triton_linear_stats(x, w, targets, inv_temp: float, vocab_start: int, num_sp
     n_t, n_v = triton.cdiv(T, cfg["BLOCK_T"]), triton.cdiv(Vs, cfg["BLOCK_V"])
     if num_splits is None:
         if x.device.type == "cuda":
-            sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-            num_splits = max(1, min(n_v, triton.cdiv(2 * sms, n_t)))
+            props = torch.cuda.get_device_properties(x.device)
+            num_splits = forward_splits(n_t, n_v, cfg["BLOCK_T"], H, x.element_size(), props.multi_processor_count,
+                                        getattr(props, "L2_cache_size", 50 << 20))
         else:
             num_splits = 1
     if T == 0:
@@ -216,7 +234,7 @@ def triton_linear_stats(x, w, targets, inv_temp: float, vocab_start: int, num_sp
     tiles_per_split = triton.cdiv(n_v, num_splits)
     num_splits = triton.cdiv(n_v, tiles_per_split)
     parts = torch.empty(num_splits, 4, T, dtype=torch.float32, device=x.device)
-    _llp_fwd_kernel[(n_t, num_splits)](x, w, targets.contiguous(), parts, T, Vs, H, x.stride(0), w.stride(0),
+    _llp_fwd_kernel[(num_splits, n_t)](x, w, targets.contiguous(), parts, T, Vs, H, x.stride(0), w.stride(0),
                                        float(inv_temp), int(vocab_start), tiles_per_split, **cfg)
     return parts[0] if num_splits == 1 else combine_stats(parts)
 

@@ -191,3 +191,19 @@ def test_gpu_realistic_shape(dtype):
     assert ((ent.double().cpu() - ent_ref).abs() / ent_ref).max() <= 1e-3
     tol = 2e-2 if dtype == torch.bfloat16 else 2e-3
     assert _rel(xd.grad, dx_ref) <= tol and _rel(wd.grad, dw_ref) <= tol, f"seed={seed}"
+
+
+@pytest.mark.parametrize("T,V,H", [(16384, 151936, 4096), (4096, 129280, 7168), (65536, 32768, 8192), (300, 256, 64)])
+def test_forward_splits_fill_the_gpu_and_keep_x_in_l2(T, V, H):
+    """The fused forward's vocabulary splits on an H200-like GPU (132 SMs, 60 MiB L2), bf16."""
+    from r1mega_kernels.linear_logprob import forward_splits, tile_config
+
+    cfg = tile_config("cuda", torch.bfloat16, arch=90)
+    sms, l2 = 132, 60 << 20
+    n_t, n_v = -(-T // cfg["BLOCK_T"]), -(-V // cfg["BLOCK_V"])
+    s = forward_splits(n_t, n_v, cfg["BLOCK_T"], H, 2, sms, l2)
+    assert 1 <= s <= n_v
+    if s < n_v:  # capped by the vocabulary tiles otherwise
+        assert s * n_t >= 2 * sms  # programs fill every SM twice
+        resident_x_blocks = -(-sms // s)  # splits vary fastest: distinct token blocks among resident programs
+        assert resident_x_blocks * cfg["BLOCK_T"] * H * 2 <= l2 // 2 + cfg["BLOCK_T"] * H * 2
