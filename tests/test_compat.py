@@ -18,6 +18,8 @@ CASES = [  # (workaround, megatron code path it unblocks, error seen without it)
     ("torch_norm", "sp_norm", "sequence parallel not supported by torch"),
     ("moe", "moe", "te_general_gemm"),
 ]
+# first, so that the all-paths run checks it before the optimizer (torch.optim loads TorchDynamo itself)
+CASES.insert(0, ("jit_fuser", "no_dynamo", "TorchDynamo was imported"))
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU workarounds are off where CUDA exists")
 

@@ -297,6 +297,17 @@ def worker_single(out: str, hf: str, cfg_path: str, train: str, held: str) -> No
     rc = main([cfg_path, "--pairs", train, "--eval-pairs", held, "--steps", "20", "--batch", "32",
                f"run.output_dir={out}", "run.name=rm"])
     assert rc == 0
+    # resume: 2 steps, then on to 4 from the step-2 checkpoint, against 4 steps in one go
+    common = [cfg_path, "--pairs", train, "--batch", "32", f"run.output_dir={out}"]
+    for steps, name in ((2, "resumed"), (4, "resumed"), (4, "straight")):
+        assert main([*common, "--steps", str(steps), f"run.name={name}"]) == 0
+    from r1mega.logging.metrics import read_metrics
+    from safetensors.torch import load_file
+    res["resume"] = {name: {"loss": [m["train/loss"] for m in read_metrics(os.path.join(out, name, "reward_model_logs"))
+                                     if "train/loss" in m],
+                            "head": load_file(os.path.join(out, name, "reward_model", "value_head.safetensors")),
+                            "ckpts": sorted(os.listdir(os.path.join(out, name, "reward_model_checkpoints")))}
+                     for name in ("resumed", "straight")}
     res["parity"] = parity_run(hf, 1, 1)
     rm_dir = os.path.join(out, "rm", "reward_model")
     _, layout = _init(1, 1, read_hf_config(rm_dir))
@@ -368,6 +379,18 @@ def test_train_rm_learns_the_rule_and_exports(single):
 
 
 @pytest.mark.multiproc
+def test_train_rm_resumes_exactly(single):
+    """2 steps, then `train-rm --steps 4` again continues from the step-2 checkpoint (trunk, value head,
+    Adam state, schedule): the same losses and value head as 4 steps in one go."""
+    r = single[3]["resume"]
+    assert len(r["straight"]["loss"]) == 4 and len(r["resumed"]["loss"]) == 4, r
+    assert r["resumed"]["loss"] == pytest.approx(r["straight"]["loss"], rel=1e-5, abs=1e-6)
+    assert r["straight"]["loss"][3] != r["straight"]["loss"][0]
+    for k, v in r["straight"]["head"].items():
+        torch.testing.assert_close(r["resumed"]["head"][k], v, rtol=1e-5, atol=1e-6)
+    assert r["resumed"]["ckpts"] == ["step_000002", "step_000004"] and r["straight"]["ckpts"] == ["step_000004"]
+
+
 def test_scores_equal_hf_forward_and_are_batching_invariant(single):
     """Scorer == HF transformers' final-normed hidden state at the last token . w + b (so Megatron's
     post_process=False output includes the final norm), whatever the micro-batching and order."""

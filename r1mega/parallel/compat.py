@@ -33,6 +33,10 @@ tests/test_moe_models.py::test_moe_cpu_workarounds_are_needed for 8-9):
    ``multi_latent_attention`` believes ``HAVE_TE`` and fails on ``isinstance(linear_proj,
    TELinear)`` ("isinstance() arg 2 must be a type"). Without TE it gets ``HAVE_TE = False``
    and no TE classes, as its own ``except ImportError`` branch would have set.
+10. ``jit_fuser`` (``torch.compile``) decorations at import load TorchDynamo and Inductor (~3 s
+   per process) and compile helpers with Inductor's C++ backend on first call; on CPU they are
+   plain functions (megatron's own ``disable_jit_fuser``), as soon as ``megatron.core.jit``
+   is imported. Same results, faster start (tests/test_compat.py).
 """
 
 from __future__ import annotations
@@ -192,26 +196,37 @@ def _patch_module(mod: types.ModuleType) -> None:
         mod.torch = _SHIM
 
 
+_AFTER_IMPORT: list = []  # fixes run on every megatron.* module right after it executes
+
+
 class _MegatronImportHook(importlib.abc.MetaPathFinder):
-    """After any ``megatron.*`` module executes, point its global ``torch`` at the shim."""
+    """After any ``megatron.*`` module executes, run the registered fixes on it (``_after_import``)."""
 
     def find_spec(self, fullname, path, target=None):
         if not fullname.startswith("megatron."):
             return None
         for finder in sys.meta_path:
-            if finder is self:
+            if isinstance(finder, _MegatronImportHook) or not hasattr(finder, "find_spec"):
                 continue
-            spec = finder.find_spec(fullname, path, target) if hasattr(finder, "find_spec") else None
+            spec = finder.find_spec(fullname, path, target)
             if spec is not None and spec.loader is not None:
                 exec_module = spec.loader.exec_module
 
                 def patched_exec(module, _exec=exec_module):
                     _exec(module)
-                    _patch_module(module)
+                    for fix in _AFTER_IMPORT:
+                        fix(module)
 
                 spec.loader.exec_module = patched_exec
                 return spec
         return None
+
+
+def _after_import(fix) -> None:
+    """Run ``fix(module)`` on each megatron module imported from now on (one hook for all fixes)."""
+    if not any(isinstance(f, _MegatronImportHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _MegatronImportHook())
+    _AFTER_IMPORT.append(fix)
 
 
 # --------------------------------------------------------------------------- specific fixes
@@ -335,16 +350,30 @@ def _patch_mla() -> None:
     mla.TEColumnParallelLinear = mla.TELinear = mla.set_save_original_input = None
 
 
+def _disable_jit_fuser() -> None:
+    """10. megatron-core decorates its fusable helpers (bias + activation, RoPE, router
+    scores) with ``jit_fuser`` = ``torch.compile`` at import, which imports TorchDynamo and
+    Inductor: ~3 s of every process's start on CPU, and a C++ Inductor compile on the first
+    call of each helper. The CPU configs turn those fusions off, and the compiled and plain
+    functions compute the same; megatron's own ``disable_jit_fuser`` makes them plain, applied
+    the moment ``megatron.core.jit`` is imported (before the modules that decorate with it)."""
+    if "megatron.core.jit" in sys.modules:  # imported before apply(): too late for the decorations
+        sys.modules["megatron.core.jit"].disable_jit_fuser()
+        return
+    _after_import(lambda m: m.disable_jit_fuser() if m.__name__ == "megatron.core.jit" else None)
+
+
 def _install_shim() -> None:
     global _SHIM
     _SHIM = _torch_shim()
-    sys.meta_path.insert(0, _MegatronImportHook())
+    _after_import(_patch_module)
     for name, mod in list(sys.modules.items()):
         if name.startswith("megatron.") and mod is not None:
             _patch_module(mod)
 
 
 WORKAROUNDS = {
+    "jit_fuser": _disable_jit_fuser,     # 10 (first: before anything imports megatron)
     "cuda_shim": _install_shim,          # 1, 2, 5
     "tensor_methods": _patch_tensor_type,  # 4
     "rng_tracker": _patch_rng_tracker,     # 3

@@ -6,9 +6,12 @@
 Config sections used: ``model`` (``hf_path``: the HF causal-LM directory the trunk starts from;
 ``tokenizer_path``, ``dtype``, ``max_seq_len``), ``parallel``, ``optimizer``, ``trainer.micro_batch_tokens``,
 ``run`` (``steps`` unless ``--steps``, ``seed``, ``output_dir``/``name``, ``eval_every``,
-``tensorboard``, ``wandb_project``). Writes ``RUN_DIR/reward_model`` (see
-:func:`r1mega.reward_model.save_reward_model`) and ``RUN_DIR/reward_model_logs`` (metrics.jsonl,
-summary.json), RUN_DIR = ``run.output_dir/run.name``.
+``save_every``, ``keep_last``, ``resume``, ``tensorboard``, ``wandb_project``). Writes
+``RUN_DIR/reward_model`` (see :func:`r1mega.reward_model.save_reward_model`),
+``RUN_DIR/reward_model_logs`` (metrics.jsonl, summary.json) and training checkpoints (trunk, value
+head, optimizer, LR schedule, RNG) under ``RUN_DIR/reward_model_checkpoints`` every
+``run.save_every`` steps and at the end; ``run.resume=auto`` (the default) continues from the
+newest one. RUN_DIR = ``run.output_dir/run.name``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | Non
     """Load the pairs, train, evaluate, calibrate, export. Collective (every rank). Returns the summary."""
     import torch.distributed as dist
 
+    from r1mega.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
     from r1mega.config import to_dict
     from r1mega.data.tokenizer import load_tokenizer
     from r1mega.logging.metrics import MetricsLogger
@@ -55,18 +59,38 @@ def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | Non
     rank = dist.get_rank()
     run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
     logs = os.path.join(run_dir, "reward_model_logs")
+    ckpt_root = os.path.join(run_dir, "reward_model_checkpoints")
+    start = 0
+    resumed = resolve_resume(ckpt_root, cfg.run.resume)
+    if resumed is not None:
+        extra = load_checkpoint(resumed, chunks=trainer.chunks, optimizer=trainer.optimizer,
+                                scheduler=trainer.scheduler)
+        start = int(extra["step"])
+        if start > steps:
+            raise ConfigError(f"checkpoint {resumed!r} is at step {start}, past --steps / run.steps ({steps}); "
+                              f"raise the steps or set run.resume=never")
     logger = MetricsLogger(logs, tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project,
-                           config_dict=to_dict(cfg), rank=rank, run_name=f"{cfg.run.name}-rm")
-    bar = StepProgress(steps, rank=rank, desc="train-rm")
+                           config_dict=to_dict(cfg), rank=rank, run_name=f"{cfg.run.name}-rm",
+                           resume_step=start if resumed else None)
+    bar = StepProgress(steps, initial=start, rank=rank, desc="train-rm")
+
+    def save(step: int) -> None:
+        save_checkpoint(ckpt_root, step, chunks=trainer.chunks, optimizer=trainer.optimizer,
+                        scheduler=trainer.scheduler, extra={"step": step, "config": to_dict(cfg)},
+                        keep_last=cfg.run.keep_last)
 
     def on_step(step: int, metrics: dict) -> None:
-        logger.log(step, metrics)
+        logger.log(step, metrics)  # before the checkpoint, as in the RL loop
         if "train/loss" in metrics:
             bar.update(step, {"loss": metrics["train/loss"], "acc/mean": metrics["train/accuracy"]})
+            if cfg.run.save_every and step % cfg.run.save_every == 0 and step < steps:
+                save(step)
 
     try:
         summary = fit(trainer, train, steps=steps, batch=batch, eval_pairs=held_out, eval_every=cfg.run.eval_every,
-                      seed=cfg.run.seed, on_step=on_step)
+                      seed=cfg.run.seed, on_step=on_step, start_step=start)
+        if start < steps or resumed is None:
+            save(steps)
     finally:
         bar.close()
         logger.close()

@@ -132,11 +132,13 @@ def evaluate_pairs(model: RewardModel, pairs: list, token_budget: int) -> dict[s
 
 
 def fit(trainer: RewardTrainer, train_pairs: list, *, steps: int, batch: int, eval_pairs: list | None = None,
-        eval_every: int = 0, seed: int = 0, on_step=None) -> dict[str, float]:
+        eval_every: int = 0, seed: int = 0, on_step=None, start_step: int = 0) -> dict[str, float]:
     """Train ``steps`` optimizer steps of ``batch`` pairs each (global; reshuffled every epoch,
     deterministic in ``seed``), evaluating on ``eval_pairs`` before, every ``eval_every`` steps and
     at the end. ``on_step(step, metrics)`` gets ``train/*`` and ``eval/*`` metrics (step 0: the
-    evaluation before training). Returns a summary: first/last training metrics, eval before/after."""
+    evaluation before training). ``start_step`` > 0 continues a resumed run: steps up to it are
+    skipped (each step's pairs do not depend on resuming) and so is the evaluation before training.
+    Returns a summary: first/last training metrics of this call, eval before (fresh runs)/after."""
     from megatron.core import parallel_state as ps
 
     from r1mega.trainer.sft import batches
@@ -156,12 +158,14 @@ def fit(trainer: RewardTrainer, train_pairs: list, *, steps: int, batch: int, ev
             on_step(step, m)
         return m
 
-    if eval_pairs:
+    if eval_pairs and start_step == 0:
         summary.update({f"{k}_before": v for k, v in evaluate(0).items()})
     for step, idx in enumerate(batches(len(train_pairs), batch, steps, seed), start=1):
+        if step <= start_step:
+            continue
         share = idx[d * batch // dp:(d + 1) * batch // dp]
         stats = {f"train/{k}": v for k, v in trainer.train_step([train_pairs[i] for i in share], batch).items()}
-        if step == 1:
+        if step == start_step + 1:
             summary.update({f"{k}_first": v for k, v in stats.items()})
         summary.update({f"{k}_last": v for k, v in stats.items()})
         if on_step is not None:

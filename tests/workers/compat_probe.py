@@ -78,6 +78,17 @@ def check_moe():
     model(ids, torch.arange(9).expand(2, -1), attention_mask=None).sum().backward()
 
 
+def check_no_dynamo():
+    """Megatron's modules load (and the tiny GPT runs) without pulling in TorchDynamo / Inductor."""
+    check_forward()
+    import megatron.core.models.gpt  # noqa: F401
+    import megatron.core.optimizer  # noqa: F401
+    import megatron.core.pipeline_parallel  # noqa: F401
+
+    if "torch._dynamo" in sys.modules:
+        raise RuntimeError("TorchDynamo was imported: megatron's jit_fuser is torch.compile")
+
+
 def main():
     check, *skip = sys.argv[1:]
     from r1mega.parallel import compat
