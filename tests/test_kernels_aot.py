@@ -50,17 +50,16 @@ def test_kernels_compile_within_resources(tmp_path, arch, mma):
 
 
 def test_report_flags_a_config_that_does_not_fit(tmp_path):
-    """The checks can fail: 256 x 256 x 128 tiles in 4 stages need far more than 227 KiB per block."""
+    """The checks can fail: the bf16 forward on 128 x 256 tiles spills registers on sm_90."""
     code = """
 import copy, r1mega_kernels.aot_report as A
 spec = [s for s in A.kernel_specs(90) if s.name == "linear_logprob fwd (bf16)"][0]
 big = copy.copy(spec)
-big.constexprs = dict(spec.constexprs, BLOCK_T=256, BLOCK_V=256, BLOCK_H=128)
-big.options = dict(num_warps=8, num_stages=4)
+big.constexprs = dict(spec.constexprs, BLOCK_T=128, BLOCK_V=256, BLOCK_H=64)
+big.options = dict(num_warps=8, num_stages=3)
 rep = A.compile_spec(big, 90)
 print("CHECKS", rep.checks)
-assert rep.checks, rep
 """
     r = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "shared memory" in r.stdout or "does not compile" in r.stdout or "spills" in r.stdout, r.stdout
+    assert "CHECKS ['register spills" in r.stdout, r.stdout
