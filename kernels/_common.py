@@ -98,6 +98,17 @@ def mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.mm(a.float(), b.float())
 
 
+def logits_grad_gemms(dz: torch.Tensor, xc: torch.Tensor, w: torch.Tensor, dw: torch.Tensor | None, need_dx: bool):
+    """From dL/dlogits of a token chunk, dz (T_c, Vs) fp32: add dz^T X_c into ``dw`` (when given) and
+    return dX_c = dz W (fp32; None unless ``need_dx``). Half inputs on CUDA: dz is cast to their
+    dtype first, so both GEMMs run on tensor cores with fp32 outputs."""
+    if dz.is_cuda and xc.dtype != torch.float32:
+        dz = dz.to(xc.dtype)
+    if dw is not None:
+        dw += mm_f32(dz.T, xc)
+    return mm_f32(dz, w) if need_dx else None
+
+
 # ----------------------------------------------------------------------------- statistics
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import HAS_TRITON, check_triton_device, finalize_stats, mm_f32
+from ._common import HAS_TRITON, check_triton_device, finalize_stats, logits_grad_gemms, mm_f32
 from .chunked import default_chunk_tokens
 from .grpo_math import grpo_token_terms, stats_sums
 from .logits_rows import torch_row_grad_, torch_row_stats, triton_row_grad_, triton_row_stats
@@ -70,12 +70,9 @@ def linear_grpo_forward(x, w, targets, old_logp, adv, ref_logp, wt, mask, *, cli
             glp = (wc * dlp).contiguous()
             gent = (wc * dent).contiguous()
             dz = row_grad_(z, tgt, lse, ez, glp, gent, inv_temp, vocab_start)  # (c, Vs) dL/dlogits
-            if dev.type == "cuda" and x.dtype != torch.float32:
-                dz = dz.to(x.dtype)  # tensor-core GEMMs with fp32 outputs
+            dx_c = logits_grad_gemms(dz, xc, w, dw, need_dx)
             if need_dx:
-                dx[t0:t1] = mm_f32(dz, w)
-            if need_dw:
-                dw += mm_f32(dz.T, xc)
+                dx[t0:t1] = dx_c
         del z
     if need_dx:
         allreduce_dx(dx, tp_group)

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import torch
 
-from ._common import HAS_TRITON, NEG_BIG, check_triton_device, combine_stats, finalize_stats, mm_f32
+from ._common import (HAS_TRITON, NEG_BIG, check_triton_device, combine_stats, finalize_stats, logits_grad_gemms,
+                      mm_f32)
 from .chunked import chunked_grads, chunked_stats, default_chunk_tokens, default_chunks
 from .logits_rows import triton_row_grad_, triton_row_stats
 from .reference import linear_logprob_eager  # noqa: F401  (the reference, importable beside the kernel)
@@ -296,13 +297,10 @@ def gemm_linear_grads(x, w, targets, lse, ez, g_logp, g_ent, inv_temp: float, vo
         xc = x[t0:t1]
         dz = triton_row_grad_(mm_f32(xc, w.T), tgt[t0:t1], lse[t0:t1], ez[t0:t1], glp[t0:t1], gent[t0:t1],
                               inv_temp, vocab_start)  # (T_c, Vs) dL/dlogits
-        if x.is_cuda and x.dtype != torch.float32:
-            dz = dz.to(x.dtype)  # tensor-core GEMMs with fp32 outputs
+        dx_c = logits_grad_gemms(dz, xc, w, dw, need_dx)
         if need_dx:
-            dx[t0:t1] = mm_f32(dz, w)
-        if need_dw:
-            dw += mm_f32(dz.T, xc)
-        del dz
+            dx[t0:t1] = dx_c
+        del dz, dx_c
     return dx, dw
 
 

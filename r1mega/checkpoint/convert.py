@@ -57,19 +57,26 @@ def load_model_from_checkpoint(ckpt_dir: str | os.PathLike, model_cfg: ModelConf
     return chunks, arch
 
 
-def r1mega_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, parallel_cfg: ParallelConfig,
-                 model_cfg: ModelConfig | None = None, dtype=None) -> str:
-    """Load a checkpoint at the layout ``parallel_cfg`` and export an HF model directory."""
-    from r1mega.models import export_hf, read_hf_config
+def _load_at(ckpt_dir, parallel_cfg: ParallelConfig, model_cfg: ModelConfig | None):
+    """Load a checkpoint's model at ``parallel_cfg`` -> (chunks, arch, checkpoint path, tokenizer dir or None)."""
+    from r1mega.models import read_hf_config
     from r1mega.parallel.init import init_parallel
 
     path = resolve_resume(None, os.fspath(ckpt_dir))
-    arch = read_hf_config(os.path.join(path, "config.json"))
-    layout = init_parallel(parallel_cfg, arch)
+    layout = init_parallel(parallel_cfg, read_hf_config(os.path.join(path, "config.json")))
     chunks, arch = load_model_from_checkpoint(path, model_cfg, layout)
     has_tok = any(os.path.isfile(os.path.join(path, n)) for n in ("tokenizer.json", "tokenizer.model",
                                                                   "tokenizer_config.json"))
-    export_hf(chunks, arch, out_dir, tokenizer_dir=path if has_tok else None, dtype=dtype)
+    return chunks, arch, path, path if has_tok else None
+
+
+def r1mega_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, parallel_cfg: ParallelConfig,
+                 model_cfg: ModelConfig | None = None, dtype=None) -> str:
+    """Load a checkpoint at the layout ``parallel_cfg`` and export an HF model directory."""
+    from r1mega.models import export_hf
+
+    chunks, arch, path, tok_dir = _load_at(ckpt_dir, parallel_cfg, model_cfg)
+    export_hf(chunks, arch, out_dir, tokenizer_dir=tok_dir, dtype=dtype)
     return os.fspath(out_dir)
 
 
@@ -77,14 +84,5 @@ def reshard(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, parallel_cf
             model_cfg: ModelConfig | None = None) -> str:
     """Rewrite a checkpoint (model weights) at the layout ``parallel_cfg``: every rank loads only
     the slices of its new shards and writes them (Megatron's distributed checkpoint resharding)."""
-    from r1mega.models import read_hf_config
-    from r1mega.parallel.init import init_parallel
-
-    path = resolve_resume(None, os.fspath(ckpt_dir))
-    arch = read_hf_config(os.path.join(path, "config.json"))
-    layout = init_parallel(parallel_cfg, arch)
-    chunks, arch = load_model_from_checkpoint(path, model_cfg, layout)
-    has_tok = any(os.path.isfile(os.path.join(path, n)) for n in ("tokenizer.json", "tokenizer.model",
-                                                                  "tokenizer_config.json"))
-    return write_checkpoint(out_dir, chunks=chunks, extra={"source": os.path.abspath(path)},
-                            tokenizer_dir=path if has_tok else None)
+    chunks, _, path, tok_dir = _load_at(ckpt_dir, parallel_cfg, model_cfg)
+    return write_checkpoint(out_dir, chunks=chunks, extra={"source": os.path.abspath(path)}, tokenizer_dir=tok_dir)
