@@ -1,6 +1,7 @@
 """``r1mega``: the command line.
 
-    r1mega tiny [--out DIR] [--quick]                 the embedded tiny default (R1-Zero on CPU)
+    r1mega tiny [--out DIR] [--seed S | --seeds N] [--quick]
+                                                      the embedded tiny default (R1-Zero on CPU), over seeds
     r1mega r1-chain [--out DIR] [--quick]             the whole R1 pipeline on the tiny default (CPU)
     r1mega train CONFIG [key=value ...]               GRPO training (torchrun for several processes)
     r1mega sft CONFIG [--data FILE] [key=value ...]   supervised fine-tuning (prompt/response or messages)
@@ -50,14 +51,25 @@ def _setup_logging() -> None:
 
 
 def cmd_tiny(args) -> int:
+    if args.seeds:
+        from r1mega.recipes.seeds import run_seeds
+
+        first = args.seed if args.seed is not None else 0
+        result = run_seeds(args.out, list(range(first, first + args.seeds)), quick=args.quick, config=args.config,
+                           overrides=args.overrides)
+        g = result["gain"].get("pass@1")
+        print(json.dumps({"seeds": result["seeds"], "gain pass@1 (points)": {k: round(100 * v, 1) for k, v in g.items()}
+                          if g else None, "table": os.path.join(args.out, "seeds.md")}, indent=2))
+        return 0
     from r1mega.recipes.tiny import run_tiny
 
-    summary = run_tiny(args.out, quick=args.quick, config_path=args.config, overrides=args.overrides)
+    summary = run_tiny(args.out, quick=args.quick, config_path=args.config, overrides=args.overrides, seed=args.seed,
+                       preset=args.preset)
     if int(os.environ.get("RANK", "0")) == 0:
         b, a = summary["before"], summary["after"]
-        print(json.dumps({"pass@1 before": b.get("eval/pass@1"), "pass@1 after": a.get("eval/pass@1"),
-                          "maj@k before": b.get("eval/maj@k"), "maj@k after": a.get("eval/maj@k"),
-                          "wall_time_s": round(summary["wall_time_s"], 1),
+        print(json.dumps({"seed": summary["seed"], "pass@1 before": b.get("eval/pass@1"),
+                          "pass@1 after": a.get("eval/pass@1"), "maj@k before": b.get("eval/maj@k"),
+                          "maj@k after": a.get("eval/maj@k"), "wall_time_s": round(summary["wall_time_s"], 1),
                           "summary": os.path.join(args.out, "summary.json")}, indent=2))
     return 0
 
@@ -190,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/tiny", help="output directory (default runs/tiny)")
     t.add_argument("--quick", action="store_true", help="the shortened version (seconds; used by the tests)")
     t.add_argument("--config", default=None, help="RL config (default: the embedded tiny_cpu.yaml)")
+    t.add_argument("--preset", default=None, choices=("default", "quick", "learning_check"),
+                   help="sizes: default, quick (= --quick) or learning_check (the ~1-minute learning test)")
+    t.add_argument("--seed", type=int, default=None,
+                   help="seed of the data, the initial weights and all sampling (default: run.seed of the config)")
+    t.add_argument("--seeds", type=int, default=0, metavar="N",
+                   help="run N seeds (from --seed, default 0), each in OUT/seed_S, and write the spread of every "
+                        "held-out metric with the machine to OUT/seeds.md, OUT/seeds.json and OUT/eval.png")
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides of the RL config")
     t.set_defaults(fn=cmd_tiny)
 

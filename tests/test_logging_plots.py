@@ -96,3 +96,32 @@ def test_ema():
     assert out[0] == 1.0 and math.isnan(out[1])  # debiased: the first point is itself
     assert out[2] == pytest.approx((0.5 * 0.5 * 1 + 0.5 * 3) / 0.75)
     assert auto_smoothing(10) == 0.0 and 0.9 < auto_smoothing(1000) <= 0.95
+
+
+def test_eval_chart_draws_rates_not_counts(tmp_path):
+    """eval.png compares the base (step 0) with the last evaluation, in rates only: counts such as
+    the number of prompts (200) would flatten the rates to zero on a shared axis."""
+    from r1mega.logging.plots import eval_rates, plot_eval
+
+    with MetricsLogger(tmp_path, tensorboard=False) as log:
+        log.log(0, {"eval/pass@1": 0.31, "eval/maj@k": 0.37, "eval/prompts": 200.0, "eval/k": 4.0,
+                    "eval/samples": 800.0, "eval/mean_response_len": 56.8, "eval/greedy_acc": 0.35})
+        log.log(1, {"reward/mean": 0.4})
+        log.log(56, {"eval/pass@1": 0.72, "eval/maj@k": 0.75, "eval/prompts": 200.0, "eval/greedy_acc": 0.8})
+    from r1mega.logging.metrics import read_metrics
+    rates = eval_rates(read_metrics(tmp_path / "metrics.jsonl"))
+    assert rates == [(0, {"pass@1": 0.31, "maj@k": 0.37, "greedy_acc": 0.35}),
+                     (56, {"pass@1": 0.72, "maj@k": 0.75, "greedy_acc": 0.8})]
+    assert_png(plot_eval(read_metrics(tmp_path / "metrics.jsonl"), tmp_path / "eval.png", "run"))
+
+
+def test_before_after_and_stage_charts(tmp_path):
+    from r1mega.logging.plots import plot_before_after, plot_stages
+
+    seeds_before = {"pass@1": [0.40, 0.45, 0.52], "maj@k": [0.5, 0.55, 0.6]}
+    seeds_after = {"pass@1": [0.71, 0.80, 0.84], "maj@k": [0.8, 0.85, 0.9]}
+    assert_png(plot_before_after(seeds_before, seeds_after, tmp_path / "seeds.png", title="3 seeds"))
+    assert_png(plot_before_after({"pass@1": 0.4}, {"pass@1": 0.7}, tmp_path / "one.png", title="one run"))
+    stages = ["base", "cold start", "reasoning RL"]
+    assert_png(plot_stages(stages, {"pass@1": [[0.1, 0.2], [0.6, 0.7], [0.7, 0.8]], "general": [0.0, 0.0, None]},
+                           tmp_path / "chain.png", title="chain"))

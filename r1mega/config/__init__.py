@@ -1,6 +1,6 @@
 """r1mega's configuration: one nested dataclass tree, loaded from YAML plus overrides.
 
-    cfg = load_config("examples/tiny_cpu.yaml", ["rollout.temperature=0.8", "run.steps=10"])
+    cfg = load_config("r1mega/recipes/tiny_cpu.yaml", ["rollout.temperature=0.8", "run.steps=10"])
 
 Every field is documented (``r1mega config --schema`` prints them). Unknown keys, wrong types
 and impossible combinations raise :class:`ConfigError` naming the key, the value and what

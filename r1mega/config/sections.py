@@ -211,6 +211,8 @@ class EvalConfig:
     temperature: float = option(0.6, "Sampling temperature of the k samples (DeepSeek-R1 evaluates at 0.6).")
     top_p: float = option(0.95, "Nucleus sampling mass of the k samples.")
     greedy: bool = option(True, "Also generate one greedy (temperature 0) response per prompt.")
+    before_train: bool = option(True, "RL: also evaluate the starting policy before the first step (logged at "
+                                "step 0: the baseline of eval.png); skipped when a run resumes.")
     max_prompts: int | None = option(None, "Evaluate on the first N held-out prompts (None: all).")
 
     def validate(self) -> None:

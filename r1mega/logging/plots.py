@@ -8,7 +8,8 @@
 - ``actor.png``          ``actor/kl``, ``actor/entropy``, ``actor/clip_frac``, grad norm, loss,
                          lr, trainer/rollout logprob difference (one panel each)
 - ``time.png``           step-time breakdown (``time/<stage>``) as stacked areas, seconds and %
-- ``eval.png``           ``eval/*`` points (pass@1, maj@k, greedy accuracy)
+- ``eval.png``           held-out rates (pass@1, maj@k, pass@k, greedy accuracy): the first
+                         evaluation against the last as bars, and over steps when there are more
 - ``keys.png``           extra keys asked for with ``keys=`` (fnmatch patterns), one panel each
 
 Curves are drawn smoothed (bias-corrected EMA, as TensorBoard does) over the raw values drawn
@@ -101,9 +102,9 @@ def _finish(fig: Figure, title: str, out: Path, legend: bool = True) -> Path:
     return out
 
 
-def _figure(nrows: int, ncols: int = 1, width: float = 8.0, height: float = 3.0):
+def _figure(nrows: int, ncols: int = 1, width: float = 8.0, height: float = 3.0, sharex: bool = True):
     fig = Figure(figsize=(width, height * nrows + 0.6))
-    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
+    axes = fig.subplots(nrows, ncols, sharex=sharex, squeeze=False)
     return fig, [ax for row in axes for ax in row]
 
 
@@ -211,17 +212,102 @@ def plot_time(records, out: Path, name: str) -> Path | None:
     return _finish(fig, f"{name}: step-time breakdown", out)
 
 
+EVAL_RATES = ("pass@1", "maj@k", "cons@k", "pass@k", "greedy_acc")  # eval/* keys that are rates in [0, 1]
+
+
+def _is_rate(key: str) -> bool:
+    name = key.split("/", 1)[-1]
+    return name in EVAL_RATES or name.startswith(("pass@", "maj@", "cons@"))
+
+
+def _bars(ax, before: dict, after: dict, labels: tuple[str, str]) -> None:
+    """Grouped bars of the mean of each metric (in %), before vs after; with several values per
+    metric (seeds), each value is a dot and the whisker spans min..max."""
+    names = [m for m in before if m in after]
+    x = np.arange(len(names))
+    width = 0.38
+    for j, (vals, label, color) in enumerate(((before, labels[0], "#9fb7d3"), (after, labels[1], COLORS[0]))):
+        pos = x + (j - 0.5) * width
+        data = [100 * np.asarray(vals[m], dtype=float).ravel() for m in names]
+        means = np.array([d.mean() for d in data])
+        ax.bar(pos, means, width, color=color, label=label, zorder=2)
+        for p, d, m in zip(pos, data, means):
+            if len(d) > 1:
+                ax.errorbar(p, m, yerr=[[m - d.min()], [d.max() - m]], color="black", capsize=3, lw=1, zorder=3)
+                ax.scatter(np.full(len(d), p) + np.linspace(-width / 5, width / 5, len(d)), d, s=12,
+                           color="black", zorder=4)
+            ax.text(p, 1.5, f"{m:.1f}", ha="center", va="bottom", fontsize=8, zorder=5,
+                    color="white" if j else "black")  # the mean, inside the bar's foot
+    ax.set_xticks(x, names)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("held-out rate (%)")
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+
+
+def eval_rates(records) -> list[tuple[int, dict[str, float]]]:
+    """(step, {rate name: value}) of every record holding held-out rates (``eval/pass@1``,
+    ``eval/maj@k``, ...), in step order; counts such as ``eval/prompts`` are not rates."""
+    out = []
+    for r in records:
+        rates = {k[5:]: float(v) for k, v in r.items()
+                 if k.startswith("eval/") and _is_rate(k) and v is not None and not isinstance(v, str)}
+        if rates:
+            out.append((int(r["step"]), rates))
+    return out
+
+
+def plot_before_after(before: dict, after: dict, out, *, title: str,
+                      labels: tuple[str, str] = ("base", "after RL")) -> Path:
+    """Bars of held-out rates before and after training. ``before`` / ``after``: metric ->
+    value or list of values (one per seed: drawn as dots with a min..max whisker)."""
+    fig, axes = _figure(1, width=7.0, height=3.8)
+    _bars(axes[0], before, after, labels)
+    return _finish(fig, title, Path(out))
+
+
 def plot_eval(records, out: Path, name: str) -> Path | None:
-    ekeys = [k for k in _keys(records) if k.startswith("eval/")]
-    if not ekeys:
+    """Held-out rates: the first evaluation (the base, logged at step 0 by ``eval.before_train``)
+    against the last as bars, and every evaluation over steps when there are more than two.
+    Counts (prompts, samples, k) and lengths are left out: they are not rates."""
+    evals = eval_rates(records)
+    if not evals:
         return None
-    fig, axes = _figure(1, height=3.6)
-    for j, k in enumerate(ekeys):
-        steps, values = series(records, k)
-        axes[0].plot(steps, values, marker="o", ms=5, lw=1.2, color=COLORS[j % len(COLORS)], label=k[5:])
-    axes[0].set_xlabel("step")
-    axes[0].set_ylabel("score")
-    return _finish(fig, f"{name}: evaluation", out)
+    ekeys = [f"eval/{k}" for k in evals[0][1]]
+    (s0, first), (s1, last) = evals[0], evals[-1]
+    over_time = len(evals) > 2
+    fig, axes = _figure(1, ncols=2 if over_time else 1, width=11.0 if over_time else 7.0, height=3.8, sharex=False)
+    _bars(axes[0], first, last, (f"step {s0}", f"step {s1}") if len(evals) > 1 else (f"step {s0}", ""))
+    if over_time:
+        for j, k in enumerate(ekeys):
+            steps, values = series(records, k)
+            axes[1].plot(steps, 100 * values, marker="o", ms=4, lw=1.2, color=COLORS[j % len(COLORS)], label=k[5:])
+        axes[1].set_xlabel("step")
+        axes[1].set_ylabel("held-out rate (%)")
+        axes[1].set_ylim(0, 105)
+    return _finish(fig, f"{name}: held-out evaluation", out)
+
+
+def plot_stages(stages: Sequence[str], metrics: dict, out, *, title: str) -> Path:
+    """One line per metric across pipeline stages (e.g. the R1 chain). ``metrics``: name -> one
+    value per stage, or one list of values (seeds) per stage: the line is their mean, the band
+    their min..max."""
+    fig, axes = _figure(1, width=max(7.0, 1.3 * len(stages)), height=4.0)
+    ax = axes[0]
+    x = np.arange(len(stages))
+    for j, (name, per_stage) in enumerate(metrics.items()):
+        vals = [100 * np.asarray(v if v is not None else np.nan, dtype=float).ravel() for v in per_stage]
+        means = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in vals])
+        color = COLORS[j % len(COLORS)]
+        ax.plot(x, means, marker="o", lw=1.6, color=color, label=name)
+        if any(len(v) > 1 for v in vals):
+            lo = np.array([np.nanmin(v) if np.isfinite(v).any() else np.nan for v in vals])
+            hi = np.array([np.nanmax(v) if np.isfinite(v).any() else np.nan for v in vals])
+            ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+    ax.set_xticks(x, stages, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("held-out rate (%)")
+    ax.set_ylim(0, 105)
+    ax.grid(alpha=0.3)
+    return _finish(fig, title, Path(out))
 
 
 def _finite(v) -> float:

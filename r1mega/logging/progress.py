@@ -24,6 +24,7 @@ from tqdm import tqdm
 # metric key -> short label, in the order shown
 SHORT_KEYS = {
     "loss": "loss",
+    "sft/eval_exact": "exact",
     "reward/mean": "reward",
     "acc/mean": "acc",
     "response/len_mean": "len",

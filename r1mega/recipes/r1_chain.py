@@ -43,7 +43,8 @@ class ChainSettings:
 
     teacher: TinySettings = field(default_factory=TinySettings)
     student: TinySettings = field(default_factory=lambda: TinySettings(
-        family="llama", vocab_size=384, hidden_size=64, heads=1, layers=2, ffn=192))
+        family="llama", vocab_size=384, hidden_size=64, heads=1, layers=2, ffn=192, pretrain_steps=600,
+        pretrain_target=0.0))  # a fixed budget: distillation is measured against this base
     common: list = field(default_factory=lambda: ["data.template=r1_zero_compact", "run.save_every=0",
                                                   "run.keep_last=1", "eval.k=4"])
     cold_start_examples: int = 1024
@@ -132,8 +133,9 @@ class Chain:
         from r1mega.reward_model.synthetic import general_prompts
 
         s = self.s
-        self.train_path, self.eval_path, docs = prepare_data(self.out, s.teacher, self.base_cfg.run.seed)
-        self.docs = docs + self.general_docs(len(docs))
+        data = prepare_data(self.out, s.teacher, self.base_cfg.run.seed)
+        self.train_path, self.eval_path, self.val_rows = data.train_path, data.eval_path, data.val_rows
+        self.docs = data.docs + self.general_docs(len(data.docs))
         d = os.path.join(self.out, "data")
         self.general_train = _write_jsonl(general_prompts(s.general_rl_prompts, rule=s.general_rule, seed=1),
                                           os.path.join(d, "general_train.jsonl"))
@@ -159,7 +161,7 @@ class Chain:
         root = os.path.join(self.out, "teacher")
         self.tok = os.path.join(root, "tokenizer")
         if not _done(os.path.join(root, "base")):
-            build_base(root, self.s.teacher, self.docs, self.base_cfg)
+            build_base(root, self.s.teacher, self.docs, self.base_cfg, self.val_rows)
         return os.path.join(root, "base")
 
     def cold_start(self, base: str) -> str:

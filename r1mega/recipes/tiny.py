@@ -9,7 +9,7 @@
     6. eval       the same held-out set after RL; summary.json and plots in the run directory
 
 Every knob is in :class:`TinySettings`; the RL part is the ordinary ``r1mega train`` config
-(``examples/tiny_cpu.yaml``), so what the tiny run does is what a real run does.
+(``r1mega/recipes/tiny_cpu.yaml``, shipped in the wheel), so what the tiny run does is what a real run does.
 """
 
 from __future__ import annotations
@@ -27,19 +27,22 @@ log = logging.getLogger("r1mega.tiny")
 class TinySettings:
     """Sizes of the tiny default. ``quick()`` is the shortened version the test suite runs."""
 
-    n_train: int = 4000
-    n_eval: int = 200
-    task_knobs: dict = field(default_factory=lambda: dict(ops=["+"], min_digits=1, max_digits=3))
+    n_train: int = 4000               # RL training problems
+    n_eval: int = 200                 # held-out problems (in no training or pretraining document)
+    n_val: int = 128                  # validation problems of the pretraining stop rule (also unseen)
+    task_knobs: dict = field(default_factory=lambda: dict(ops=["+"], min_digits=1, max_digits=2))
     template: str = "r1_zero_compact"
-    format_rate: float = 0.5
-    correct_rate: float = 0.5
+    format_rate: float = 0.5          # share of pretraining completions in the R1 format
+    correct_rate: float = 0.5         # share of pretraining completions whose final answer is right
     pretrain_docs: int = 38400
     vocab_size: int = 512
     hidden_size: int = 128
     layers: int = 4
     heads: int = 2
     ffn: int = 384
-    pretrain_steps: int = 600
+    pretrain_steps: int = 1000        # budget: pretraining stops here if the target is not reached
+    pretrain_target: float = 0.9      # stop once this share of validation worked steps is exact (0: off)
+    pretrain_eval_every: int = 50     # steps between checks of the stop rule
     pretrain_batch: int = 64
     pretrain_lr: float = 3e-3
     family: str = "qwen2"
@@ -47,11 +50,41 @@ class TinySettings:
 
     @classmethod
     def quick(cls) -> "TinySettings":
-        return cls(n_train=64, n_eval=8, pretrain_docs=256, pretrain_steps=6, pretrain_batch=16, vocab_size=512,
-                   hidden_size=128, layers=2, ffn=256,
+        return cls(n_train=64, n_eval=8, n_val=8, pretrain_docs=256, pretrain_steps=6, pretrain_eval_every=3,
+                   pretrain_batch=16, vocab_size=512, hidden_size=128, layers=2, ffn=256,
                    rl_overrides=["run.steps=2", "data.prompts_per_step=4", "algorithm.group_size=4",
                                  "data.max_prompt_len=420", "model.max_seq_len=480",
                                  "rollout.max_new_tokens=24", "eval.k=2", "run.save_every=1"])
+
+    @classmethod
+    def learning_check(cls) -> "TinySettings":
+        """The learning regression test (about a minute): one-digit additions, a base pretrained
+        just long enough to add but rarely in the R1 format, then a short GRPO run whose training
+        reward must rise (tests/test_learning.py)."""
+        return cls(n_train=256, n_eval=16, n_val=16, task_knobs=dict(ops=["+"], min_digits=1, max_digits=1),
+                   format_rate=0.2, correct_rate=0.8, pretrain_docs=4096, pretrain_steps=80, pretrain_target=0.0,
+                   pretrain_batch=32, vocab_size=512, hidden_size=128, layers=2, ffn=256,
+                   rl_overrides=["run.steps=12", "data.prompts_per_step=8", "algorithm.group_size=8",
+                                 "rollout.max_new_tokens=40", "optimizer.lr=1e-3", "eval.k=2",
+                                 "eval.max_prompts=16", "eval.greedy=false", "run.save_every=0"])
+
+    @classmethod
+    def preset(cls, name: str) -> "TinySettings":
+        """``default``, ``quick`` (the plumbing test) or ``learning_check``."""
+        presets = {"default": cls, "quick": cls.quick, "learning_check": cls.learning_check}
+        if name not in presets:
+            raise ValueError(f"unknown tiny preset {name!r}; valid: {', '.join(presets)}")
+        return presets[name]()
+
+
+@dataclass
+class TinyData:
+    """What :func:`prepare_data` makes: the RL splits on disk, and the pretraining text in memory."""
+
+    train_path: str     # RL training prompts (jsonl)
+    eval_path: str      # held-out prompts (jsonl)
+    docs: list          # pretraining documents
+    val_rows: list      # validation problems of the pretraining stop rule
 
 
 def _rank() -> int:
@@ -65,32 +98,65 @@ def _barrier():
         dist.barrier()
 
 
-def prepare_data(out: str, s: TinySettings, seed: int) -> tuple[str, str, list[str]]:
-    """Splits as jsonl and the pretraining documents (rank 0 writes; others read)."""
+def prepare_data(out: str, s: TinySettings, seed: int) -> TinyData:
+    """Splits as jsonl and the pretraining documents (rank 0 writes; others read). The held-out
+    and validation questions are in no pretraining document."""
     from r1mega.data.synthetic import make_splits, pretraining_corpus, write_jsonl
 
-    train, held = make_splits("arithmetic", s.n_train, s.n_eval, seed=seed, **s.task_knobs)
+    pool, held = make_splits("arithmetic", s.n_train + s.n_val, s.n_eval, seed=seed, **s.task_knobs)
+    train, val = pool[:s.n_train], pool[s.n_train:]
     train_path, eval_path = os.path.join(out, "data", "train.jsonl"), os.path.join(out, "data", "eval.jsonl")
     docs = pretraining_corpus(s.pretrain_docs, seed=seed, task="arithmetic", format_rate=s.format_rate,
-                              correct_rate=s.correct_rate, exclude=[r["question"] for r in held],
+                              correct_rate=s.correct_rate, exclude=[r["question"] for r in held + val],
                               template=s.template, **s.task_knobs)
     if _rank() == 0:
         os.makedirs(os.path.dirname(train_path), exist_ok=True)
         write_jsonl(train, train_path)
         write_jsonl(held, eval_path)
     _barrier()
-    return train_path, eval_path, docs
+    return TinyData(train_path, eval_path, docs, val)
 
 
-def build_base(out: str, s: TinySettings, docs: list[str], cfg) -> tuple[str, str]:
+def worked_steps_examples(rows: list[dict], tok, template: str, bos: int) -> list:
+    """Validation examples of the pretraining stop rule: each row's document in the R1 format with
+    the right answer, loss (and so the exact-match check) on its worked steps and the restated
+    operands only ("7+4=11, write 1, carry 1. ... so 967+4="): the tokens that the question fully
+    determines. The final answer is left out: pretraining teaches it wrong half of the time."""
+    from r1mega.data.prompts import render_prompt
+    from r1mega.data.synthetic import arithmetic_steps, completion
+    from r1mega.trainer.sft import example
+
+    out = []
+    for r in rows:
+        prompt = render_prompt(r["question"], template)
+        doc = prompt + completion(r, None, formatted=True, correct=True)
+        ids = tok.encode(doc)
+        start = len(tok.encode(prompt + " <think>"))
+        end = len(tok.encode(prompt + " <think> " + ". ".join(arithmetic_steps(r)) + f". so {r['a']}{r['op']}{r['b']}="))
+        if not 0 < start < end < len(ids):
+            raise ValueError(f"cannot locate the worked steps of {r['question']!r} in its tokens")
+        mask = [1 if start <= i < end else 0 for i in range(len(ids))] + [0]
+        out.append(example([bos], ids + [tok.eos_id], mask))
+    return out
+
+
+def build_base(out: str, s: TinySettings, docs: list[str], cfg, val_rows=()) -> tuple[str, str]:
     """Tokenizer + random tiny Qwen2 or Llama (HF, ``s.family``) -> pretrained with r1mega SFT ->
-    (HF directory, tokenizer directory)."""
+    (HF directory, tokenizer directory).
+
+    Pretraining stops on a measured target, not a step count: every ``s.pretrain_eval_every``
+    steps the worked steps of ``val_rows`` (:func:`worked_steps_examples`) are checked, and once
+    a share ``s.pretrain_target`` of them is exact the base is done (``s.pretrain_steps`` is the
+    budget). A tiny transformer learns to fetch the right operand digit abruptly, after a number
+    of steps that depends on the seed and on the CPU's float kernels; a fixed step count gave a
+    base that could or could not add, and RL's gain followed it. The record of the checks goes
+    to ``out/pretrain.json``."""
     import torch
     import transformers
 
     from r1mega.data.tokenizer import load_tokenizer, train_sentencepiece
     from r1mega.models import export_hf
-    from r1mega.trainer.sft import example, run_sft
+    from r1mega.trainer.sft import build_policy, eval_loss, example, run_sft
 
     tok_dir, init_dir, base_dir = (os.path.join(out, d) for d in ("tokenizer", "init", "base"))
     if _rank() == 0:
@@ -110,60 +176,93 @@ def build_base(out: str, s: TinySettings, docs: list[str], cfg) -> tuple[str, st
         torch.manual_seed(cfg.run.seed)
         model_cls(hf_cfg).save_pretrained(init_dir)
     _barrier()
-    examples = [example([tok.bos_id if tok.bos_id is not None else tok.eos_id], tok.encode(d) + [tok.eos_id])
-                for d in docs]
+    bos = tok.bos_id if tok.bos_id is not None else tok.eos_id
+    examples = [example([bos], tok.encode(d) + [tok.eos_id]) for d in docs]
+    val = worked_steps_examples(list(val_rows), tok, s.template, bos) if s.pretrain_target > 0 else []
     from r1mega.config import config_from_dict, to_dict
     sft_cfg = config_from_dict(to_dict(cfg), [f"model.hf_path={init_dir}", f"model.tokenizer_path={tok_dir}",
                                               f"optimizer.lr={s.pretrain_lr}",
                                               f"optimizer.min_lr={s.pretrain_lr / 10}", "optimizer.decay=cosine",
                                               "optimizer.warmup_steps=10", "optimizer.weight_decay=0.0"])
     from r1mega.logging.progress import StepProgress
+    policy = build_policy(sft_cfg, s.pretrain_steps)
     bar = StepProgress(s.pretrain_steps, rank=_rank(), desc="pretrain")
-    policy = run_sft(sft_cfg, examples, steps=s.pretrain_steps, examples_per_step=s.pretrain_batch,
-                     on_step=lambda step, st: bar.update(step, {"loss": st["loss"]}), pad_id=tok.pad_id)
+    checks: list[dict] = []
+    done = {"steps": 0, "reached": False}
+
+    def on_step(step: int, st: dict) -> bool:
+        done["steps"] = step
+        if val and (step % s.pretrain_eval_every == 0 or step == s.pretrain_steps):
+            m = eval_loss(policy, val, tok.pad_id)  # collective: every rank decides alike
+            checks.append({"step": step, "train_loss": st["loss"], "val_steps_loss": m["sft/eval_loss"],
+                           "val_steps_exact": m["sft/eval_exact"]})
+            done["reached"] = m["sft/eval_exact"] >= s.pretrain_target
+            if _rank() == 0:
+                log.info("pretrain step %d: %.1f%% of the validation worked steps exact (target %.0f%%), "
+                         "their loss %.4f", step, 100 * m["sft/eval_exact"], 100 * s.pretrain_target,
+                         m["sft/eval_loss"])
+        bar.update(step, {"loss": st["loss"], **({"sft/eval_exact": checks[-1]["val_steps_exact"]} if checks else {})})
+        return done["reached"]
+
+    run_sft(sft_cfg, examples, steps=s.pretrain_steps, examples_per_step=s.pretrain_batch, policy=policy,
+            on_step=on_step, pad_id=tok.pad_id)
     bar.close()
+    record = {"target": s.pretrain_target, "budget": s.pretrain_steps, "steps": done["steps"],
+              "reached": done["reached"], "checks": checks}
+    if _rank() == 0:
+        with open(os.path.join(out, "pretrain.json"), "w") as f:
+            json.dump(record, f, indent=2)
+        if val and not record["reached"]:
+            log.warning("pretraining used its budget of %d steps without reaching the target: %.1f%% of the "
+                        "validation worked steps exact (target %.1f%%); RL starts from a weaker base",
+                        s.pretrain_steps, 100 * checks[-1]["val_steps_exact"], 100 * s.pretrain_target)
     export_hf(policy.modules, policy.arch, base_dir, tokenizer_dir=None)
     return base_dir, tok_dir
 
 
-def run_tiny(out: str, *, quick: bool = False, config_path: str | None = None, overrides=()) -> dict:
-    """Run the whole tiny default; returns (and writes) ``summary.json``."""
+def run_tiny(out: str, *, quick: bool = False, config_path: str | None = None, overrides=(),
+             seed: int | None = None, preset: str | None = None) -> dict:
+    """Run the whole tiny default; returns (and writes) ``summary.json``. ``seed`` (default: the
+    config's ``run.seed``) decides the data, the initial weights and every sampling seed;
+    ``preset`` picks :meth:`TinySettings.preset` (``quick=True`` is the ``quick`` preset)."""
     from r1mega.config import load_config
-    from r1mega.eval.evaluate import evaluate_engine
+    from r1mega.logging.metrics import METRICS_FILE, read_metrics
     from r1mega.trainer.loop import make_engine, train
 
     t0 = time.perf_counter()
-    s = TinySettings.quick() if quick else TinySettings()
+    s = TinySettings.preset(preset or ("quick" if quick else "default"))
     config_path = config_path or default_config_path()
     os.makedirs(out, exist_ok=True)
-    base_cfg = load_config(config_path, [f"run.output_dir={out}", *s.rl_overrides, *overrides])
-    train_path, eval_path, docs = prepare_data(out, s, base_cfg.run.seed)
+    overrides = [*s.rl_overrides, *overrides, *([f"run.seed={seed}"] if seed is not None else [])]
+    base_cfg = load_config(config_path, [f"run.output_dir={out}", *overrides])
+    data = prepare_data(out, s, base_cfg.run.seed)
     t_pre = time.perf_counter()
-    base_dir, tok_dir = build_base(out, s, docs, base_cfg)
+    base_dir, tok_dir = build_base(out, s, data.docs, base_cfg, data.val_rows)
     pretrain_s = time.perf_counter() - t_pre
     cfg = load_config(config_path, [f"run.output_dir={out}", f"model.hf_path={base_dir}",
-                                    f"model.tokenizer_path={tok_dir}", f"data.train={train_path}",
-                                    f"data.eval={eval_path}", f"data.template={s.template}", *s.rl_overrides, *overrides])
+                                    f"model.tokenizer_path={tok_dir}", f"data.train={data.train_path}",
+                                    f"data.eval={data.eval_path}", f"data.template={s.template}",
+                                    "eval.before_train=true", *overrides])
     engine = make_engine(cfg, base_dir)
-    from r1mega.data.prompts import prompts_from_config
-    from r1mega.data.tokenizer import load_tokenizer
-    records = prompts_from_config(cfg.data, load_tokenizer(tok_dir), eval=True)
-    before = evaluate_engine(engine, records, cfg)
     t_rl = time.perf_counter()
-    final = train(cfg, engine=engine)
+    final = train(cfg, engine=engine)  # evaluates the base first (step 0), then the policy at the end
     rl_s = time.perf_counter() - t_rl
-    after = {k: v for k, v in final.items() if k.startswith("eval/")}
     run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
+    evals = [r for r in read_metrics(os.path.join(run_dir, METRICS_FILE)) if "eval/pass@1" in r]
+    before = {k: v for k, v in evals[0].items() if k.startswith("eval/")} if evals and evals[0]["step"] == 0 else {}
+    after = {k: v for k, v in final.items() if k.startswith("eval/")}
+    with open(os.path.join(out, "pretrain.json")) as f:
+        pretrain = json.load(f)
     summary = {
-        "before": before, "after": after,
+        "seed": cfg.run.seed, "before": before, "after": after,
         "gain_pass@1": after.get("eval/pass@1", float("nan")) - before.get("eval/pass@1", float("nan")),
-        "held_out_prompts": len(records), "rl_steps": cfg.run.steps, "pretrain_steps": s.pretrain_steps,
+        "held_out_prompts": int(before.get("eval/prompts", 0)), "rl_steps": cfg.run.steps,
+        "pretrain_steps": pretrain["steps"], "pretrain_reached_target": pretrain["reached"],
+        "pretrain_val_exact": pretrain["checks"][-1]["val_steps_exact"] if pretrain["checks"] else None,
         "wall_time_s": time.perf_counter() - t0, "pretrain_s": pretrain_s, "rl_s": rl_s,
         "settings": asdict(s), "run_dir": run_dir, "policy_hf": os.path.join(run_dir, "hf"), "tokenizer": tok_dir,
     }
     if _rank() == 0:
-        with open(os.path.join(out, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
         from r1mega.logging.plots import plot_run
         summary["plots"] = [str(p) for p in plot_run(run_dir, out)]
         with open(os.path.join(out, "summary.json"), "w") as f:

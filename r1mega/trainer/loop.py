@@ -307,6 +307,8 @@ def train(cfg: Config, *, engine=None) -> dict:
     progress = StepProgress(rc.steps, initial=run.step, rank=run.rank)
     metrics: dict = {}
     try:
+        if run.step == 0 and run.eval_records and cfg.eval.before_train:
+            run.logger.log(0, evaluate_run(run))
         while run.step < rc.steps:
             metrics = rl_step(run)
             if "time/checkpoint" in run.extra:  # the save after the previous step

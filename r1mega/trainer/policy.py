@@ -322,24 +322,29 @@ class Policy:
     def _grads_finite(self) -> bool:
         return grads_finite(self.chunks)
 
+    def sum_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
+        """Each key summed over every rank, each tensor-parallel group counted once (its ranks hold
+        the same numbers). Collective: every rank passes the same keys, in the same order (stages
+        other than the last pass zeros)."""
+        vec = torch.tensor(list(values.values()), dtype=torch.float64)
+        if self.layout.tensor > 1:
+            vec /= self.layout.tensor
+        dist.all_reduce(vec)
+        return dict(zip(values, vec.tolist()))
+
     def _reduce_stats(self, acc: dict[str, float]) -> dict[str, float]:
         """Token-weighted means over micro-batches, summed from the last stage and all DP ranks."""
         keys = ["loss", "tokens", "pg_loss", "kl", "entropy", "clip_frac", "ratio_mean", "tis_weight_mean"]
-        present = torch.tensor([1.0 if k in acc else 0.0 for k in keys])
-        vec = torch.tensor([acc.get(k, 0.0) for k in keys], dtype=torch.float64)
-        if self.layout.tensor > 1:  # every TP rank holds the same numbers: count them once
-            vec /= self.layout.tensor
-            present /= self.layout.tensor
-        dist.all_reduce(vec)
-        dist.all_reduce(present)
+        sums = self.sum_over_ranks({**{k: acc.get(k, 0.0) for k in keys},
+                                    **{f"present:{k}": float(k in acc) for k in keys}})
         out = {}
-        tokens = max(vec[1].item(), 1.0)
-        for i, k in enumerate(keys):
-            if present[i] > 0 and k not in ("loss", "tokens"):
-                out[k] = vec[i].item() / tokens
+        tokens = max(sums["tokens"], 1.0)
+        for k in keys:
+            if sums[f"present:{k}"] > 0 and k not in ("loss", "tokens"):
+                out[k] = sums[k] / tokens
         # loss: every DP replica's last stage adds its share of the one global loss
-        out["loss"] = vec[0].item()
-        out["tokens"] = vec[1].item()
+        out["loss"] = sums["loss"]
+        out["tokens"] = sums["tokens"]
         return out
 
     # ------------------------------------------------------------------ stats helpers

@@ -17,9 +17,12 @@ sample (``trainer.packing``); both give the same loss and gradients.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
+
+import torch
 
 from r1mega.config import Config
 from r1mega.data.sft import sft_example
@@ -68,20 +71,34 @@ def _loss_tokens(s: Sample) -> int:
     return len(s.response_ids) if s.response_mask is None else int(sum(s.response_mask))
 
 
-def eval_loss(policy, examples: list[Sample], pad_id: int) -> dict[str, float]:
-    """Mean response NLL (per loss token) of ``examples`` under the current weights (collective)."""
+def eval_loss(policy, examples: list[Sample], pad_id: int, *, confident: float = 0.5) -> dict[str, float]:
+    """Held-out metrics of ``examples`` under the current weights (collective):
+
+    ``sft/eval_loss``   mean response NLL per loss token
+    ``sft/eval_exact``  share of examples whose every loss token has probability > ``confident``.
+                        At 0.5 each such token is the argmax, so this is a lower bound on the
+                        teacher-forced greedy exact match (how often greedy decoding reproduces the
+                        loss tokens when it is fed the right prefix).
+    """
     dp, dp_rank = _dp()
     mine = examples[dp_rank::dp]
-    acc = {"loss": 0.0, "tokens": 0.0}
+    acc = {"loss": 0.0, "tokens": 0.0, "exact": 0.0, "examples": 0.0}
     if mine:
+        floor = math.log(confident)
         mbs = policy.pack(mine, pad_id=pad_id)
         policy.logprobs(mbs, "old", temperature=1.0)
         for mb in mbs:
-            if mb.old_logp is not None:  # last pipeline stage
-                acc["loss"] -= float((mb.old_logp * mb.mask).sum())
-                acc["tokens"] += float(mb.mask.sum())
-    st = policy._reduce_stats(acc)
-    return {"sft/eval_loss": st["loss"] / max(st["tokens"], 1.0), "sft/eval_tokens": st["tokens"]}
+            if mb.old_logp is None:  # not the last pipeline stage
+                continue
+            acc["loss"] -= float((mb.old_logp * mb.mask).sum())
+            acc["tokens"] += float(mb.mask.sum())
+            missed = ((mb.old_logp <= floor) & (mb.mask > 0)).double()  # (N,)
+            per_example = torch.zeros(len(mine), dtype=torch.float64).index_add_(0, mb.seq_ids, missed)
+            acc["exact"] += float((per_example[mb.sample_ids] == 0).sum())
+            acc["examples"] += len(mb.sample_ids)
+    st = policy.sum_over_ranks(acc)
+    return {"sft/eval_loss": st["loss"] / max(st["tokens"], 1.0), "sft/eval_tokens": st["tokens"],
+            "sft/eval_exact": st["exact"] / max(st["examples"], 1.0)}
 
 
 def build_policy(cfg: Config, steps: int):
@@ -102,7 +119,8 @@ def run_sft(cfg: Config, examples: list[Sample], *, steps: int, examples_per_ste
 
     ``policy``: continue an existing Policy; otherwise the model is loaded from
     ``cfg.model.hf_path`` at the parallel layout of ``cfg.parallel``. ``on_step(step, stats)``
-    is called after each step (progress, logging, checkpoints).
+    is called after each step (progress, logging, checkpoints); a true return value ends
+    training after that step (it must be the same on every rank, e.g. from a collective metric).
     """
     if not examples:
         raise ValueError("SFT needs at least one example")
@@ -113,8 +131,8 @@ def run_sft(cfg: Config, examples: list[Sample], *, steps: int, examples_per_ste
     for step, idx in enumerate(batches(len(examples), examples_per_step, steps, cfg.run.seed, start_step),
                                start=start_step):
         stats = sft_step(policy, examples, idx, pad_id)
-        if on_step is not None:
-            on_step(step + 1, stats)
+        if on_step is not None and on_step(step + 1, stats):
+            break
     return policy
 
 

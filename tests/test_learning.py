@@ -1,0 +1,47 @@
+"""Learning regression: a short seeded R1-Zero run must raise its training reward.
+
+Parity tests prove that layouts agree with each other; they stay green when every layout stops
+learning alike (a flipped advantage sign, a zeroed policy-gradient term, a weight sync that no
+longer reaches the engine). This test runs the real pipeline (`r1mega tiny --preset
+learning_check`: tokenizer, a short pretraining, the colocated vLLM engine, GRPO) and checks that
+the reward of the sampled groups rises.
+
+The margin. The per-step reward is the mean over 64 samples (8 prompts x G=8) of accuracy (0/1)
++ 0.2 x format (0/1), so one step's mean has a standard deviation of at most
+sqrt(1.2^2 / 4 / 64) = 0.075. The mean of 4 steps has <= 0.0375, and the difference of two such
+means <= 0.053. A required rise of 0.15 is 2.8 of those standard deviations above a run that
+does not learn (measured: ~0 with the policy gradient disabled), and well below what learning
+gives on every machine and seed tried (see the README). Floats only move individual samples, not
+this average, so the margin holds across CPUs.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.dist import REPO
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+MARGIN = 0.15
+
+
+def test_short_grpo_run_raises_training_reward(tmp_path):
+    out = tmp_path / "learn"
+    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.setdefault("OMP_NUM_THREADS", "2")
+    proc = subprocess.run([sys.executable, "-m", "r1mega.cli", "tiny", "--preset", "learning_check", "--seed", "0",
+                           "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    from r1mega.logging.metrics import read_metrics
+    steps = [m for m in read_metrics(out / "grpo") if "reward/mean" in m]
+    rewards = [m["reward/mean"] for m in sorted(steps, key=lambda m: m["step"])]
+    assert len(rewards) == 12, rewards
+    first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
+    summary = json.loads((out / "summary.json").read_text())
+    assert last - first >= MARGIN, (
+        f"training reward did not rise: first 4 steps {first:.3f}, last 4 steps {last:.3f} (needed +{MARGIN}); "
+        f"per step {[round(r, 3) for r in rewards]}; held-out {summary['before']} -> {summary['after']}")
