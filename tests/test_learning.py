@@ -4,15 +4,17 @@ Parity tests prove that layouts agree with each other; they stay green when ever
 learning alike (a flipped advantage sign, a zeroed policy-gradient term, a weight sync that no
 longer reaches the engine). This test runs the real pipeline (`r1mega tiny --preset
 learning_check`: tokenizer, a short pretraining, the colocated vLLM engine, GRPO) and checks that
-the reward of the sampled groups rises.
+the reward of the sampled groups rises: the R1-Zero signal of a base that can add but rarely
+answers in the format the reward asks for.
 
 The margin. The per-step reward is the mean over 64 samples (8 prompts x G=8) of accuracy (0/1)
-+ 0.2 x format (0/1), so one step's mean has a standard deviation of at most
-sqrt(1.2^2 / 4 / 64) = 0.075. The mean of 4 steps has <= 0.0375, and the difference of two such
-means <= 0.053. A required rise of 0.15 is 2.8 of those standard deviations above a run that
-does not learn (measured: ~0 with the policy gradient disabled), and well below what learning
-gives on every machine and seed tried (see the README). Floats only move individual samples, not
-this average, so the margin holds across CPUs.
++ format (0/1) (the preset weighs both 1.0), a value in [0, 2] whose standard deviation is at most
+1, so one step's mean has a standard deviation of at most 1/sqrt(64) = 0.125. The mean of 4 steps
+has <= 0.0625, and the difference of two such means <= 0.088. A required rise of 0.3 is 3.4 of
+those standard deviations above a run that does not learn (measured: no rise with the
+advantages zeroed), and half of what learning gives (measured: +0.6, from 0.11 to 0.72, on the
+AVX-512 machine of the README). Floats move individual samples, not this average, so the margin
+holds across CPUs.
 """
 
 import json
@@ -26,7 +28,7 @@ from tests.dist import REPO
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
-MARGIN = 0.15
+MARGIN = 0.3
 
 
 def test_short_grpo_run_raises_training_reward(tmp_path):

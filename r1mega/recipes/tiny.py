@@ -59,13 +59,15 @@ class TinySettings:
     @classmethod
     def learning_check(cls) -> "TinySettings":
         """The learning regression test (about a minute): one-digit additions, a base pretrained
-        just long enough to add but rarely in the R1 format, then a short GRPO run whose training
+        for 200 steps on text that is in the R1 format 30% of the time (it samples the format far
+        more rarely), then 12 GRPO steps with accuracy and format weighed alike, whose training
         reward must rise (tests/test_learning.py)."""
-        return cls(n_train=256, n_eval=16, n_val=16, task_knobs=dict(ops=["+"], min_digits=1, max_digits=1),
-                   format_rate=0.2, correct_rate=0.8, pretrain_docs=4096, pretrain_steps=80, pretrain_target=0.0,
+        return cls(n_train=64, n_eval=12, n_val=8, task_knobs=dict(ops=["+"], min_digits=1, max_digits=1),
+                   format_rate=0.3, correct_rate=0.5, pretrain_docs=4096, pretrain_steps=200, pretrain_target=0.0,
                    pretrain_batch=32, vocab_size=512, hidden_size=128, layers=2, ffn=256,
                    rl_overrides=["run.steps=12", "data.prompts_per_step=8", "algorithm.group_size=8",
-                                 "rollout.max_new_tokens=40", "optimizer.lr=1e-3", "eval.k=2",
+                                 "rollout.max_new_tokens=64", "optimizer.lr=5e-4", "eval.k=2",
+                                 "reward.weights={accuracy: 1.0, format: 1.0}",
                                  "eval.max_prompts=16", "eval.greedy=false", "run.save_every=0"])
 
     @classmethod
