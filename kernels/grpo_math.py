@@ -10,7 +10,8 @@ Aggregation: loss = sum_t w_t l_t with weights w_t from ``token_weights`` (zero 
     seq_mean_token_mean   w = mask / (n_tokens(seq) * n_seqs)
     seq_mean_token_sum    w = mask / n_seqs
     constant_norm         w = mask / (n_seqs * max_response_len)   (Dr. GRPO, 2503.20783)
-``denominator`` replaces the global normaliser (sum(mask), n_seqs, n_seqs * max_response_len)
+n_seqs counts the sequences with at least one mask token; a normaliser below 1 is taken as 1.
+``denominator`` (at least 1e-12) replaces the global normaliser (sum(mask), n_seqs, n_seqs * max_response_len)
 so that micro-batch losses sum to the global-batch loss.
 """
 
@@ -21,38 +22,51 @@ import torch
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant_norm")
 
 
-def _num_seqs_and_index(seq_ids: torch.Tensor):
+def _per_seq_tokens(m: torch.Tensor, seq_ids: torch.Tensor):
+    """(mask tokens of each sequence (S,), each token's sequence index (T,))."""
     uniq, inv = torch.unique(seq_ids, return_inverse=True)
-    return uniq.numel(), inv
+    return torch.zeros(uniq.numel(), dtype=m.dtype, device=m.device).index_add_(0, inv, m), inv
 
 
-def token_weights(mask, agg="token_mean", seq_ids=None, denominator=None, max_response_len=None) -> torch.Tensor:
-    """Per-token aggregation weights (T,) fp32 such that loss = sum(w * l)."""
+def token_weights(mask, agg="token_mean", seq_ids=None, denominator=None, max_response_len=None,
+                  dtype=torch.float32) -> torch.Tensor:
+    """Per-token aggregation weights (T,) in ``dtype`` such that loss = sum(w * l).
+
+    n_seqs counts the sequences with at least one mask token; a normaliser below 1 (no mask
+    token) is taken as 1, so an empty mask gives zero weights. The same definition as
+    ``r1mega.algorithms.aggregation`` (kept separate so that this package stands alone; the
+    r1mega tests pin the two together).
+    """
     if agg not in AGGREGATIONS:
         raise ValueError(f"agg must be one of {AGGREGATIONS}, got {agg!r}")
-    m = mask.to(torch.float32)
+    m = mask.to(dtype)
     if seq_ids is not None and seq_ids.shape != mask.shape:
         raise ValueError(f"seq_ids shape {tuple(seq_ids.shape)} must equal mask shape {tuple(mask.shape)}")
     if agg == "token_mean":
-        denom = m.sum().clamp_min(1.0) if denominator is None else denominator
+        denom = m.sum().clamp_min(1.0) if denominator is None else _given(denominator)
         return m / denom
     if agg == "seq_mean_token_mean":
         if seq_ids is None:
             raise ValueError("agg='seq_mean_token_mean' needs seq_ids (sequence index of each token)")
-        n_seqs, inv = _num_seqs_and_index(seq_ids)
-        per_seq = torch.zeros(n_seqs, dtype=torch.float32, device=m.device).index_add_(0, inv, m)
-        denom = n_seqs if denominator is None else denominator
+        per_seq, inv = _per_seq_tokens(m, seq_ids)
+        denom = max(int((per_seq > 0).sum()), 1) if denominator is None else _given(denominator)
         return m / per_seq[inv].clamp_min(1.0) / denom
     if denominator is None:
         if seq_ids is None:
             raise ValueError(f"agg={agg!r} needs seq_ids (to count sequences) or an explicit denominator")
-        n_seqs, _ = _num_seqs_and_index(seq_ids)
+        per_seq, _ = _per_seq_tokens(m, seq_ids)
+        n_seqs = int((per_seq > 0).sum())
         if agg == "constant_norm":
             if max_response_len is None:
                 raise ValueError("agg='constant_norm' needs max_response_len (or an explicit denominator)")
-            return m / (n_seqs * float(max_response_len))
-        return m / n_seqs
-    return m / denominator
+            return m / max(n_seqs * float(max_response_len), 1.0)
+        return m / max(n_seqs, 1)
+    return m / _given(denominator)
+
+
+def _given(denominator):
+    """An explicit normaliser, kept away from 0 (an empty global batch gives zero weights, not NaN)."""
+    return denominator.clamp_min(1e-12) if torch.is_tensor(denominator) else max(float(denominator), 1e-12)
 
 
 def grpo_token_terms(logp, old_logp, advantages, ref_logp=None, entropy=None, *, clip_low=0.2, clip_high=0.2,

@@ -24,30 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
-
-
-# Known-harmless warnings that megatron-core and torch print on every step; the console stays readable.
-_QUIET = (r".*torch\.distributed\.\w+.? is deprecated.*", r"Apex is not installed.*",
-          r"The \.grad attribute of a Tensor that is not a leaf Tensor.*", r".*TransformerEngine.*not installed.*",
-          r".*Transformer Engine and Apex are not installed.*")
-
-
-def _setup_logging() -> None:
-    import warnings
-
-    for pattern in _QUIET:
-        warnings.filterwarnings("ignore", message=pattern)
-    rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"[r1mega rank{rank}] %(message)s")
-    for noisy in ("megatron", "megatron.core"):  # Megatron lists every parameter at INFO
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def cmd_tiny(args) -> int:
@@ -110,7 +88,7 @@ def cmd_eval(args) -> int:
     from r1mega.data.tokenizer import load_tokenizer
     from r1mega.eval.evaluate import evaluate_engine
     from r1mega.parallel.init import init_distributed
-    from r1mega.trainer.loop import make_engine
+    from r1mega.rollout.groups import make_engine
 
     cfg = load_config(args.config, args.overrides)
     init_distributed()
@@ -129,20 +107,8 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def hf_model_dir(path: str, cfg) -> str:
-    """``path`` itself for an HF model directory; for an r1mega checkpoint, an HF export of it
-    (written once next to the checkpoint, as ``<checkpoint>/hf``)."""
-    if not os.path.isfile(os.path.join(path, "meta.json")):
-        return path
-    from r1mega.checkpoint import r1mega_to_hf
-
-    out = os.path.join(path, "hf")
-    if not os.path.isfile(os.path.join(out, "config.json")):
-        r1mega_to_hf(path, out, cfg.parallel, cfg.model)
-    return out
-
-
 def cmd_generate(args) -> int:
+    from r1mega.checkpoint.convert import hf_model_dir
     from r1mega.config import load_config
     from r1mega.parallel.init import init_distributed
     from r1mega.rollout.generate_cmd import run_generate
@@ -280,8 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from r1mega.config import ConfigError
     from r1mega.data.prompts import DataError
+    from r1mega.logging.console import setup_logging
 
-    _setup_logging()
+    setup_logging()
     parser = build_parser()
     # key=value overrides may follow options too (argparse stops collecting positionals at the first option)
     args, extra = parser.parse_known_args(argv)

@@ -24,7 +24,10 @@ def torchrun(script: str, *args: str, nproc: int = 2, timeout: float = 300, env:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
            "--master-addr=127.0.0.1", f"--master-port={free_port()}", script, *args]
     full_env = dict(os.environ)
-    full_env.update({"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"})
+    full_env.update({"PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"})
+    # one thread per process unless the caller chose a count (OMP_NUM_THREADS in the environment: the
+    # CPU-variant runs of the parity tests); torch.distributed.run would otherwise also default it to 1
+    full_env.setdefault("OMP_NUM_THREADS", "1")
     full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.update(env or {})
     try:

@@ -74,7 +74,7 @@ def test_permutation_equivariant_and_zero_mean_per_group(name):
     torch.testing.assert_close(compute_advantages(name, r[perm], g[perm]), a[perm])
     for gid in g.unique():
         sel = g == gid
-        assert abs(float(a[sel].sum())) < 1e-9
+        assert abs(float(a[sel].sum())) < 1e-9  # float64: <= 23 terms of O(1): ~23 x 3 x eps64 = 1.5e-14
 
 
 def test_unknown_name_lists_valid():

@@ -11,6 +11,7 @@ import torch
 
 from tests.dist import REPO, torchrun
 from tests.hf_models import make_hf_model
+from tests.numerics import assert_within, logits_bound
 
 WORKER = os.path.join(REPO, "tests", "workers", "ckpt_layouts.py")
 FAMILIES = ("qwen2", "qwen3")  # tied + QKV bias + padded vocab at TP=2; untied + QK-norm
@@ -36,8 +37,8 @@ def test_saved_at_tp2_loads_at_other_layouts(run, family, layout):
         ref = model(ids).logits
     ours = torch.load(os.path.join(out, f"{family}.{layout}.logits.pt"))
     assert ours.shape == ref.shape
-    err = (ours - ref).abs().max().item()
-    assert err < 1e-4, f"{family} saved at TP=2, loaded at {layout}: max |logits diff| {err}"
+    # two fp32 forwards (Megatron at this layout, transformers): tests/numerics.py, ~4e-4 .. 6e-4 here
+    assert_within(ours, ref, logits_bound(model, ids.shape[1]), f"{family} saved at TP=2, loaded at {layout}")
 
 
 @pytest.mark.multiproc

@@ -6,9 +6,8 @@ import random
 import pytest
 
 from r1mega.data.prompts import load_prompts
-from r1mega.data.synthetic import (arithmetic_steps, countdown_check, countdown_reward, make_splits,
-                                   pretraining_corpus, write_jsonl)
-from r1mega.rewards import RewardConfig, accuracy_reward, format_reward, is_equiv
+from r1mega.data.synthetic import arithmetic_steps, make_splits, pretraining_corpus, write_jsonl
+from r1mega.rewards import RewardConfig, accuracy_reward, countdown_check, format_reward, is_equiv
 
 
 @pytest.mark.parametrize("task,knobs", [("arithmetic", dict(ops=("+", "-", "*"), max_digits=4)),
@@ -43,33 +42,9 @@ def test_too_narrow_task_is_an_error():
         make_splits("arithmetic", 200, 0, seed=0, ops=("+",), min_digits=1, max_digits=1)  # only 100 exist
 
 
-def test_countdown_checker():
-    nums = [3, 5, 2]
-    assert countdown_check("3*5+2", nums, 17)
-    assert countdown_check("(3 \\times 5) + 2 = 17", nums, 17)
-    assert countdown_check("2+5*3", nums, 17)
-    assert not countdown_check("17", nums, 17)              # numbers not used
-    assert not countdown_check("3*5+2+2", nums, 19)          # 2 used twice
-    assert not countdown_check("3*5", nums, 15)              # 2 unused
-    assert not countdown_check("3*5+2", nums, 18)            # wrong value
-    assert not countdown_check("3*5+2 = 18", nums, 17)
-    assert not countdown_check("__import__('os')", nums, 17)
-    assert not countdown_check("3**5+2", nums, 245)
-    assert not countdown_check("5/(3-3)+2", [5, 3, 3, 2], 1)  # division by zero
-    assert countdown_check("(5+3)/2*3", [5, 3, 2, 3], 12)
-    assert not countdown_check(None, nums, 17)
+def test_countdown_problems_are_solved_by_their_reference():
     train, held = make_splits("countdown", 100, 10, seed=1)
     assert all(countdown_check(r["answer"], r["numbers"], r["target"]) for r in train + held)
-
-
-def test_countdown_reward():
-    cfg = RewardConfig()
-    meta = {"numbers": [3, 5, 2], "target": 17}
-    assert countdown_reward("<think> 15+2 </think> <answer> \\boxed{3*5+2} </answer>", "3*5+2", meta, cfg).score == 1.0
-    assert countdown_reward("<think> x </think> <answer>5*3+2</answer>", None, meta, cfg).score == 1.0
-    assert countdown_reward("<think> x </think> \\boxed{17}", "3*5+2", meta, cfg).score == 0.0
-    assert countdown_reward("<think> \\boxed{3*5+2}", "3*5+2", meta, cfg).score == 0.0  # not closed
-    assert countdown_reward("\\boxed{3*5+2}", "", {}, cfg).info["reason"] == "metadata lacks numbers/target"
 
 
 def test_rows_load_as_prompts(tmp_path):
@@ -103,14 +78,3 @@ def test_pretraining_mix_and_exclusion():
                for d in all_right)  # noqa: S307
     with pytest.raises(ValueError, match=r"format_rate \(1.5\)"):
         pretraining_corpus(1, format_rate=1.5)
-
-
-def test_countdown_is_a_registered_reward():
-    from r1mega.rewards import REWARDS
-    from r1mega.rewards.config import RewardConfig
-
-    meta = {"numbers": [3, 5, 2], "target": 17}
-    ok = " <think> 3*5=15, 15+2=17 </think> <answer> \\boxed{3*5+2} </answer>"
-    bare = " <think> 17 </think> <answer> \\boxed{17} </answer>"  # the target alone is not an equation
-    assert REWARDS["countdown"](ok, "3*5+2", meta, RewardConfig()).score == 1.0
-    assert REWARDS["countdown"](bare, "3*5+2", meta, RewardConfig()).score == 0.0

@@ -18,6 +18,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # inherited by the spawned children
 
 import r1mega_kernels as K  # noqa: E402
+from tests.numerics import EPS32, assert_within, rel_bound, scale  # noqa: E402
 from r1mega_kernels._common import HAS_TRITON  # noqa: E402
 from r1mega_kernels.linear_logprob import interpreted  # noqa: E402
 
@@ -63,7 +64,7 @@ def _run(x, w, y, old, adv, mask, seq, backend, tp_group=None, vocab_start=None,
 def _worker(rank, world, init, seed, backend):
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
-        torch.set_num_threads(1)
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))  # the caller's count, else 1 per process
         x, w, y, old, adv, mask, seq = _problem(seed)
         full = _run(x, w, y, old, adv, mask, seq, backend)
         lo, hi = (0, SPLIT) if rank == 0 else (SPLIT, V)
@@ -71,10 +72,17 @@ def _worker(rank, world, init, seed, backend):
         for schedule in ("fused", "gemm") if backend == "triton" else ("fused",):
             shard = _run(x, w[lo:hi].contiguous(), y, old, adv, mask, seq, backend, tp_group=dist.group.WORLD,
                          vocab_start=lo, schedule=schedule)
-            for k in ("lp", "ent", "dx", "loss", "g_lp", "g_dx"):
-                assert torch.allclose(shard[k], full[k], rtol=1e-5, atol=1e-5), (rank, backend, schedule, k)
-            for k in ("dw", "g_dw"):
-                assert torch.allclose(shard[k], full[k][lo:hi], rtol=1e-5, atol=1e-5), (rank, backend, schedule, k)
+            # Two fp32 evaluations summing in other orders (tests/numerics.py): the vocabulary split moves the
+            # log-sum-exp's and dX's sums over V = 1031 terms; chained: logits, log-sum-exp, the softmax-weighted
+            # backward sums, the dX / dW products (D = 4): rel = V x 4 x eps = 4.9e-4 of the terms' scale. For
+            # logprob / entropy that scale is the logits' cap max|x_t| max|w_v| / T (Cauchy-Schwarz), plus the
+            # log-sum-exp's own V eps; for the gradients and the loss, the tensor's largest |value|.
+            rel = rel_bound(V, 4)
+            cap = float(x.norm(dim=1).max() * w.norm(dim=1).max()) / 0.8
+            for k in ("lp", "ent", "dx", "loss", "g_lp", "g_dx", "dw", "g_dw"):
+                ref = full[k][lo:hi] if k in ("dw", "g_dw") else full[k]
+                allowed = rel * cap + EPS32 * V if k in ("lp", "ent", "g_lp") else rel * scale(ref)
+                assert_within(shard[k], ref, allowed, f"rank {rank} {backend} {schedule} {k}")
     finally:
         dist.destroy_process_group()
 

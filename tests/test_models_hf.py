@@ -8,6 +8,7 @@ import torch
 
 from tests.dist import REPO, torchrun
 from tests.hf_models import FAMILIES, make_hf_model
+from tests.numerics import assert_within, logits_bound
 
 WORKER = os.path.join(REPO, "tests", "workers", "hf_parity.py")
 
@@ -26,8 +27,8 @@ def _check(hf_models, out, families):
             ref = model(ids).logits
         ours = torch.load(os.path.join(out, f"{family}.logits.pt"))
         assert ours.shape == ref.shape
-        err = (ours - ref).abs().max().item()
-        assert err < 1e-4, f"{family}: max |logits diff| {err}"
+        # two fp32 forwards (Megatron at this layout, transformers): tests/numerics.py, ~4e-4 .. 6e-4 here
+        assert_within(ours, ref, logits_bound(model, ids.shape[1]), f"{family} logits")
         exported = type(model).from_pretrained(os.path.join(out, f"{family}.export")).state_dict()
         original = model.state_dict()
         assert set(exported) == set(original), f"{family}: {set(exported) ^ set(original)}"

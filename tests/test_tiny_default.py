@@ -31,7 +31,11 @@ def test_tiny_quick_end_to_end(tmp_path):
     from r1mega.logging.metrics import read_metrics
     steps = [m for m in read_metrics(out / "grpo") if "actor/loss" in m]
     assert [int(m["step"]) for m in steps] == [1, 2]
-    assert all(math.isfinite(m["actor/loss"]) and m["rollout/logprob_diff_max"] < 1e-4 for m in steps)
+    # engine vs trainer logprobs of any policy within the 2 RL steps (Adam, tiny_cpu.yaml's lr 1e-4) of the
+    # exported final one, sequences up to model.max_seq_len 480: two fp32 forwards, tests/numerics.py
+    from tests.numerics import run_logprob_bound
+    tol = run_logprob_bound(str(out / "grpo" / "hf"), 2, lr=1e-4, seq=480)
+    assert all(math.isfinite(m["actor/loss"]) and m["rollout/logprob_diff_max"] <= tol for m in steps), tol
     assert (out / "grpo" / "hf" / "config.json").exists()  # the final policy, exported
     from r1mega.checkpoint import find_latest_checkpoint
     assert find_latest_checkpoint(str(out / "grpo" / "checkpoints")).endswith("step_000002")

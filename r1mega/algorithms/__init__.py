@@ -12,7 +12,7 @@ import r1mega.config  # noqa: F401  the config tree imports our config section: 
 _EXPORTS = {
     "advantages": ("ADVANTAGES", "assign_advantages", "compute_advantages", "dr_grpo_advantages", "grpo_advantages", "group_stats",
                    "reinforce_pp_advantages", "reinforce_pp_baseline_advantages", "rloo_advantages"),
-    "aggregation": ("AGGREGATIONS", "aggregate", "normalizer"),
+    "aggregation": ("AGGREGATIONS", "aggregate", "length_normalizer", "normalizer"),
     "config": ("AlgorithmConfig",),
     "kl": ("KL_ESTIMATORS", "kl_in_reward", "kl_k1", "kl_k2", "kl_k3", "kl_penalty"),
     "loss": ("clipped_pg_loss", "policy_loss", "tis_weights"),

@@ -32,36 +32,43 @@ from torch import Tensor
 from r1mega.config.base import choose
 
 
-def _num_seqs(mask: Tensor) -> Tensor:
-    return (mask.sum(dim=-1) > 0).sum()
+def _num_seqs(n: Tensor, max_response_len: int | None = None) -> Tensor:
+    return (n > 0).sum()
 
 
-def _token_mean(loss: Tensor, mask: Tensor, max_response_len: int | None) -> tuple[Tensor, Tensor]:
-    return (loss * mask).sum(), mask.sum()
+def _num_tokens(n: Tensor, max_response_len: int | None = None) -> Tensor:
+    return n.sum()
 
 
-def _seq_mean_token_mean(loss: Tensor, mask: Tensor, max_response_len: int | None) -> tuple[Tensor, Tensor]:
-    per_seq = (loss * mask).sum(dim=-1) / mask.sum(dim=-1).clamp_min(1)   # (B,)
-    return per_seq.sum(), _num_seqs(mask)
-
-
-def _seq_mean_token_sum(loss: Tensor, mask: Tensor, max_response_len: int | None) -> tuple[Tensor, Tensor]:
-    return (loss * mask).sum(), _num_seqs(mask)
-
-
-def _constant_norm(loss: Tensor, mask: Tensor, max_response_len: int | None) -> tuple[Tensor, Tensor]:
+def _num_seqs_times_max_len(n: Tensor, max_response_len: int | None) -> Tensor:
     if max_response_len is None or max_response_len < 1:
         raise ValueError(f"loss aggregation 'constant_norm' needs max_response_len >= 1, got {max_response_len!r}")
-    return (loss * mask).sum(), _num_seqs(mask) * max_response_len
+    return _num_seqs(n) * max_response_len
 
 
-# name -> (numerator, local normaliser)
-AGGREGATIONS: dict[str, Callable[[Tensor, Tensor, int | None], tuple[Tensor, Tensor]]] = {
-    "token_mean": _token_mean,
-    "seq_mean_token_mean": _seq_mean_token_mean,
-    "seq_mean_token_sum": _seq_mean_token_sum,
-    "constant_norm": _constant_norm,
+def _token_sum(loss: Tensor, mask: Tensor, n: Tensor) -> Tensor:
+    return (loss * mask).sum()
+
+
+def _sum_of_token_means(loss: Tensor, mask: Tensor, n: Tensor) -> Tensor:
+    return ((loss * mask).sum(dim=-1) / n.clamp_min(1)).sum()   # (B,) -> ()
+
+
+# name -> (numerator(loss, mask, n), normaliser(n, max_response_len)), n (B,) = mask tokens per sequence.
+# The one definition: r1mega_kernels.grpo_math.token_weights (standalone) is pinned to it by
+# tests/test_aggregation_copies.py, and r1mega.trainer.samples.denominator calls length_normalizer.
+AGGREGATIONS: dict[str, tuple[Callable[[Tensor, Tensor, Tensor], Tensor], Callable[[Tensor, int | None], Tensor]]] = {
+    "token_mean": (_token_sum, _num_tokens),
+    "seq_mean_token_mean": (_sum_of_token_means, _num_seqs),
+    "seq_mean_token_sum": (_token_sum, _num_seqs),
+    "constant_norm": (_token_sum, _num_seqs_times_max_len),
 }
+
+
+def length_normalizer(name: str, lengths: Tensor, max_response_len: int | None = None) -> Tensor:
+    """The local normaliser of ``aggregate(name, ...)`` from the number of mask tokens of each
+    sequence, ``lengths`` (B,) (0 for a sequence outside the loss), as a 0-dim tensor."""
+    return choose("loss aggregation", name, AGGREGATIONS)[1](lengths, max_response_len)
 
 
 def normalizer(name: str, mask: Tensor, max_response_len: int | None = None) -> Tensor:
@@ -69,23 +76,24 @@ def normalizer(name: str, mask: Tensor, max_response_len: int | None = None) -> 
 
     Sum it over micro-batches and ranks (e.g. all_reduce) and pass the total as ``denominator``.
     """
-    mask = mask.to(torch.float64)
-    return choose("loss aggregation", name, AGGREGATIONS)(torch.zeros_like(mask), mask, max_response_len)[1]
+    return length_normalizer(name, mask.to(torch.float64).sum(dim=-1), max_response_len)
 
 
 def aggregate(name: str, per_token_loss: Tensor, mask: Tensor, max_response_len: int | None = None,
               denominator: float | Tensor | None = None) -> Tensor:
     """Scalar loss from ``per_token_loss`` (B, T) and ``mask`` (B, T) (1 on response tokens).
 
-    loss = numerator / normaliser, with the numerator and normaliser of mode ``name`` (see the
-    module docstring). ``denominator`` replaces the local normaliser (global-batch training).
+    loss = numerator / max(normaliser, 1), with the numerator and normaliser of mode ``name`` (see
+    the module docstring). ``denominator`` replaces the local normaliser (global-batch training).
     An empty mask gives 0 (with a zero gradient), never NaN.
     """
     if per_token_loss.shape != mask.shape:
         raise ValueError(f"per_token_loss {tuple(per_token_loss.shape)} and mask {tuple(mask.shape)} must match")
+    numerator, normaliser = choose("loss aggregation", name, AGGREGATIONS)
     m = mask.to(per_token_loss.dtype)
-    num, norm = choose("loss aggregation", name, AGGREGATIONS)(per_token_loss, m, max_response_len)
+    n = m.sum(dim=-1)                                                  # (B,)
+    num = numerator(per_token_loss, m, n)
     if denominator is not None:
-        norm = denominator
-    norm = torch.as_tensor(norm, dtype=per_token_loss.dtype, device=per_token_loss.device)
-    return num / norm.clamp_min(1e-12) if denominator is not None else num / norm.clamp_min(1)
+        norm = torch.as_tensor(denominator, dtype=per_token_loss.dtype, device=per_token_loss.device)
+        return num / norm.clamp_min(1e-12)
+    return num / normaliser(n, max_response_len).to(num.dtype).clamp_min(1)

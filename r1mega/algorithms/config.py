@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from r1mega.config.base import ConfigError, option
 
+# The keys of the tables in advantages.ADVANTAGES, kl.KL_ESTIMATORS and aggregation.AGGREGATIONS,
+# spelled out so that the config loads without torch; tests/test_config_refusals.py pins them equal.
 ADVANTAGE_NAMES = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline")
 KL_ESTIMATOR_NAMES = ("k1", "k2", "k3")
 LOSS_AGG_NAMES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant_norm")
@@ -49,6 +51,10 @@ class AlgorithmConfig:
             raise ConfigError(f"algorithm.dual_clip ({self.dual_clip}) must be > 1 (or null to disable)")
         if self.kl_coef < 0:
             raise ConfigError(f"algorithm.kl_coef ({self.kl_coef}) must be >= 0")
+        if self.kl_in_reward and self.kl_coef > 0:
+            raise ConfigError(f"algorithm.kl_in_reward=true (with algorithm.kl_coef {self.kl_coef} > 0) is not "
+                              f"supported by the RL loop yet (the reference logprobs are computed after advantages); "
+                              f"use the KL term in the loss (kl_in_reward=false)")
         if self.entropy_coef < 0:
             raise ConfigError(f"algorithm.entropy_coef ({self.entropy_coef}) must be >= 0")
         if self.tis_cap is not None and not self.tis_cap > 0:

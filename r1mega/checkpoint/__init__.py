@@ -12,6 +12,7 @@ _EXPORTS = {
     "write_checkpoint": "training", "read_meta": "training", "step_dir": "training",
     "CheckpointError": "training", "rng_state": "training", "set_rng_state": "training",
     "hf_to_r1mega": "convert", "r1mega_to_hf": "convert", "load_model_from_checkpoint": "convert",
+    "hf_model_dir": "convert",
     "save_sharded": "sharded", "load_sharded": "sharded",
 }
 __all__ = sorted(_EXPORTS)

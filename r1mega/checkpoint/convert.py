@@ -80,6 +80,19 @@ def r1mega_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, parall
     return os.fspath(out_dir)
 
 
+def hf_model_dir(path: str | os.PathLike, cfg) -> str:
+    """``path`` itself for an HF model directory; for an r1mega checkpoint, an HF export of it
+    (written once next to the checkpoint, as ``<checkpoint>/hf``, at ``cfg.parallel``/``cfg.model``).
+    What the commands that take ``--model`` (generate, reject-sample) run the engine on."""
+    path = os.fspath(path)
+    if not os.path.isfile(os.path.join(path, "meta.json")):
+        return path
+    out = os.path.join(path, "hf")
+    if not os.path.isfile(os.path.join(out, "config.json")):
+        r1mega_to_hf(path, out, cfg.parallel, cfg.model)
+    return out
+
+
 def reshard(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, parallel_cfg: ParallelConfig,
             model_cfg: ModelConfig | None = None) -> str:
     """Rewrite a checkpoint (model weights) at the layout ``parallel_cfg``: every rank loads only

@@ -57,11 +57,16 @@ class Config:
                               f"(Megatron's distributed optimizer only shards Adam)")
         if self.model.fp8 and self.model.dtype == "float32":
             raise ConfigError("model.fp8=true needs model.dtype bfloat16 or float16 (got float32)")
+        if self.reward.model_path and self.parallel.context > 1:
+            raise ConfigError(f"reward.model_path ({self.reward.model_path!r}) needs parallel.context = 1, got "
+                              f"{self.parallel.context}: the reward is read at each sequence's last token, which "
+                              f"context parallelism splits off")
         if world_size is not None:
             arch = None
             if self.model.hf_path and os.path.exists(self.model.hf_path):
-                from r1mega.models.arch import read_hf_config
+                from r1mega.models.arch import check_trainable, read_hf_config
                 arch = read_hf_config(self.model.hf_path)
+                check_trainable(arch)
             layout = _check_layout(self.parallel, world_size, arch)
             for what, dp in (("trainer data-parallel size", layout.data),
                              ("number of rollout engines (world / parallel.rollout_tensor)", layout.rollout_data)):

@@ -102,6 +102,8 @@ class RolloutConfig:
             raise ConfigError(f"rollout.top_p ({self.top_p}) must be in (0, 1]")
         if self.temperature < 0:
             raise ConfigError(f"rollout.temperature ({self.temperature}) must be >= 0")
+        if self.top_k < -1:
+            raise ConfigError(f"rollout.top_k ({self.top_k}) must be -1 or 0 (off) or >= 1")
         if self.max_new_tokens < 1:
             raise ConfigError(f"rollout.max_new_tokens ({self.max_new_tokens}) must be >= 1")
         if self.sync_bucket_mb <= 0:

@@ -5,6 +5,7 @@
 - :mod:`r1mega.logging.timers`   ``StepTimer``: seconds per RL stage and the ``other`` overhead
 - :mod:`r1mega.logging.progress` ``StepProgress`` (tqdm bar with ETA), ``console_summary``
 - :mod:`r1mega.logging.plots`    ``plot_run`` (matplotlib; imported on first use)
+- :mod:`r1mega.logging.console`  ``setup_logging``: the console set-up of every command entry point
 
 Note: this package is ``r1mega.logging``; the stdlib ``logging`` is unaffected (absolute imports).
 """

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 
 from r1mega.config.sections import ModelConfig
-from r1mega.models.arch import ModelArch, read_hf_config
+from r1mega.models.arch import ModelArch, check_trainable, read_hf_config
 
 __all__ = ["ModelArch", "read_hf_config", "load_hf", "build", "export_hf", "iter_hf_weights"]
 
 
 def build(arch: ModelArch, model_cfg: ModelConfig, layout) -> list:
     """This rank's freshly initialised model chunks."""
+    check_trainable(arch)
     from r1mega.models.megatron_gpt import build_model_chunks
     return build_model_chunks(arch, model_cfg, layout)
 

@@ -135,7 +135,6 @@ def check_layout(p: ParallelConfig, world_size: int, arch=None, num_experts: int
         if not experts and p.expert > 1:
             raise ConfigError(f"parallel.expert ({p.expert}) > 1 needs an MoE model (this model has no experts)")
         if experts and getattr(arch, "is_moe", False):
-            from r1mega.models.moe import check_moe_layout
             check_moe_layout(arch, p, etp)
         vocab = padded_vocab(arch.vocab_size, p.tensor)
     return Layout(world_size=world_size, tensor=p.tensor, pipeline=p.pipeline, virtual_pipeline=p.virtual_pipeline,
@@ -143,3 +142,20 @@ def check_layout(p: ParallelConfig, world_size: int, arch=None, num_experts: int
                   sequence_parallel=p.sequence_parallel, rollout_tensor=p.rollout_tensor,
                   rollout_data=world_size // p.rollout_tensor, padded_vocab_size=vocab,
                   first_stage_layers=p.first_stage_layers, last_stage_layers=p.last_stage_layers)
+
+
+def check_moe_layout(arch, p: ParallelConfig, etp: int) -> None:
+    """MoE constraints of a parallel layout (``etp``: expert TP size)."""
+    if arch.moe_ffn_hidden_size % etp:
+        raise ConfigError(f"moe_intermediate_size ({arch.moe_ffn_hidden_size}) must be a multiple of the expert "
+                          f"tensor-parallel size ({etp})")
+    if arch.moe_shared_ffn_hidden_size % p.tensor:
+        raise ConfigError(f"the shared expert's intermediate size ({arch.moe_shared_ffn_hidden_size}) must be a "
+                          f"multiple of parallel.tensor ({p.tensor})")
+    if p.tensor > 1 and not p.sequence_parallel:
+        # Megatron's MoELayer.forward raises in training mode ("performance may degrade if MoE
+        # and tensor parallelism are enabled without also enabling sequence parallelism"):
+        # without SP every TP rank would route and dispatch the same tokens.
+        raise ConfigError(f"an MoE model with parallel.tensor ({p.tensor}) > 1 needs parallel.sequence_parallel="
+                          f"true (Megatron's MoE layer refuses to train TP without SP: every TP rank would "
+                          f"dispatch the same tokens)")

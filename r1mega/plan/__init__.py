@@ -1,10 +1,11 @@
 """``r1mega plan``: parameter counts from HF configs, the per-GPU memory model, the report.
 
-Pure Python (no torch): ``hfconfig`` (model sizes and parameter counts), ``estimate`` (memory
+Pure Python (no torch). The model comes from :func:`r1mega.models.arch.read_hf_config` and its
+parameter counts from :func:`r1mega.models.params.param_counts`; here: ``estimate`` (memory
 per GPU in each phase of the RL step), ``report`` (table / JSON), ``cli`` (the command).
 """
 
+from r1mega.models.params import ParamCounts, param_counts
 from r1mega.plan.estimate import MemoryPlan, plan_memory
-from r1mega.plan.hfconfig import ModelSpec, ParamCounts, model_spec, param_counts
 
-__all__ = ["MemoryPlan", "ModelSpec", "ParamCounts", "model_spec", "param_counts", "plan_memory"]
+__all__ = ["MemoryPlan", "ParamCounts", "param_counts", "plan_memory"]

@@ -30,8 +30,9 @@ def resolve_world_size(world_size: int | None, nodes: int | None, gpus_per_node:
 
 
 def model_spec_for(cfg, hf_config: str | None):
-    """The :class:`ModelSpec` from ``--hf-config`` or ``model.hf_path``."""
-    from r1mega.plan.hfconfig import model_spec
+    """The :class:`~r1mega.models.arch.ModelArch` from ``--hf-config`` or ``model.hf_path``
+    (the model builder's reader: the plan sizes exactly the model r1mega would build)."""
+    from r1mega.models.arch import read_hf_config
 
     path = hf_config or cfg.model.hf_path
     if not path:
@@ -39,7 +40,7 @@ def model_spec_for(cfg, hf_config: str | None):
     if not hf_config and not os.path.exists(os.path.join(path, "config.json")) and not os.path.isfile(path):
         raise ConfigError(f"model.hf_path {path!r} has no config.json here; pass --hf-config FILE "
                           f"(e.g. a copy of the model's config.json)")
-    return model_spec(path)
+    return read_hf_config(path)
 
 
 def validate_layout(cfg, spec, world_size: int):

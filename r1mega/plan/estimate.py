@@ -1,6 +1,6 @@
 """Per-GPU memory of an r1mega run: trainer state, activations, colocated vLLM engine.
 
-Pure Python. :func:`plan_memory` takes the config, the model (:class:`ModelSpec`) and the
+Pure Python. :func:`plan_memory` takes the config, the model (:class:`~r1mega.models.arch.ModelArch`) and the
 validated :class:`Layout` and returns a :class:`MemoryPlan`: bytes per GPU for each item in
 each memory phase of the RL step, the totals, and the problems with the knob that fixes each.
 
@@ -37,7 +37,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from r1mega.plan.hfconfig import ModelSpec, ParamCounts, param_counts
+from r1mega.models.arch import ModelArch
+from r1mega.models.params import ParamCounts, param_counts
 
 GiB = float(1 << 30)
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -70,7 +71,7 @@ class RankParams:
         return self.dense + self.experts
 
 
-def rank_params(spec: ModelSpec, counts: ParamCounts, layout, pp_rank: int) -> RankParams:
+def rank_params(spec: ModelArch, counts: ParamCounts, layout, pp_rank: int) -> RankParams:
     """Parameters on one GPU of a pipeline stage: TP-split matrices / TP, replicated vectors,
     routed experts / (EP x expert-TP), the vocab-parallel embedding (padded vocab) on the first
     stage, final norm and output layer on the last (a tied output layer is a second copy of
@@ -120,7 +121,7 @@ class LayerActivation:
         return rep + (self.split * act_bytes + self.fp32_split) / tensor
 
 
-def layer_activation_elems(spec: ModelSpec, i: int, *, expert_tensor: int = 1, flash: bool = True,
+def layer_activation_elems(spec: ModelArch, i: int, *, expert_tensor: int = 1, flash: bool = True,
                            seq_len: int = 0) -> LayerActivation:
     """What layer ``i`` saves for backward, per token (Korthikanti et al. 2022, generalised).
 
@@ -137,11 +138,10 @@ def layer_activation_elems(spec: ModelSpec, i: int, *, expert_tensor: int = 1, f
     h = spec.hidden_size
     a = spec.num_heads
     rep, split, fp32_split = 2 * h, 0.0, 4.0 * a if flash else 0.0
-    if spec.mla is not None:
-        m = spec.mla
-        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
-        rep += (2 * m.q_lora_rank if m.q_lora_rank else 0) + (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank
-        split += 2 * a * qk + 2 * a * m.v_head_dim
+    if spec.is_mla:
+        qk = spec.qk_nope_head_dim + spec.qk_rope_head_dim
+        rep += 2 * spec.q_lora_rank + (spec.kv_lora_rank + spec.qk_rope_head_dim) + spec.kv_lora_rank
+        split += 2 * a * qk + 2 * a * spec.v_head_dim
     else:
         split += 2 * a * spec.head_dim + 2 * spec.num_kv_heads * spec.head_dim
     if not flash:
@@ -169,17 +169,17 @@ def in_flight_chunks(pipeline: int, virtual: int | None, rank: int, micro_batche
 
 
 # ---------------------------------------------------------------------------- rollout engine
-def kv_bytes_per_token(spec: ModelSpec, rollout_tensor: int, act_bytes: int) -> float:
+def kv_bytes_per_token(spec: ModelArch, rollout_tensor: int, act_bytes: int) -> float:
     """KV cache per token on one GPU of an engine: GQA 2 * max(1, g/r) * d * L elements (vLLM
     replicates KV heads when r > g); MLA (r_kv + r_rope) * L, the same on every TP rank."""
-    if spec.mla is not None:
-        per_layer = spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim
+    if spec.is_mla:
+        per_layer = spec.kv_lora_rank + spec.qk_rope_head_dim
     else:
         per_layer = 2 * max(1, spec.num_kv_heads // rollout_tensor) * spec.head_dim
     return per_layer * spec.num_layers * act_bytes
 
 
-def engine_weight_bytes(spec: ModelSpec, counts: ParamCounts, rollout_tensor: int, act_bytes: int) -> float:
+def engine_weight_bytes(spec: ModelArch, counts: ParamCounts, rollout_tensor: int, act_bytes: int) -> float:
     """One GPU's share of the engine's weights: everything split over the engine's TP ranks
     except the replicated vectors (norms, router, MLA down-projections)."""
     r = rollout_tensor
@@ -194,7 +194,7 @@ def vllm_batch_defaults(gpu_bytes: float) -> tuple[int, int]:
     return (16384, 1024) if gpu_bytes >= 70 * GiB else (8192, 256)
 
 
-def engine_activation_bytes(spec: ModelSpec, rollout_tensor: int, act_bytes: int, gpu_bytes: float) -> float:
+def engine_activation_bytes(spec: ModelArch, rollout_tensor: int, act_bytes: int, gpu_bytes: float) -> float:
     """Estimate of vLLM's profiled activation peak: one forward of max_num_batched_tokens
     tokens (hidden states ~4h, MLP intermediate 3f/r, or k routed copies of 3f_e/r) plus the
     sampler's fp32 logits / logprobs / sorted copy for max_num_seqs rows of the vocabulary."""
@@ -222,7 +222,7 @@ class MemoryPlan:
     world_size: int
     gpus_per_node: int
     gpu_bytes: float
-    spec: ModelSpec
+    spec: ModelArch
     counts: ParamCounts
     layout: object
     pipeline_rank: int                      # the pipeline rank with the highest peak (shown)
@@ -336,7 +336,7 @@ def _rank_items(cfg, spec, counts, layout, pp_rank, gpu_bytes, reserve_bytes):
     return items, info, rp
 
 
-def plan_memory(cfg, spec: ModelSpec, layout, *, gpu_mem_gb: float = 80.0, gpus_per_node: int = 8,
+def plan_memory(cfg, spec: ModelArch, layout, *, gpu_mem_gb: float = 80.0, gpus_per_node: int = 8,
                 reserve_gb: float = 4.0) -> MemoryPlan:
     """The per-GPU memory plan of ``cfg`` for ``spec`` on ``layout`` (already validated).
 

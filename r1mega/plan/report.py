@@ -21,8 +21,10 @@ def model_line(plan: MemoryPlan) -> str:
                      f"experts, top-{s.moe_topk}{shared})")
     else:
         parts.append(f", {s.num_layers} layers")
-    attn = "MLA" if s.mla else f"{s.num_heads} heads / {s.num_kv_heads} KV heads"
+    attn = "MLA" if s.is_mla else f"{s.num_heads} heads / {s.num_kv_heads} KV heads"
     parts.append(f", hidden {s.hidden_size}, {attn}, vocab {s.vocab_size}")
+    if not s.trainable:
+        parts.append(" (sized only: r1mega cannot build or train this family yet)")
     return "".join(parts)
 
 

@@ -255,9 +255,9 @@ class Chain:
         from r1mega.trainer.loop import train
         out = os.path.join(self.out, name, "hf")
         if not _done(out):
-            train(self.cfg(name, model, self.tok, stage, [f"data.train={data}", f"data.eval={self.eval_path}",
-                                                          "run.export_hf=true"]))
-            _shutdown_last_engine()
+            result = train(self.cfg(name, model, self.tok, stage, [f"data.train={data}", f"data.eval={self.eval_path}",
+                                                                   "run.export_hf=true"]))
+            result.run.engine.shutdown()  # the loop leaves its engine to the caller: free it before the next stage
         return out
 
     # ------------------------------------------------------------------ evaluation
@@ -267,7 +267,7 @@ class Chain:
         from r1mega.data.tokenizer import load_tokenizer
         from r1mega.eval.evaluate import evaluate_engine
         from r1mega.reward_model.synthetic import rule_holds
-        from r1mega.trainer.loop import make_engine
+        from r1mega.rollout.groups import make_engine
 
         tok = tok or self.tok
         cfg = self.cfg("eval", model, tok, [])
@@ -292,14 +292,6 @@ class Chain:
         if _rank() == 0:
             log.info("after %s: %s", stage, {k: v for k, v in row.items() if k != "model"})
         return row
-
-
-def _shutdown_last_engine() -> None:
-    """The RL loop leaves its engine to the caller (LAST_RUN): free it before the next stage."""
-    from r1mega.trainer import loop
-    if loop.LAST_RUN is not None:
-        loop.LAST_RUN.engine.shutdown()
-        loop.LAST_RUN = None
 
 
 def table(rows: list[dict], k: int) -> str:

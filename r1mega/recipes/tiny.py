@@ -3,10 +3,15 @@
     1. data       synthetic arithmetic: train / held-out splits (disjoint by question)
     2. tokenizer  sentencepiece trained on the pretraining text (digits split, think tags whole)
     3. base model a tiny Qwen2 pretrained (r1mega SFT on the Megatron policy) on worked solutions,
-                  many unformatted or wrong, so the base is weak but improvable
-    4. eval       held-out pass@1 over k samples, maj@k, greedy accuracy of the base
+                  mostly unformatted and half with a wrong final answer, until it computes the
+                  worked steps of unseen problems (a measured stop rule, not a step count), so
+                  the base can add but rarely says so in the R1 format
+    4. eval       held-out pass@1 over k samples, maj@k, greedy accuracy of the base (step 0)
     5. GRPO       R1-Zero: accuracy + format rewards, G samples per prompt, no KL
     6. eval       the same held-out set after RL; summary.json and plots in the run directory
+
+``r1mega tiny --seed S`` changes the data, the initial weights and every sampling seed;
+``--seeds N`` runs N of them and reports the spread (:mod:`r1mega.recipes.seeds`).
 
 Every knob is in :class:`TinySettings`; the RL part is the ordinary ``r1mega train`` config
 (``r1mega/recipes/tiny_cpu.yaml``, shipped in the wheel), so what the tiny run does is what a real run does.
@@ -33,7 +38,7 @@ class TinySettings:
     task_knobs: dict = field(default_factory=lambda: dict(ops=["+"], min_digits=1, max_digits=2))
     template: str = "r1_zero_compact"
     format_rate: float = 0.5          # share of pretraining completions in the R1 format
-    correct_rate: float = 0.5         # share of pretraining completions whose final answer is right
+    correct_rate: float = 0.3         # share of pretraining completions whose final answer is right
     pretrain_docs: int = 38400
     vocab_size: int = 512
     hidden_size: int = 128
@@ -229,7 +234,8 @@ def run_tiny(out: str, *, quick: bool = False, config_path: str | None = None, o
     ``preset`` picks :meth:`TinySettings.preset` (``quick=True`` is the ``quick`` preset)."""
     from r1mega.config import load_config
     from r1mega.logging.metrics import METRICS_FILE, read_metrics
-    from r1mega.trainer.loop import make_engine, train
+    from r1mega.rollout.groups import make_engine
+    from r1mega.trainer.loop import train
 
     t0 = time.perf_counter()
     s = TinySettings.preset(preset or ("quick" if quick else "default"))
@@ -247,7 +253,7 @@ def run_tiny(out: str, *, quick: bool = False, config_path: str | None = None, o
                                     "eval.before_train=true", *overrides])
     engine = make_engine(cfg, base_dir)
     t_rl = time.perf_counter()
-    final = train(cfg, engine=engine)  # evaluates the base first (step 0), then the policy at the end
+    final = train(cfg, engine=engine).metrics  # evaluates the base first (step 0), then the policy at the end
     rl_s = time.perf_counter() - t_rl
     run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
     evals = [r for r in read_metrics(os.path.join(run_dir, METRICS_FILE)) if "eval/pass@1" in r]

@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
 
 
 def fn(args) -> int:
-    from r1mega.cli import hf_model_dir
+    from r1mega.checkpoint.convert import hf_model_dir
     from r1mega.data.prompts import DataError
     from r1mega.parallel.init import init_distributed
     from r1mega.rejection.run import load_configs, run_reject_sample

@@ -1,7 +1,7 @@
 """``r1mega reject-sample``: sample k responses per prompt with the rollout engine, score them with
 the rule rewards, keep what :func:`r1mega.rejection.filters.select` keeps, write an SFT dataset.
 
-    prompts (data.*) -> engine.generate(n=k) -> score_samples -> Candidates -> select -> files
+    prompts (data.*) -> sample_groups(n=k) -> score_groups -> Candidates -> select -> files
 
 Under torchrun every process builds its engine shard (as in training); rollout-DP rank ``d`` of
 ``D`` samples prompts ``d, d + D, ...`` (seed ``rollout.seed + d``), the first TP rank of each
@@ -94,7 +94,7 @@ def sample_and_score(engine, records: list, questions: dict[int, str], cfg: Conf
     import torch.distributed as dist
 
     from r1mega.logging.progress import StepProgress
-    from r1mega.rewards import score_samples
+    from r1mega.rollout.groups import gather_groups, sample_groups, score_groups
 
     k, reward_cfg = rcfg.k, scoring_config(cfg, rcfg)
     mine = records[engine.dp_rank::engine.dp_size]
@@ -104,14 +104,9 @@ def sample_and_score(engine, records: list, questions: dict[int, str], cfg: Conf
     n_correct = n_tokens = 0
     for start in range(0, len(mine), rcfg.batch_prompts):
         batch = mine[start:start + rcfg.batch_prompts]
-        samples = engine.generate([r.prompt_ids for r in batch], n=k, prompt_texts=[r.prompt_text for r in batch],
-                                  expected_version=engine.policy_version)
-        if engine.tp_rank == 0:
-            for j, s in enumerate(samples):
-                rec = batch[j // k]
-                s.answer, s.kind = rec.answer, rec.kind
-                s.metadata.update(rec.metadata)
-            score_samples(samples, reward_cfg)
+        samples = sample_groups(engine, batch, k, expected_version=engine.policy_version)
+        score_groups(engine, samples, reward_cfg)
+        if engine.tp_rank == 0:  # the scored copy
             new = to_candidates(samples, batch, questions, k)
             cands += new
             n_correct += sum(c.scores.get(rcfg.correctness_reward, 0.0) >= rcfg.min_score for c in new)
@@ -119,11 +114,7 @@ def sample_and_score(engine, records: list, questions: dict[int, str], cfg: Conf
         bar.update(start + len(batch), {"acc/mean": n_correct / max(len(cands), 1),
                                         "response/len_mean": n_tokens / max(len(cands), 1)})
     bar.close()
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        parts: list = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, cands if engine.tp_rank == 0 else [])
-        cands = [c for p in parts for c in p]
-    return cands
+    return gather_groups(engine, cands)
 
 
 def _row(c: Candidate) -> dict[str, Any]:
@@ -191,7 +182,7 @@ def run_reject_sample(cfg: Config, rcfg: RejectionConfig, model_dir: str, prompt
     questions = {r.index: str(rows[r.index][d.question_key]) for r in records}
     own_engine = engine is None
     if own_engine:
-        from r1mega.trainer.loop import make_engine
+        from r1mega.rollout.groups import make_engine
 
         engine = make_engine(cfg, model_dir)
     try:

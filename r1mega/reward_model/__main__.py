@@ -22,11 +22,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from r1mega.cli import _setup_logging
     from r1mega.config import ConfigError
     from r1mega.data.prompts import DataError
+    from r1mega.logging.console import setup_logging
 
-    _setup_logging()
+    setup_logging()
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
         return args.fn(args)

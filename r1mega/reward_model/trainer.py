@@ -1,5 +1,5 @@
 """Bradley-Terry training of a :class:`~r1mega.reward_model.model.RewardModel` with Megatron's
-DDP and optimizer (as :class:`r1mega.trainer.policy.Policy` trains the policy).
+DDP and optimizer, set up by :func:`r1mega.trainer.optim.build_optimizer` as for the policy.
 
 Loss scaling: the loss of one micro-batch is ``sum over its pairs of -log sigmoid(margin)`` over
 the *global* number of pairs of the step (all micro-batches, all data-parallel ranks), so the sum
@@ -39,32 +39,14 @@ class RewardTrainer:
     schedule (``cfg.optimizer``; ``cfg.parallel.distributed_optimizer``; ``cfg.trainer.micro_batch_tokens``)."""
 
     def __init__(self, cfg: Config, model: RewardModel, total_steps: int = 1):
-        from megatron.core.distributed import (DistributedDataParallel, DistributedDataParallelConfig,
-                                               finalize_model_grads)
-        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-        from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+        from megatron.core import parallel_state as ps
+
+        from r1mega.trainer.optim import build_optimizer
 
         self.cfg, self.model, self.layout = cfg, model, model.layout
-        ddp_cfg = DistributedDataParallelConfig(use_distributed_optimizer=cfg.parallel.distributed_optimizer,
-                                                grad_reduce_in_fp32=True, overlap_grad_reduce=False)
-        self.chunks = [DistributedDataParallel(config=c.config, ddp_config=ddp_cfg, module=c) for c in model.chunks]
-        o = cfg.optimizer
-        dtype = model.chunks[0].config.params_dtype
-        self.optimizer = get_megatron_optimizer(
-            OptimizerConfig(optimizer=o.name, sgd_momentum=o.momentum, lr=o.lr, min_lr=o.min_lr,
-                            weight_decay=o.weight_decay, adam_beta1=o.beta1, adam_beta2=o.beta2, adam_eps=o.eps,
-                            clip_grad=o.clip_grad, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
-                            params_dtype=dtype, use_distributed_optimizer=cfg.parallel.distributed_optimizer),
-            self.chunks)
-        for c in self.chunks:  # what the schedule calls after the last backward (DP grad reduction etc.)
-            c.config.finalize_model_grads_func = finalize_model_grads
-            c.config.grad_scale_func = self.optimizer.scale_loss
-            c.config.no_sync_func = [m.no_sync for m in self.chunks] if len(self.chunks) > 1 else self.chunks[0].no_sync
-        decay = max(total_steps, o.warmup_steps + 1)
-        self.scheduler = OptimizerParamScheduler(
-            self.optimizer, init_lr=0.0 if o.warmup_steps else o.lr, max_lr=o.lr, min_lr=o.min_lr,
-            lr_warmup_steps=o.warmup_steps, lr_decay_steps=decay, lr_decay_style=o.decay,
-            start_wd=o.weight_decay, end_wd=o.weight_decay, wd_incr_steps=decay, wd_incr_style="constant")
+        self.dp_rank = ps.get_data_parallel_rank()  # read once; the sizes come from the layout
+        self.optim = build_optimizer(cfg, model.chunks, total_steps)
+        self.chunks, self.optimizer, self.scheduler = self.optim.chunks, self.optim.optimizer, self.optim.scheduler
 
     def train_step(self, pairs: list, global_pairs: int) -> dict[str, float]:
         """One optimizer step on ``pairs`` (this data-parallel rank's share of ``global_pairs``).
@@ -83,25 +65,12 @@ class RewardTrainer:
             _add(sums, pair_sums(rc, rr))
             return bradley_terry_loss(rc, rr).sum() / global_pairs * scale
 
-        self.optimizer.zero_grad()
-        for c in self.chunks:
-            c.zero_grad_buffer()
+        self.optim.zero_grad()
         run_schedule(self.chunks, mbs, self.layout, on_rewards, forward_only=False)
-        finite = self._grads_finite()
-        ok, grad_norm = False, float("nan")
-        if finite:
-            ok, grad_norm, _ = self.optimizer.step()
-            self.scheduler.step(increment=1)
-        else:
-            self.optimizer.zero_grad()
+        applied, grad_norm = self.optim.step()  # the value head is one of the chunks' parameters
         stats = pair_metrics(_reduce(sums, self.layout))
-        stats.update(grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
-                     lr=self.optimizer.param_groups[0]["lr"], skipped=0.0 if finite and ok else 1.0)
+        stats.update(grad_norm=grad_norm, lr=self.optim.lr, skipped=0.0 if applied else 1.0)
         return stats
-
-    def _grads_finite(self) -> bool:
-        from r1mega.trainer.policy import grads_finite
-        return grads_finite(self.chunks)  # the value head is one of the chunks' parameters
 
 
 @torch.no_grad()
@@ -139,12 +108,10 @@ def fit(trainer: RewardTrainer, train_pairs: list, *, steps: int, batch: int, ev
     evaluation before training). ``start_step`` > 0 continues a resumed run: steps up to it are
     skipped (each step's pairs do not depend on resuming) and so is the evaluation before training.
     Returns a summary: first/last training metrics of this call, eval before (fresh runs)/after."""
-    from megatron.core import parallel_state as ps
-
     from r1mega.trainer.sft import batches
 
     layout = trainer.layout
-    dp, d = layout.data, ps.get_data_parallel_rank()
+    dp, d = layout.data, trainer.dp_rank
     if batch < 1 or batch % dp:
         raise ValueError(f"--batch ({batch}) must be a positive multiple of the data-parallel size ({dp})")
     if not train_pairs:

@@ -6,17 +6,11 @@
 from __future__ import annotations
 
 from r1mega.rewards.accuracy import accuracy_reward
+from r1mega.rewards.countdown import countdown_reward
 from r1mega.rewards.format import format_reward
 from r1mega.rewards.language import language_reward
 from r1mega.rewards.length import length_reward, overlong_reward
-from r1mega.rewards.result import RewardFn, RewardResult
-
-
-def countdown_reward(response: str, answer: str | None, meta: dict, cfg) -> RewardResult:
-    """Countdown (reach ``meta['target']`` with ``meta['numbers']``, each at most once): 1.0 when the
-    boxed expression evaluates to the target. See :func:`r1mega.data.synthetic.countdown_reward`."""
-    from r1mega.data.synthetic import countdown_reward as impl
-    return impl(response, answer, meta, cfg)
+from r1mega.rewards.result import RewardFn
 
 
 REWARDS: dict[str, RewardFn] = {

@@ -12,15 +12,28 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from r1mega.config import Config
-from r1mega.trainer.samples import denominator, gather_samples, prepare, rollout_metrics, shard
+from r1mega.rollout.groups import gather_groups, make_engine, rollout_groups, score_groups
+from r1mega.trainer.samples import denominator, prepare, rollout_metrics, shard
+
+if TYPE_CHECKING:
+    from r1mega.data.prompts import PromptRecord
+    from r1mega.data.sampler import PromptSampler
+    from r1mega.data.tokenizer import Tokenizer
+    from r1mega.logging.metrics import MetricsLogger
+    from r1mega.logging.timers import StepTimer
+    from r1mega.models.arch import ModelArch
+    from r1mega.parallel.layout import Layout
+    from r1mega.reward_model import RewardModelScorer
+    from r1mega.rollout.engine import RolloutEngine
+    from r1mega.trainer.policy import Policy
 
 log = logging.getLogger("r1mega.train")
-LAST_RUN = None
 
 
 @dataclass
@@ -28,26 +41,34 @@ class RLRun:
     """Everything one rank needs to run RL steps."""
 
     cfg: Config
-    layout: object
-    arch: object
-    policy: object
-    engine: object
-    tokenizer: object
-    records: list
-    eval_records: list | None
-    sampler: object
-    logger: object
-    timer: object
+    layout: Layout
+    arch: ModelArch
+    policy: Policy
+    engine: RolloutEngine
+    tokenizer: Tokenizer
+    records: list[PromptRecord]
+    eval_records: list[PromptRecord] | None
+    sampler: PromptSampler
+    logger: MetricsLogger | None  # set by setup once the resume step is known
+    timer: StepTimer
     run_dir: str
-    reward_model: object = None
+    reward_model: RewardModelScorer | None = None
     version: int = 0
     step: int = 0
     bad_steps: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def rank(self) -> int:
         return torch.distributed.get_rank()
+
+
+@dataclass
+class RLResult:
+    """What :func:`train` returns: the finished run (its engine stays up and synced to the final
+    policy; the caller shuts it down) and the last step's metrics (with the final evaluation)."""
+
+    run: RLRun
+    metrics: dict[str, float]
 
 
 def rl_step(run: RLRun) -> dict[str, float]:
@@ -55,15 +76,15 @@ def rl_step(run: RLRun) -> dict[str, float]:
     cfg, t = run.cfg, run.timer
     t.start()
     with t("rollout"):
-        prompts = generate_inputs(run)
-        local = rollout(run, prompts)
+        prompts = next_prompts(run)                            # this engine's share of the step's prompts
+        local = rollout_groups(run.engine, prompts, cfg.algorithm.group_size, version=run.version)
     with t("reward"):
-        score(run, local)                                      # rule rewards (reasoning prompts)
-        samples = gather_samples(local, contribute=run.engine.tp_rank == 0)
+        score_groups(run.engine, local, cfg.reward, skip_kinds=("general",))  # rule rewards
+        samples = gather_groups(run.engine, local)             # every engine's groups, on every rank
         score_general(run, samples)                            # reward model (general prompts)
     samples, info = prepare(samples, cfg)                      # shaping, filters, advantages
     shares = shard(samples, run.layout.data, cfg.trainer.mini_batches)
-    mine = shares[data_parallel_rank()]
+    mine = shares[run.policy.dp_rank]
     with t("logprob"):
         batches = [run.policy.pack(m, pad_id=run.tokenizer.pad_id) for m in mine]
         logprob_stats = compute_logprobs(run, [mb for b in batches for mb in b])
@@ -80,41 +101,10 @@ def rl_step(run: RLRun) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------- stages
-def data_parallel_rank() -> int:
-    from megatron.core import parallel_state as ps
-    return ps.get_data_parallel_rank()
-
-
-def generate_inputs(run: RLRun) -> list:
+def next_prompts(run: RLRun) -> list[PromptRecord]:
     """This rollout engine's prompts for the step (the sampler shards by rollout DP rank)."""
     from r1mega.data.prompts import batch_records
     return batch_records(run.records, run.sampler.next_batch())
-
-
-def rollout(run: RLRun, prompts: list) -> list:
-    """G samples per prompt from the colocated engine, with their prompt's answer attached."""
-    eng = run.engine
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()  # the trainer's cached activations would count against vLLM's budget
-    eng.wake_up()  # weights are awake after a sync, but an evaluation may have put them to sleep
-    offset = eng.dp_rank * len(prompts)
-    samples = eng.generate([p.prompt_ids for p in prompts], n=run.cfg.algorithm.group_size,
-                           expected_version=run.version, group_offset=offset,
-                           prompt_texts=[p.prompt_text for p in prompts])
-    for s in samples:
-        rec = prompts[s.group_id - offset]
-        s.answer, s.kind = rec.answer, rec.kind
-        s.metadata.update(rec.metadata)
-    eng.sleep()
-    return samples
-
-
-def score(run: RLRun, samples: list) -> None:
-    """Rule rewards on the first rank of each engine (its TP peers hold the same samples)."""
-    from r1mega.rewards import score_samples
-    reasoning = [s for s in samples if s.kind != "general"]
-    if run.engine.tp_rank == 0 and reasoning:
-        score_samples(reasoning, run.cfg.reward)
 
 
 def score_general(run: RLRun, samples: list) -> None:
@@ -194,7 +184,7 @@ def sync_weights(run: RLRun) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------- setup / run
-def setup(cfg: Config, *, engine=None) -> RLRun:
+def setup(cfg: Config, *, engine: RolloutEngine | None = None) -> RLRun:
     """Build this rank's policy, reference, engine, data and loggers; resume if asked."""
     from r1mega.config import ConfigError, to_dict
     from r1mega.data.prompts import prompts_from_config
@@ -208,9 +198,6 @@ def setup(cfg: Config, *, engine=None) -> RLRun:
 
     if not cfg.model.hf_path:
         raise ConfigError("model.hf_path is required for RL: the Hugging Face model directory of the starting policy")
-    if cfg.algorithm.kl_in_reward and cfg.algorithm.kl_coef > 0:
-        raise ConfigError("algorithm.kl_in_reward=true is not supported by the RL loop yet (the reference "
-                          "logprobs are computed after advantages); use the KL term in the loss (kl_in_reward=false)")
     arch = read_hf_config(cfg.model.hf_path)
     layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed)
     cfg.validate(world_size=layout.world_size)
@@ -239,7 +226,6 @@ def setup(cfg: Config, *, engine=None) -> RLRun:
     per_step = cfg.trainer.mini_batches * cfg.trainer.epochs
     policy = Policy(cfg, layout, arch, chunks, ref_chunks, total_optimizer_steps=cfg.run.steps * per_step)
     if engine is None:
-        from r1mega.rollout import RolloutEngine
         engine = make_engine(cfg, cfg.model.hf_path)
     sampler = PromptSampler(len(records), cfg.data.prompts_per_step, dp_rank=engine.dp_rank, dp_size=engine.dp_size,
                             seed=cfg.run.seed, shuffle=cfg.data.shuffle)
@@ -253,16 +239,6 @@ def setup(cfg: Config, *, engine=None) -> RLRun:
     run.engine.wake_up(["weights"])
     run.engine.sync_policy(run.policy.modules, run.arch, run.version, mode=cfg.rollout.sync_mode)
     return run
-
-
-def make_engine(cfg: Config, model_path: str):
-    """This rank's colocated vLLM engine for the HF model at ``model_path``."""
-    from r1mega.rollout import RolloutEngine
-
-    cfg.check_rollout_lengths()
-    extra = {"tokenizer": cfg.model.tokenizer_path} if cfg.model.tokenizer_path else {}
-    return RolloutEngine(model_path, cfg.rollout, rollout_tensor=cfg.parallel.rollout_tensor, dtype=cfg.model.dtype,
-                         max_model_len=cfg.rollout.max_model_len or cfg.model.max_seq_len, **extra)
 
 
 def checkpoint_root(run: RLRun) -> str:
@@ -296,23 +272,23 @@ def save(run: RLRun) -> str:
                            scheduler=run.policy.scheduler, extra=extra, keep_last=run.cfg.run.keep_last)
 
 
-def train(cfg: Config, *, engine=None) -> dict:
-    """Run ``cfg.run.steps`` RL steps (resuming if a checkpoint exists); returns the last metrics."""
+def train(cfg: Config, *, engine: RolloutEngine | None = None) -> RLResult:
+    """Run ``cfg.run.steps`` RL steps (resuming if a checkpoint exists); returns the run and the
+    last metrics. ``engine``: an engine to use (else one is built); either way it is left running."""
     from r1mega.logging.progress import StepProgress, console_summary
 
-    global LAST_RUN
     run = setup(cfg, engine=engine)
-    LAST_RUN = run  # the finished run stays inspectable (engine, policy) for callers and tests
     rc = cfg.run
     progress = StepProgress(rc.steps, initial=run.step, rank=run.rank)
-    metrics: dict = {}
+    metrics: dict[str, float] = {}
+    checkpoint_s: float | None = None  # the save after the previous step, logged with this one
     try:
         if run.step == 0 and run.eval_records and cfg.eval.before_train:
             run.logger.log(0, evaluate_run(run))
         while run.step < rc.steps:
             metrics = rl_step(run)
-            if "time/checkpoint" in run.extra:  # the save after the previous step
-                metrics["time/checkpoint"] = run.extra.pop("time/checkpoint")
+            if checkpoint_s is not None:
+                metrics["time/checkpoint"], checkpoint_s = checkpoint_s, None
             if rc.eval_every and run.eval_records and run.step % rc.eval_every == 0 and run.step < rc.steps:
                 metrics.update(evaluate_run(run))
             # metrics before the checkpoint: a crash in between re-runs the step (the logger drops
@@ -321,7 +297,7 @@ def train(cfg: Config, *, engine=None) -> dict:
             if rc.save_every and run.step % rc.save_every == 0 and run.step < rc.steps:
                 t0 = time.perf_counter()
                 save(run)
-                run.extra["time/checkpoint"] = time.perf_counter() - t0
+                checkpoint_s = time.perf_counter() - t0
             progress.update(run.step, metrics)
             if run.rank == 0 and rc.log_every and run.step % rc.log_every == 0:
                 console_summary(run.step, metrics)
@@ -340,7 +316,7 @@ def train(cfg: Config, *, engine=None) -> dict:
     finally:
         progress.close()
         run.logger.close()
-    return metrics
+    return RLResult(run=run, metrics=metrics)
 
 
 def evaluate_run(run: RLRun) -> dict[str, float]:

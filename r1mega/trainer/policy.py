@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from r1mega.config import Config
 from r1mega.trainer.batch import MicroBatch
+from r1mega.trainer.optim import grads_finite  # noqa: F401  (re-exported: r1mega.trainer.policy.grads_finite)
+
+if TYPE_CHECKING:
+    from r1mega.models.arch import ModelArch
+    from r1mega.parallel.layout import Layout
 
 # Options the fused kernel implements; anything else takes the unfused path.
 _FUSED_OK = dict(kl_estimator="k3", dual_clip=None, tis_cap=None)
@@ -47,39 +53,19 @@ def _unwrap(m):
 class Policy:
     """This rank's shard of the policy (and of the frozen reference), with its optimizer."""
 
-    def __init__(self, cfg: Config, layout, arch, chunks: list, ref_chunks: list | None = None,
+    def __init__(self, cfg: Config, layout: Layout, arch: ModelArch, chunks: list, ref_chunks: list | None = None,
                  total_optimizer_steps: int = 1):
         from megatron.core import parallel_state as ps
-        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-        from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+        from r1mega.trainer.optim import build_optimizer
 
         self.cfg, self.layout, self.arch = cfg, layout, arch
-        self.ps = ps
-        ddp_cfg = DistributedDataParallelConfig(use_distributed_optimizer=cfg.parallel.distributed_optimizer,
-                                                grad_reduce_in_fp32=True, overlap_grad_reduce=False)
-        self.chunks = [DistributedDataParallel(config=c.config, ddp_config=ddp_cfg, module=c) for c in chunks]
+        # this rank's coordinates, read once from Megatron's groups (built by init_parallel from the layout)
+        self.tp_rank, self.dp_rank = ps.get_tensor_model_parallel_rank(), ps.get_data_parallel_rank()
+        self.tp_group = ps.get_tensor_model_parallel_group() if layout.tensor > 1 else None
+        self.optim = build_optimizer(cfg, chunks, total_optimizer_steps)
+        self.chunks, self.optimizer, self.scheduler = self.optim.chunks, self.optim.optimizer, self.optim.scheduler
         self.ref_chunks = ref_chunks
-        o = cfg.optimizer
-        dtype = chunks[0].config.params_dtype
-        self.optimizer = get_megatron_optimizer(
-            OptimizerConfig(optimizer=o.name, sgd_momentum=o.momentum, lr=o.lr, min_lr=o.min_lr, weight_decay=o.weight_decay,
-                            adam_beta1=o.beta1, adam_beta2=o.beta2, adam_eps=o.eps, clip_grad=o.clip_grad,
-                            bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, params_dtype=dtype,
-                            use_distributed_optimizer=cfg.parallel.distributed_optimizer),
-            self.chunks)
-        # What Megatron's schedule calls after the last backward: DP grad reduction, tied
-        # embedding grads across the first/last pipeline stages, layer-norm grads under SP.
-        from megatron.core.distributed import finalize_model_grads
-        for c in self.chunks:
-            c.config.finalize_model_grads_func = finalize_model_grads
-            c.config.grad_scale_func = self.optimizer.scale_loss
-            c.config.no_sync_func = [m.no_sync for m in self.chunks] if len(self.chunks) > 1 else self.chunks[0].no_sync
-        decay_steps = max(total_optimizer_steps, o.warmup_steps + 1)
-        self.scheduler = OptimizerParamScheduler(
-            self.optimizer, init_lr=0.0 if o.warmup_steps else o.lr, max_lr=o.lr, min_lr=o.min_lr,
-            lr_warmup_steps=o.warmup_steps, lr_decay_steps=decay_steps, lr_decay_style=o.decay,
-            start_wd=o.weight_decay, end_wd=o.weight_decay, wd_incr_steps=decay_steps, wd_incr_style="constant")
         self.fused = all(getattr(cfg.algorithm, k) == v for k, v in _FUSED_OK.items()) and not (
             cfg.algorithm.kl_coef > 0 and cfg.algorithm.kl_in_reward)
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
@@ -106,14 +92,11 @@ class Policy:
         """The unwrapped model chunks (weight sync, export, checkpoints)."""
         return [_unwrap(c) for c in self.chunks]
 
-    def _tp_group(self):
-        return self.ps.get_tensor_model_parallel_group() if self.layout.tensor > 1 else None
-
     def _head(self, model):
         """This rank's LM-head weight rows for real vocabulary ids, and the first id they hold."""
         m = _unwrap(model)
         w = m.shared_embedding_or_output_weight() if m.share_embeddings_and_output_weights else m.output_layer.weight
-        start = self.ps.get_tensor_model_parallel_rank() * w.shape[0]
+        start = self.tp_rank * w.shape[0]
         valid = max(0, min(w.shape[0], self.arch.vocab_size - start))
         return w[:valid], start
 
@@ -192,7 +175,7 @@ class Policy:
                                "(algorithm.kl_coef is 0)")
         def head(out, w, start, mb):
             logp, _ = linear_logprob(out, w, mb.targets, temperature=temperature or self.temperature,
-                                     tp_group=self._tp_group(), vocab_start=start,
+                                     tp_group=self.tp_group, vocab_start=start,
                                      backend=self.cfg.trainer.logprob_backend,
                                      schedule=self.cfg.trainer.logprob_schedule)
             if which == "old":
@@ -231,7 +214,7 @@ class Policy:
                     clip_low=a.clip_low, clip_high=a.clip_high, kl_coef=a.kl_coef if ref is not None else 0.0,
                     entropy_coef=a.entropy_coef, temperature=self.temperature, agg=a.loss_agg,
                     seq_ids=mb.seq_ids, denominator=denominator, max_response_len=max_response_len,
-                    tp_group=self._tp_group(), vocab_start=start, backend=self.cfg.trainer.logprob_backend)
+                    tp_group=self.tp_group, vocab_start=start, backend=self.cfg.trainer.logprob_backend)
                 for k in ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean"):
                     if k in st:
                         add(k, st[k], n)
@@ -253,7 +236,7 @@ class Policy:
         acc: dict[str, float] = {}
 
         def head(out, w, start, mb):
-            logp, _ = linear_logprob(out, w, mb.targets, tp_group=self._tp_group(), vocab_start=start,
+            logp, _ = linear_logprob(out, w, mb.targets, tp_group=self.tp_group, vocab_start=start,
                                      backend=self.cfg.trainer.logprob_backend,
                                      schedule=self.cfg.trainer.logprob_schedule)
             loss = -(logp * mb.mask).sum() / denominator
@@ -267,23 +250,14 @@ class Policy:
     def _optimizer_step(self, mbs: list[MicroBatch], forward_step, acc: dict[str, float]) -> dict[str, float]:
         """Forward/backward over ``mbs`` through the schedule, then one optimizer step, skipped
         (with zeroed gradients) when any gradient is NaN/inf on any rank."""
-        self.optimizer.zero_grad()
-        for c in self.chunks:
-            c.zero_grad_buffer()
+        self.optim.zero_grad()
         self._run(self.chunks, mbs, forward_step, forward_only=False)  # ends in finalize_model_grads
-        finite = self._grads_finite()
-        if finite:
-            ok, grad_norm, _ = self.optimizer.step()
-            self.scheduler.step(increment=1)
-        else:
-            ok, grad_norm = False, float("nan")
-            self.optimizer.zero_grad()
+        applied, grad_norm = self.optim.step()
         stats = self._reduce_stats(acc)
         if getattr(self.arch, "is_moe", False):  # router load balance of this step's passes (collective)
             from r1mega.models.moe import moe_router_stats
             stats.update(moe_router_stats(self.modules))
-        stats.update(grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
-                     lr=self.optimizer.param_groups[0]["lr"], skipped=0.0 if (finite and ok) else 1.0)
+        stats.update(grad_norm=grad_norm, lr=self.optim.lr, skipped=0.0 if applied else 1.0)
         return stats
 
     def _unfused_loss(self, h, w, start, mb, old, ref, denominator, max_response_len, add, n):
@@ -293,7 +267,7 @@ class Policy:
 
         a = self.cfg.algorithm
         logp, ent = linear_logprob(h, w, mb.targets, temperature=self.temperature, with_entropy=a.entropy_coef > 0,
-                                   tp_group=self._tp_group(), vocab_start=start,
+                                   tp_group=self.tp_group, vocab_start=start,
                                    backend=self.cfg.trainer.logprob_backend,
                                    schedule=self.cfg.trainer.logprob_schedule)
         _, counts = torch.unique_consecutive(mb.seq_ids, return_counts=True)
@@ -318,9 +292,6 @@ class Policy:
             if k in st:
                 add(k, st[k], n)
         return loss
-
-    def _grads_finite(self) -> bool:
-        return grads_finite(self.chunks)
 
     def sum_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
         """Each key summed over every rank, each tensor-parallel group counted once (its ranks hold
@@ -367,20 +338,6 @@ class Policy:
         if vec[1] == 0:
             return {}
         return {"rollout/logprob_diff_mean": vec[0].item() / vec[1].item(), "rollout/logprob_diff_max": mx.item()}
-
-
-def grads_finite(chunks: list) -> bool:
-    """Collective: True when every gradient (Megatron's ``main_grad`` or ``.grad``) on every rank is finite."""
-    flag = torch.ones(1)
-    for c in chunks:
-        for p in c.parameters():
-            g = getattr(p, "main_grad", None)
-            g = p.grad if g is None else g
-            if g is not None and not torch.isfinite(g).all():
-                flag.zero_()
-                break
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
 
 
 def _pad_to(mb: MicroBatch, B: int, T: int) -> MicroBatch:

@@ -1,4 +1,4 @@
-"""Sample bookkeeping between rollout and training: gather, filter, advantages, sharding,
+"""Sample bookkeeping between rollout and training: filter, advantages, sharding,
 mini-batch denominators and rollout metrics. Every function is deterministic given the
 global sample list, so every rank computes the same result without communication."""
 
@@ -7,20 +7,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
-import torch.distributed as dist
 
 from r1mega.config import Config
 from r1mega.types import Sample
-
-
-def gather_samples(local: list[Sample], contribute: bool) -> list[Sample]:
-    """All ranks' samples, in rank order (ranks with ``contribute=False`` add nothing: the TP
-    peers of a rollout engine hold the same samples as its first rank)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return list(local)
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, local if contribute else [])
-    return [s for p in parts for s in p]
 
 
 def prepare(samples: list[Sample], cfg: Config) -> tuple[list[Sample], dict[str, float]]:
@@ -66,15 +55,19 @@ def shard(samples: list[Sample], dp_size: int, mini_batches: int) -> list[list[l
 
 
 def denominator(samples: list[Sample], agg: str, max_response_len: int) -> float:
-    """Normaliser of one global mini-batch (all DP ranks) for the aggregation mode ``agg``."""
-    counted = [s for s in samples if s.loss_mask and s.response_ids]
-    if agg == "token_mean":
-        return float(max(1, sum(len(s.response_ids) for s in counted)))
-    if agg in ("seq_mean_token_mean", "seq_mean_token_sum"):
-        return float(max(1, len(counted)))
-    if agg == "constant_norm":
-        return float(max(1, len(counted)) * max_response_len)
-    raise ValueError(f"unknown loss aggregation {agg!r}")
+    """Normaliser of one global mini-batch (all DP ranks) for the aggregation mode ``agg``: the
+    normaliser of :mod:`r1mega.algorithms.aggregation` of the samples' loss masks, at least 1."""
+    from r1mega.algorithms import length_normalizer
+
+    lengths = torch.tensor([loss_tokens(s) for s in samples], dtype=torch.float64)
+    return float(length_normalizer(agg, lengths, max_response_len).clamp_min(1))
+
+
+def loss_tokens(s: Sample) -> int:
+    """Response tokens of ``s`` in the policy loss: the ones its packed mask (trainer/batch.py) marks."""
+    if not s.loss_mask:
+        return 0
+    return len(s.response_ids) if s.response_mask is None else int(sum(s.response_mask))
 
 
 def rollout_metrics(samples: list[Sample]) -> dict[str, float]:

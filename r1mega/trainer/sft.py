@@ -26,6 +26,7 @@ import torch
 
 from r1mega.config import Config
 from r1mega.data.sft import sft_example
+from r1mega.trainer.samples import loss_tokens
 from r1mega.types import Sample
 
 log = logging.getLogger("r1mega.sft")
@@ -52,23 +53,19 @@ def batches(n_examples: int, per_step: int, steps: int, seed: int, start: int = 
         order = order[per_step:]
 
 
-def _dp():
-    from megatron.core import parallel_state as ps
-    return ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
+def _dp(policy) -> tuple[int, int]:
+    """(data-parallel size, this rank's data-parallel rank) of ``policy``."""
+    return policy.layout.data, policy.dp_rank
 
 
 def sft_step(policy, examples: list[Sample], idx: list[int], pad_id: int) -> dict[str, float]:
     """One optimizer step on the global examples ``idx`` (this rank trains its data-parallel share)."""
-    dp, dp_rank = _dp()
+    dp, dp_rank = _dp(policy)
     share = idx[dp_rank * len(idx) // dp:(dp_rank + 1) * len(idx) // dp]
     mine = [examples[i] for i in share]
     mbs = policy.pack(mine, pad_id=pad_id)
-    den = float(max(1, sum(_loss_tokens(examples[i]) for i in idx)))
+    den = float(max(1, sum(loss_tokens(examples[i]) for i in idx)))
     return policy.sft_step(mbs, den)
-
-
-def _loss_tokens(s: Sample) -> int:
-    return len(s.response_ids) if s.response_mask is None else int(sum(s.response_mask))
 
 
 def eval_loss(policy, examples: list[Sample], pad_id: int, *, confident: float = 0.5) -> dict[str, float]:
@@ -80,7 +77,7 @@ def eval_loss(policy, examples: list[Sample], pad_id: int, *, confident: float =
                         teacher-forced greedy exact match (how often greedy decoding reproduces the
                         loss tokens when it is fed the right prefix).
     """
-    dp, dp_rank = _dp()
+    dp, dp_rank = _dp(policy)
     mine = examples[dp_rank::dp]
     acc = {"loss": 0.0, "tokens": 0.0, "exact": 0.0, "examples": 0.0}
     if mine:
@@ -125,7 +122,7 @@ def run_sft(cfg: Config, examples: list[Sample], *, steps: int, examples_per_ste
     if not examples:
         raise ValueError("SFT needs at least one example")
     policy = policy or build_policy(cfg, steps)
-    dp, _ = _dp()
+    dp, _ = _dp(policy)
     if examples_per_step % dp:
         raise ValueError(f"examples per step ({examples_per_step}) must be a multiple of the data-parallel size ({dp})")
     for step, idx in enumerate(batches(len(examples), examples_per_step, steps, cfg.run.seed, start_step),

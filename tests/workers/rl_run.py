@@ -42,27 +42,25 @@ def main():
                              "data.prompts_per_step=4", "optimizer.lr=3e-3", "trainer.micro_batch_tokens=256",
                              "reward.num_workers=0", "run.tensorboard=false", "run.export_hf=true",
                              "reward.weights={accuracy: 1.0, language: 1.0}", *overrides])
-    error = None
+    error, run = None, None
     try:
-        metrics = train(cfg)
+        finished = train(cfg)
+        metrics, run = finished.metrics, finished.run
     except FloatingPointError as e:
         metrics, error = {}, str(e)
     rank = torch.distributed.get_rank()
     result = {"metrics": metrics, "error": error}
     if error is None and cfg.run.export_hf:
-        result.update(check_engine(cfg, model_dir))
+        result.update(check_engine(run, model_dir))
     if rank == 0:
         with open(os.path.join(out, "result.json"), "w") as f:
             json.dump(result, f, indent=2, default=float)
 
 
-def check_engine(cfg, model_dir):
-    """Greedy parity and the no-sync negative control, on rank 0's engine."""
+def check_engine(run, model_dir):
+    """Greedy parity and the no-sync negative control, on rank 0's engine (``run``: the finished RLRun)."""
     from transformers import AutoModelForCausalLM
 
-    from r1mega.trainer import loop
-
-    run = loop.LAST_RUN
     engine = run.engine
     engine.wake_up()
     prompts = [r.prompt_ids for r in run.records[:3]]

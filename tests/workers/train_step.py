@@ -114,6 +114,8 @@ def main():
         layout = init_parallel(cfg.parallel, arch, seed=1)
         chunks, arch = load_hf(hf, cfg.model, layout)
         policy = Policy(cfg, layout, arch, chunks)
+        if name == "fused":  # the initial weights (HF names): the tests' bounds scale with each tensor's update
+            result["initial"] = {k: v.clone() for k, v in iter_hf_weights(policy.modules, arch)}
         if name == "fused":  # which global layers each rank built (uneven pipeline splits are checked on it)
             from megatron.core.transformer.transformer_layer import TransformerLayer
 

@@ -1,0 +1,85 @@
+"""Groups of samples from the colocated engine: the one rollout path of RL training, evaluation
+and rejection sampling.
+
+    engine  = make_engine(cfg, model_path)                  # this rank's engine shard
+    samples = sample_groups(engine, records, n, ...)        # n per prompt, with its answer/kind/metadata
+    score_groups(engine, samples, cfg.reward)               # rule rewards on the engine's first TP rank
+    every   = gather_groups(engine, local)                  # every engine's share, on every rank
+
+Each rollout-DP engine gets its own prompts (the caller shards them by ``engine.dp_rank``); the
+ranks of one TP engine pass identical prompts and get identical samples, so only the first
+scores them and contributes them to the gather. :func:`rollout_groups` is the RL step's
+rollout: the above between waking the engine and putting it back to sleep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+
+from r1mega.types import Sample
+
+if TYPE_CHECKING:
+    from r1mega.config import Config
+    from r1mega.data.prompts import PromptRecord
+    from r1mega.rewards import RewardConfig
+    from r1mega.rollout.engine import RolloutEngine
+
+
+def make_engine(cfg: Config, model_path: str) -> RolloutEngine:
+    """This rank's colocated vLLM engine for the HF model at ``model_path``."""
+    from r1mega.rollout.engine import RolloutEngine
+
+    cfg.check_rollout_lengths()
+    extra = {"tokenizer": cfg.model.tokenizer_path} if cfg.model.tokenizer_path else {}
+    return RolloutEngine(model_path, cfg.rollout, rollout_tensor=cfg.parallel.rollout_tensor, dtype=cfg.model.dtype,
+                         max_model_len=cfg.rollout.max_model_len or cfg.model.max_seq_len, **extra)
+
+
+def sample_groups(engine: RolloutEngine, records: Sequence[PromptRecord], n: int, *,
+                  expected_version: int | None, group_offset: int = 0, **sampling: Any) -> list[Sample]:
+    """``n`` samples per record, prompt-major (sample ``i*n + j`` has ``group_id = group_offset + i``),
+    each carrying its record's answer, kind and metadata. ``sampling``: per-call sampling fields
+    (``temperature``, ``top_p``, ...; see :meth:`RolloutEngine.generate`)."""
+    samples = engine.generate([r.prompt_ids for r in records], n=n, prompt_texts=[r.prompt_text for r in records],
+                              expected_version=expected_version, group_offset=group_offset, **sampling)
+    for s in samples:
+        rec = records[s.group_id - group_offset]
+        s.answer, s.kind = rec.answer, rec.kind
+        s.metadata.update(rec.metadata)
+    return samples
+
+
+def score_groups(engine: RolloutEngine, samples: list[Sample], reward_cfg: RewardConfig, *,
+                 skip_kinds: Sequence[str] = ()) -> None:
+    """Rule rewards, in place, on the engine's first TP rank (its peers hold the same samples and
+    leave theirs unscored). Samples of a kind in ``skip_kinds`` are left alone."""
+    from r1mega.rewards import score_samples
+
+    mine = [s for s in samples if s.kind not in skip_kinds]
+    if engine.tp_rank == 0 and mine:
+        score_samples(mine, reward_cfg)
+
+
+def gather_groups(engine: RolloutEngine, local: list) -> list:
+    """Every engine's ``local`` items (samples, or what was made of them), in rank order, on every
+    rank. Collective; only each engine's first TP rank contributes."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return list(local)
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, local if engine.tp_rank == 0 else [])
+    return [x for p in parts for x in p]
+
+
+def rollout_groups(engine: RolloutEngine, prompts: Sequence[PromptRecord], n: int, *, version: int) -> list[Sample]:
+    """The RL step's rollout: ``n`` samples per prompt of this engine's share, generated with policy
+    ``version`` (group ids global over the rollout-DP engines, which all get as many prompts)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the trainer's cached activations would count against vLLM's budget
+    engine.wake_up()  # weights are awake after a sync, but an evaluation may have put them to sleep
+    samples = sample_groups(engine, prompts, n, expected_version=version, group_offset=engine.dp_rank * len(prompts))
+    engine.sleep()
+    return samples
