@@ -54,9 +54,10 @@ def machine_info() -> dict:
     checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if os.path.isdir(os.path.join(checkout, ".git")):  # a source checkout, not an installed wheel
         try:
-            info["r1mega_commit"] = subprocess.run(["git", "-C", checkout, "rev-parse", "--short", "HEAD"],
-                                                   check=True, capture_output=True, text=True,
-                                                   timeout=10).stdout.strip()
+            git = lambda *a: subprocess.run(["git", "-C", checkout, *a], check=True, capture_output=True,  # noqa: E731
+                                            text=True, timeout=10).stdout.strip()
+            dirty = git("status", "--porcelain", "--untracked-files=no", "--", "r1mega", "kernels")
+            info["r1mega_commit"] = git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "")
         except (OSError, subprocess.SubprocessError):
             pass
     return info
