@@ -80,7 +80,10 @@ class ChainSettings:
                            "data.prompts_per_step=4", "algorithm.group_size=4", "rollout.max_new_tokens=24",
                            "data.max_prompt_len=96", "model.max_seq_len=160", "eval.max_prompts=8"],
                    cold_start_examples=32, cold_start=["run.steps=2", "sft.examples_per_step=8"],
-                   reasoning_rl=["run.steps=2", "reward.weights={accuracy: 1.0, format: 0.2, language: 0.1}"],
+                   # a 6-step base samples noise that no rule rewards and language scores alike: the
+                   # length bonus gives the groups reward differences, so the stage's update is real
+                   reasoning_rl=["run.steps=2", "reward.weights={accuracy: 1.0, format: 0.2, language: 0.1, length: 0.1}",
+                                 "reward.length_target=32", "reward.length_bonus=true"],
                    rejection_prompts=8, rejection=["rejection.k=2", "rejection.min_score=0.0",
                                                    "rejection.correctness_reward=format"],
                    general_sft_rows=8, general_rl_prompts=16, general_eval_prompts=4,
