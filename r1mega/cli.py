@@ -2,7 +2,8 @@
 
     r1mega tiny [--out DIR] [--seed S | --seeds N] [--quick]
                                                       the embedded tiny default (R1-Zero on CPU), over seeds
-    r1mega r1-chain [--out DIR] [--quick]             the whole R1 pipeline on the tiny default (CPU)
+    r1mega r1-chain [--out DIR] [--seed S | --seeds N] [--quick]
+                                                      the whole R1 pipeline on the tiny default (CPU), over seeds
     r1mega train CONFIG [key=value ...]               GRPO training (torchrun for several processes)
     r1mega sft CONFIG [--data FILE] [key=value ...]   supervised fine-tuning (prompt/response or messages)
     r1mega eval --model DIR --data FILE [...]         pass@1 over k samples, maj@k, greedy accuracy
@@ -55,7 +56,17 @@ def cmd_tiny(args) -> int:
 def cmd_r1_chain(args) -> int:
     from r1mega.recipes.r1_chain import run_chain
 
-    summary = run_chain(args.out, quick=args.quick, overrides=args.overrides)
+    if args.seeds:
+        from r1mega.recipes.chain_seeds import run_chain_seeds
+
+        first = args.seed if args.seed is not None else 0
+        result = run_chain_seeds(args.out, list(range(first, first + args.seeds)), quick=args.quick,
+                                 overrides=args.overrides)
+        print(json.dumps({"seeds": result["seeds"], "gains (points)": {
+            k: [round(100 * v, 1) for v in g["per_seed"]] for k, g in result["gains"].items()},
+            "table": os.path.join(args.out, "chain_seeds.md")}, indent=2))
+        return 0
+    summary = run_chain(args.out, quick=args.quick, overrides=args.overrides, seed=args.seed)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"stage table: {os.path.join(args.out, 'chain.md')} ({summary['wall_time_s']:.0f} s)")
     return 0
@@ -182,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
                                         "rejection sampling + SFT, reward-model RL, distillation (CPU)")
     t.add_argument("--out", default="runs/r1_chain", help="output directory (a finished stage is not re-run)")
     t.add_argument("--quick", action="store_true", help="the shortened configuration (minutes; used by the tests)")
+    t.add_argument("--seed", type=int, default=None,
+                   help="seed of the data, initial weights and sampling of every stage (default: run.seed)")
+    t.add_argument("--seeds", type=int, default=0, metavar="N",
+                   help="run N seeds (from --seed, default 0), each in OUT/seed_S, and write each stage's gain per "
+                        "seed with the machine to OUT/chain_seeds.md, OUT/chain_seeds.json and OUT/chain.png")
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every stage")
     t.set_defaults(fn=cmd_r1_chain)
 

@@ -38,7 +38,10 @@ def test_r1_chain_quick(tmp_path):
     student = json.loads((out / "student" / "base" / "config.json").read_text())
     assert student["model_type"] == "llama" and student["vocab_size"] != json.loads(
         (out / "teacher" / "base" / "config.json").read_text())["vocab_size"]
-    assert "| stage |" in (out / "chain.md").read_text()
+    assert "| stage |" in (out / "chain.md").read_text() and "Stage gains (points)" in (out / "chain.md").read_text()
+    assert set(summary["gains"]) == {"reasoning_rl_pass@1", "general_rl_general_rule", "general_rl_pass@1",
+                                     "distill_pass@1"}
+    assert (out / "chain.png").stat().st_size > 1000
     # every training stage changed its starting weights
     from safetensors.torch import load_file
 

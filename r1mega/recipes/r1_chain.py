@@ -121,6 +121,7 @@ class Chain:
         self.base_cfg_args = (default_config_path(), [f"run.output_dir={out}", *s.teacher.rl_overrides, *s.common,
                                                       *overrides])
         self.base_cfg = load_config(*self.base_cfg_args)
+        self.seed = self.base_cfg.run.seed  # data, initial weights and sampling of every stage follow it
         self.rows: list[dict] = []
         self.timings: dict[str, float] = {}
 
@@ -129,6 +130,10 @@ class Chain:
         path, common = self.base_cfg_args
         return load_config(path, [*common, f"run.name={name}", f"model.hf_path={model}",
                                   f"model.tokenizer_path={tokenizer}", *stage, *extra])
+
+    def _sub_seed(self, stream: int) -> int:
+        """The seed of one synthetic data stream (general prompts, preference pairs, ...) under the run's seed."""
+        return 1000 * self.seed + stream
 
     # ------------------------------------------------------------------ data
     def data(self) -> None:
@@ -140,9 +145,10 @@ class Chain:
         self.train_path, self.eval_path, self.val_rows = data.train_path, data.eval_path, data.val_rows
         self.docs = data.docs + self.general_docs(len(data.docs))
         d = os.path.join(self.out, "data")
-        self.general_train = _write_jsonl(general_prompts(s.general_rl_prompts, rule=s.general_rule, seed=1),
+        self.general_train = _write_jsonl(general_prompts(s.general_rl_prompts, rule=s.general_rule,
+                                                          seed=self._sub_seed(1)),
                                           os.path.join(d, "general_train.jsonl"))
-        self.general_eval = general_prompts(s.general_eval_prompts, rule=s.general_rule, seed=2)
+        self.general_eval = general_prompts(s.general_eval_prompts, rule=s.general_rule, seed=self._sub_seed(2))
         with open(self.train_path) as f:
             self.train_rows = [json.loads(line) for line in f]
 
@@ -153,8 +159,8 @@ class Chain:
         from r1mega.reward_model.synthetic import make_preference_splits
 
         rows, _ = make_preference_splits(int(n_reasoning * self.s.general_doc_share), 0, rule=self.s.general_rule,
-                                         seed=5)
-        rng = random.Random("r1mega-general-docs")
+                                         seed=self._sub_seed(5))
+        rng = random.Random(f"r1mega-general-docs:{self.seed}")
         return [r["prompt"] + (r["chosen"] if rng.random() < self.s.general_marker_rate else r["rejected"])
                 for r in rows]
 
@@ -199,11 +205,12 @@ class Chain:
         with open(os.path.join(out, "sft.jsonl")) as f:
             reasoning = [json.loads(line) for line in f]
         # non-reasoning data (R1 adds ~200k): replies that follow the general-domain rule
-        general, _ = make_preference_splits(self.s.general_sft_rows, 0, rule=self.s.general_rule, seed=3)
+        general, _ = make_preference_splits(self.s.general_sft_rows, 0, rule=self.s.general_rule,
+                                            seed=self._sub_seed(3))
         rows = [{"prompt": r["prompt"], "response": r["response"]} for r in reasoning]
         template = self.base_cfg.data.template  # the general prompts of RL and evaluation use it too
         rows += [{"prompt": render_prompt(g["prompt"], template), "response": g["chosen"]} for g in general]
-        random.Random(0).shuffle(rows)
+        random.Random(self.seed).shuffle(rows)
         return _write_jsonl(rows, merged)
 
     def rs_sft(self, base: str, data: str) -> str:
@@ -218,7 +225,7 @@ class Chain:
         if os.path.isfile(os.path.join(rm_dir, "reward_model.json")):
             return rm_dir
         train, held = make_preference_splits(self.s.rm_pairs, max(8, self.s.rm_pairs // 8), rule=self.s.general_rule,
-                                             seed=4)
+                                             seed=self._sub_seed(4))
         d = os.path.join(self.out, "data")
         pairs, held_path = (_write_jsonl(train, os.path.join(d, "pairs.jsonl")),
                             _write_jsonl(held, os.path.join(d, "pairs_eval.jsonl")))
@@ -307,15 +314,55 @@ def table(rows: list[dict], k: int) -> str:
     return "\n".join(lines)
 
 
-def run_chain(out: str, *, quick: bool = False, overrides=()) -> dict:
-    """Run every stage (skipping finished ones); returns the summary written to ``OUT/chain.json``."""
+GAINS = {  # name: (metric, stage before, stage after): what each stage must earn
+    "reasoning_rl_pass@1": ("pass@1", "1", "2"),
+    "general_rl_general_rule": ("general_rule_rate", "3-4", "5-6"),
+    "general_rl_pass@1": ("pass@1", "3-4", "5-6"),
+    "distill_pass@1": ("pass@1", "student", "7"),
+}
+CHART = {"pass@1": "pass@1", "maj@k": "maj@k", "greedy": "greedy", "general_rule_rate": "general rule"}
+
+
+def stage_gains(rows: list[dict]) -> dict:
+    """What each RL / SFT stage changed in the metric it is there for (after - before), from the table rows."""
+    by_id = {r["stage"].split()[0]: r for r in rows}
+    out = {}
+    for name, (metric, before, after) in GAINS.items():
+        if before in by_id and after in by_id and None not in (by_id[before][metric], by_id[after][metric]):
+            out[name] = by_id[after][metric] - by_id[before][metric]
+    return out
+
+
+def plot_chain(rows_per_seed: list[list[dict]], out: str, title: str) -> str:
+    """``OUT/chain.png``: one line per held-out metric across the stages (teacher path), the band
+    spanning the seeds when there are several."""
+    from r1mega.logging.plots import plot_stages
+
+    teacher = [r for r in rows_per_seed[0] if not r["stage"].startswith(("student", "7"))]
+    stages = [r["stage"] for r in teacher]
+    metrics = {label: [[_row(rows, st)[key] for rows in rows_per_seed] for st in stages] for key, label in CHART.items()}
+    return str(plot_stages(stages, metrics, out, title=title))
+
+
+def _row(rows: list[dict], stage: str) -> dict:
+    return next(r for r in rows if r["stage"] == stage)
+
+
+def gains_line(gains: dict) -> str:
+    """The stage gains in points, one line of markdown."""
+    return "Stage gains (points): " + ", ".join(f"{k} {100 * v:+.1f}" for k, v in gains.items())
+
+
+def run_chain(out: str, *, quick: bool = False, overrides=(), seed: int | None = None) -> dict:
+    """Run every stage (skipping finished ones); returns the summary written to ``OUT/chain.json``.
+    ``seed`` (default: the config's ``run.seed``) decides the data, initial weights and sampling."""
     from r1mega.parallel.init import init_distributed
 
     init_distributed()
     t0 = time.perf_counter()
     s = ChainSettings.quick() if quick else ChainSettings()
     os.makedirs(out, exist_ok=True)
-    c = Chain(out, s, overrides)
+    c = Chain(out, s, [*overrides, *([f"run.seed={seed}"] if seed is not None else [])])
     timed = c.timings
 
     def stage(name, fn, *args):
@@ -339,13 +386,14 @@ def run_chain(out: str, *, quick: bool = False, overrides=()) -> dict:
     c.record("5-6 all-scenario RL (rules + RM)", final)
     student, student_tok = stage("distill", c.distill, data)
     c.record("7 distilled student (Llama, own tokenizer)", student, student_tok)
-    summary = {"rows": c.rows, "timings_s": timed, "wall_time_s": time.perf_counter() - t0, "quick": quick,
-               "settings": asdict(s), "rejection": getattr(c, "rejection_stats", None),
-               "reward_model": getattr(c, "rm_summary", None)}
+    summary = {"seed": c.seed, "rows": c.rows, "gains": stage_gains(c.rows), "timings_s": timed,
+               "wall_time_s": time.perf_counter() - t0, "quick": quick, "settings": asdict(s),
+               "rejection": getattr(c, "rejection_stats", None), "reward_model": getattr(c, "rm_summary", None)}
     if _rank() == 0:
-        md = table(c.rows, c.base_cfg.eval.k)
+        md = table(c.rows, c.base_cfg.eval.k) + "\n\n" + gains_line(summary["gains"])
         with open(os.path.join(out, "chain.md"), "w") as f:
             f.write(md + "\n")
+        summary["plot"] = plot_chain([c.rows], os.path.join(out, "chain.png"), f"R1 chain, seed {c.seed}")
         with open(os.path.join(out, "chain.json"), "w") as f:
             json.dump(summary, f, indent=2, default=str)
         print(md)
