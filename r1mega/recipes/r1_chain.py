@@ -18,6 +18,18 @@ that satisfy the preference rule the reward model was trained on (its ground tru
 goes to ``OUT/chain.md`` and ``OUT/chain.json``. Each stage's output feeds the next and a
 finished stage is not run again, so an interrupted chain resumes where it stopped.
 
+Every RL stage must earn its place, on every seed (``r1mega r1-chain --seeds N`` checks it; the
+gains go to ``chain.json`` / ``chain.md``):
+
+- reasoning RL must raise pass@1 over the cold-start model. The cold start is therefore small
+  (128 chains of thought, seen once), as R1's is small next to its RL: it teaches the format and
+  part of the skill. A cold start larger than the RL stage's prompt budget (1,024 examples, 40
+  steps, in the first version) saturated the model, and RL then lowered pass@1 (0.68 -> 0.61).
+- all-scenario RL must raise the general-prompt metric (the share of replies that follow the
+  reward model's rule) without losing pass@1. SFT therefore sees only 32 general rows, so it
+  teaches the rule partly and the reward-model-led RL stage has the rest to teach; with 256 rows
+  SFT taught it fully (1.0) and the RL stage could only hold it.
+
 Every stage is the ordinary command run in this process; with several GPUs run the same
 commands under torchrun (the README lists them). Sizes live in :class:`ChainSettings`;
 ``quick()`` is the shortened configuration the test suite runs end to end.
