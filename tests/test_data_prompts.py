@@ -96,8 +96,8 @@ def test_error_missing_answer_names_file_row_key(tmp_path):
     with pytest.raises(DataError) as e:
         load_prompts(src, TOK, template="plain")
     msg = str(e.value)
-    assert src in msg and "row 1" in msg and "'answer'" in msg and "label, question" in msg
-    with pytest.raises(DataError, match="row 0 has no 'problem' field"):
+    assert src in msg and "line 2" in msg and "'answer'" in msg and "label, question" in msg
+    with pytest.raises(DataError, match="line 1 has no 'problem' field"):
         load_prompts(src, TOK, question_key="problem")
 
 
@@ -113,7 +113,7 @@ def test_error_prompt_too_long_names_row_and_lengths(tmp_path):
     src = _jsonl(tmp_path / "d.jsonl", [{"question": "short", "answer": "1"}, {"question": "x" * 50, "answer": "2"}])
     with pytest.raises(DataError) as e:
         load_prompts(src, TOK, template="plain", max_prompt_len=20)
-    assert f"{src}: row 1: prompt is 50 tokens, longer than data.max_prompt_len (20)" in str(e.value)
+    assert f"{src}: line 2: prompt is 50 tokens, longer than data.max_prompt_len (20)" in str(e.value)
 
 
 def test_error_more_prompts_per_step_than_dataset(tmp_path):
@@ -130,7 +130,7 @@ def test_bad_json_line_and_null_answer(tmp_path):
         load_prompts(str(bad), TOK, template="plain")
     src = _jsonl(tmp_path / "n.jsonl", [{"question": "a", "answer": None},
                                         {"question": "b", "answer": None, "kind": "general"}])
-    with pytest.raises(DataError, match="row 0: 'answer' is null"):
+    with pytest.raises(DataError, match="line 1: 'answer' \\(data.answer_key\\) is null"):
         load_prompts(src, TOK, template="plain")
     recs = load_prompts(src, TOK, kind="general", template="plain")
     assert recs[1].answer is None and recs[1].kind == "general"
@@ -150,3 +150,52 @@ def test_data_imports_light():
             "bad = [m for m in ('torch', 'megatron', 'vllm', 'triton', 'transformers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("row,match", [
+    ({"question": "", "answer": "1"}, r"line 3: 'question' \(data.question_key\) is empty"),
+    ({"question": "  \n", "answer": "1"}, r"line 3: 'question' \(data.question_key\) is empty"),
+    ({"question": None, "answer": "1"}, r"line 3: 'question' \(data.question_key\) is null, expected a non-empty"),
+    ({"question": ["a"], "answer": "1"}, r"line 3: 'question' \(data.question_key\) is list"),
+    ({"question": "q", "answer": ""}, r"line 3: 'answer' \(data.answer_key\) is empty"),
+    ({"question": "q", "answer": "#### "}, r"line 3: 'answer' \(data.answer_key\) is empty"),
+    ({"question": "q", "answer": {"v": 1}}, r"line 3: 'answer' \(data.answer_key\) is a dict, expected a string or"),
+    ({"question": "q", "answer": "1", "kind": "code"}, r"line 3: 'kind' is 'code'; valid: reasoning, general"),
+])
+def test_bad_field_values_name_file_line_and_key(tmp_path, row, match):
+    """Every bad value is refused at load, with the 1-based line of the file (a blank line counts)."""
+    src = tmp_path / "d.jsonl"
+    src.write_text(json.dumps({"question": "ok", "answer": "1"}) + "\n\n" + json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=match) as e:
+        load_prompts(str(src), TOK, template="plain")
+    assert str(src) in str(e.value)
+
+
+def test_non_utf8_bytes_name_file_line_and_byte(tmp_path):
+    src = tmp_path / "latin1.jsonl"
+    src.write_bytes(b'{"question": "a", "answer": "1"}\n{"question": "caf\xe9", "answer": "2"}\n')
+    with pytest.raises(DataError, match=r"latin1\.jsonl: line 2: byte 18 \(0xe9\) is not UTF-8") as e:
+        load_prompts(str(src), TOK, template="plain")
+    assert not isinstance(e.value.__cause__, UnicodeDecodeError)  # ours, not the raw decoder error
+    doc = tmp_path / "latin1.json"
+    doc.write_bytes(b'[\n{"question": "caf\xe9", "answer": "2"}]')
+    with pytest.raises(DataError, match=r"latin1\.json: line 2: byte 18 \(0xe9\) is not UTF-8"):
+        load_prompts(str(doc), TOK, template="plain")
+
+
+def test_json_and_parquet_rows_are_located_one_based(tmp_path):
+    doc = tmp_path / "d.json"
+    doc.write_text(json.dumps({"data": [{"question": "a", "answer": "1"}, {"question": None, "answer": "2"}]}))
+    with pytest.raises(DataError, match=r"d\.json: item 2: 'question'"):
+        load_prompts(str(doc), TOK, template="plain")
+    broken = tmp_path / "broken.json"
+    broken.write_text('[\n{"question": "a",\n "answer": }\n]')
+    with pytest.raises(DataError, match=r"broken\.json: line 3 is not valid JSON"):
+        load_prompts(str(broken), TOK, template="plain")
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"question": "a", "answer": "1"}, {"question": "", "answer": "2"}]),
+                   str(tmp_path / "d.parquet"))
+    with pytest.raises(DataError, match=r"d\.parquet: row 2: 'question' \(data.question_key\) is empty"):
+        load_prompts(str(tmp_path / "d.parquet"), TOK, template="plain")

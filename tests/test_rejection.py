@@ -215,7 +215,7 @@ def test_bad_prompt_files_name_file_row_key(tmp_path, tiny_dir):
     no_answer.write_text(json.dumps({"question": "1+1", "answer": "2"}) + "\n" + json.dumps({"question": "2+2"}) + "\n")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    for path, message in [(no_answer, f"{no_answer}: row 1 has no 'answer' field (data.answer_key)"),
+    for path, message in [(no_answer, f"{no_answer}: line 2 has no 'answer' field (data.answer_key)"),
                           (empty, f"dataset {str(empty)!r} is empty (0 rows)")]:
         args = _parse("--model", tiny_dir, "--prompts", str(path), "--out", str(tmp_path / "out"), "--no-progress")
         with pytest.raises(SystemExit) as e:  # before any engine is built

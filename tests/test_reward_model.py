@@ -111,11 +111,11 @@ def test_load_pairs_tokenises_and_rejects_bad_rows(tmp_path):
         with pytest.raises(DataError, match=match):
             load_pairs(path, tok, **kw)
 
-    bad([{"prompt": "q", "chosen": "a"}], r"bad\.jsonl: row 0 has no 'rejected' field.*keys: chosen, prompt")
+    bad([{"prompt": "q", "chosen": "a"}], r"bad\.jsonl: line 1 has no 'rejected' field.*keys: chosen, prompt")
     bad([{"prompt": "q", "chosen": "a", "rejected": "b"}, {"prompt": "q", "chosen": 3, "rejected": "b"}],
-        r"row 1: 'chosen' must be a string, got int")
-    bad([{"prompt": "q", "chosen": "  ", "rejected": "b"}], r"row 0: 'chosen' is empty")
-    bad([{"prompt": "q" * 10, "chosen": "a" * 6, "rejected": "b"}], r"row 0: prompt \+ response is 17 tokens, "
+        r"line 2: 'chosen' must be a string, got int")
+    bad([{"prompt": "q", "chosen": "  ", "rejected": "b"}], r"line 1: 'chosen' is empty")
+    bad([{"prompt": "q" * 10, "chosen": "a" * 6, "rejected": "b"}], r"line 1: prompt \+ response is 17 tokens, "
         r"longer than model.max_seq_len \(16\)", max_len=16)
     bad([{"prompt": "q", "chosen": "a", "rejected": "a"}], "no usable preference pairs")
     bad([], "empty")
@@ -139,7 +139,7 @@ def test_pair_and_sequence_batches():
     assert len({tuple(b.tokens.shape) for b in padded}) == 1
     for a, b in zip(mbs, padded):
         assert torch.equal(b.tokens[:a.rows, :a.tokens.shape[1]], a.tokens) and torch.equal(b.last[:a.rows], a.last)
-    with pytest.raises(ValueError, match=r"preference pair 0 .* needs 2 x 9 = 18 tokens .* \(16\)"):
+    with pytest.raises(ValueError, match=r"preference pair 1 needs 2 x 9 = 18 tokens .* \(16\)"):
         pair_batches([make_pair([1] * 4, [2] * 5, [3])], token_budget=16)
     inter = for_schedule(mbs[:3], pipeline=2, interleaved=True)  # interleaved: a multiple of PP, one shape
     assert len(inter) == 4 and inter[3].rows == 0 and len({tuple(b.tokens.shape) for b in inter}) == 1
@@ -218,7 +218,7 @@ def test_train_rm_command_errors(tmp_path, capsys):
     pairs = write_jsonl([{"prompt": "q", "chosen": "a"}], str(tmp_path / "p.jsonl"))
     assert main([str(cfg), "--pairs", pairs, f"model.hf_path={tmp_path / 'model'}",
                  f"model.tokenizer_path={tok_dir}"]) == 2
-    assert "p.jsonl: row 0 has no 'rejected' field" in capsys.readouterr().err
+    assert "p.jsonl: line 1 has no 'rejected' field" in capsys.readouterr().err
     assert main([str(cfg), "--pairs", pairs, "model.hf_pth=x"]) == 2
     assert "hf_pth" in capsys.readouterr().err
 

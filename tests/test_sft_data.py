@@ -100,16 +100,16 @@ def test_overlong_modes(tmp_path):
     assert len(ex) == 1 and st.dropped_overlong == 1
     ex, st = load_sft_examples(src, tok, sft_cfg(overlong="truncate"), max_len=10)
     assert [e.num_tokens for e in ex] == [10, 3] and st.truncated == 1
-    with pytest.raises(DataError, match=r"row 0: 3 prompt \+ 21 response tokens exceed the maximum length 10"):
+    with pytest.raises(DataError, match=r"line 1: 3 prompt \+ 21 response tokens exceed the maximum length 10"):
         load_sft_examples(src, tok, sft_cfg(overlong="error"), max_len=10)
 
 
 @pytest.mark.parametrize("rows,cfg,match", [
-    ([{"prompt": "a"}], {}, r"row 0 has no 'response' field \(sft.response_key\); its keys: prompt"),
+    ([{"prompt": "a"}], {}, r"line 1 has no 'response' field \(sft.response_key\); its keys: prompt"),
     ([{"prompt": "a", "answer": "b"}], {"response_key": "answer", "prompt_key": "q"}, r"no 'q' field"),
-    ([{"prompt": 3, "response": "b"}], {}, r"'prompt' is a int, expected a string"),
-    ([{"messages": [{"role": "user", "content": "x"}]}], {}, r"row 0: no assistant message"),
-    ([{"messages": [{"role": "bot", "content": "x"}]}], {}, r"message 0 has role 'bot'"),
+    ([{"prompt": 3, "response": "b"}], {}, r"line 1: 'prompt' \(sft.prompt_key\) is a int, expected a string"),
+    ([{"messages": [{"role": "user", "content": "x"}]}], {}, r"line 1: no assistant message"),
+    ([{"messages": [{"role": "bot", "content": "x"}]}], {}, r"line 1: message 1 has role 'bot'"),
     ([{"messages": "hi"}], {}, r"must be a non-empty list"),
     ([], {}, r"is empty \(0 rows\)"),
 ])

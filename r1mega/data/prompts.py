@@ -44,6 +44,7 @@ R1_ZERO_COMPACT_TEMPLATE = (
 CHAT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 TEMPLATES = ("r1_zero", "r1_zero_compact", "chat", "plain")
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+KINDS = ("reasoning", "general")
 
 
 class DataError(ValueError):
@@ -99,42 +100,95 @@ def is_local_source(source: str) -> bool:
     return os.path.exists(source) or source.endswith(FILE_SUFFIXES)
 
 
-def read_rows(source: str, split: str = "train") -> list[dict]:
-    """All rows of ``source`` as plain dicts (see the module docstring for the formats)."""
-    if is_local_source(source):
-        if not os.path.isfile(source):
-            raise DataError(f"dataset file {source!r} does not exist")
-        if source.endswith(".jsonl"):
-            rows = []
-            with open(source, encoding="utf-8") as f:
-                for line_no, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise DataError(f"{source}: line {line_no} is not valid JSON ({e.msg})") from None
-        elif source.endswith(".json"):
-            with open(source, encoding="utf-8") as f:
-                data = json.load(f)
-            rows = data["data"] if isinstance(data, dict) and isinstance(data.get("data"), list) else data
-            if not isinstance(rows, list):
-                raise DataError(f"{source}: expected a JSON list of objects (or {{\"data\": [...]}}), "
-                                f"got {type(rows).__name__}")
-        elif source.endswith(".parquet"):
-            import pyarrow.parquet as pq
+def read_located_rows(source: str, split: str = "train") -> list[tuple[str, dict]]:
+    """Every row of ``source`` with where it came from, for error messages.
 
-            rows = pq.read_table(source).to_pylist()
-        else:
-            raise DataError(f"{source}: unsupported file type; use one of {', '.join(FILE_SUFFIXES)}")
-    else:
+    The place is 1-based everywhere: ``"data.jsonl: line 12"`` for JSON lines (blank lines count,
+    as in an editor), ``"data.json: item 3"`` for a JSON list, ``"data.parquet: row 3"`` for
+    parquet and ``datasets`` sources. Bytes that are not UTF-8 and lines that are not JSON are a
+    :class:`DataError` naming the file and line.
+    """
+    if not is_local_source(source):
         import datasets
 
-        rows = [dict(r) for r in datasets.load_dataset(source, split=split)]
-    for i, row in enumerate(rows):
+        return [(f"{source} ({split}): row {i}", dict(r))
+                for i, r in enumerate(datasets.load_dataset(source, split=split), 1)]
+    if not os.path.isfile(source):
+        raise DataError(f"dataset file {source!r} does not exist")
+    if source.endswith(".jsonl"):
+        located = []
+        with open(source, "rb") as f:
+            for line_no, raw in enumerate(f, 1):
+                where = f"{source}: line {line_no}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{where}: byte {e.start + 1} (0x{raw[e.start]:02x}) is not UTF-8; "
+                                    "save the file as UTF-8") from None
+                if not line.strip():
+                    continue
+                try:
+                    located.append((where, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{where} is not valid JSON ({e.msg}, column {e.colno})") from None
+    elif source.endswith(".json"):
+        with open(source, "rb") as f:
+            raw = f.read()
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            line_no = raw.count(b"\n", 0, e.start) + 1
+            col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+            raise DataError(f"{source}: line {line_no}: byte {col} (0x{raw[e.start]:02x}) is not UTF-8; "
+                            "save the file as UTF-8") from None
+        except json.JSONDecodeError as e:
+            raise DataError(f"{source}: line {e.lineno} is not valid JSON ({e.msg}, column {e.colno})") from None
+        rows = data["data"] if isinstance(data, dict) and isinstance(data.get("data"), list) else data
+        if not isinstance(rows, list):
+            raise DataError(f"{source}: expected a JSON list of objects (or {{\"data\": [...]}}), "
+                            f"got {type(rows).__name__}")
+        located = [(f"{source}: item {i}", r) for i, r in enumerate(rows, 1)]
+    elif source.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        located = [(f"{source}: row {i}", r) for i, r in enumerate(pq.read_table(source).to_pylist(), 1)]
+    else:
+        raise DataError(f"{source}: unsupported file type; use one of {', '.join(FILE_SUFFIXES)}")
+    for where, row in located:
         if not isinstance(row, dict):
-            raise DataError(f"{source}: row {i} is a {type(row).__name__}, expected an object")
-    return rows
+            raise DataError(f"{where} is a {type(row).__name__}, expected an object")
+    return located
+
+
+def read_rows(source: str, split: str = "train") -> list[dict]:
+    """All rows of ``source`` as plain dicts (see the module docstring for the formats)."""
+    return [row for _, row in read_located_rows(source, split)]
+
+
+def _question(row: dict, key: str, where: str) -> str:
+    q = row[key]
+    if not isinstance(q, str):
+        raise DataError(f"{where}: {key!r} (data.question_key) is {'null' if q is None else type(q).__name__}, "
+                        "expected a non-empty string")
+    if not q.strip():
+        raise DataError(f"{where}: {key!r} (data.question_key) is empty")
+    return q
+
+
+def _answer(row: dict, key: str, kind: str, where: str) -> str | None:
+    a = row[key]
+    if a is None:
+        if kind == "general":
+            return None
+        raise DataError(f"{where}: {key!r} (data.answer_key) is null; only rows of kind 'general' may have "
+                        "no answer")
+    if not isinstance(a, (str, int, float)):
+        raise DataError(f"{where}: {key!r} (data.answer_key) is a {type(a).__name__}, expected a string or "
+                        "a number")
+    text = normalize_answer(a)
+    if not text:
+        raise DataError(f"{where}: {key!r} (data.answer_key) is empty")
+    return text
 
 
 def load_prompts(source: str, tokenizer, *, split: str = "train", question_key: str = "question",
@@ -143,38 +197,39 @@ def load_prompts(source: str, tokenizer, *, split: str = "train", question_key: 
                  limit: int | None = None) -> list[PromptRecord]:
     """Read, template and tokenize every row of ``source``.
 
-    Raises :class:`DataError` for an empty dataset, a row without ``question_key`` or
-    ``answer_key`` (a row may set ``answer: null`` only when its ``kind`` is ``general``), a
-    prompt over ``max_prompt_len`` tokens, or ``prompts_per_step`` above the number of prompts.
+    Raises :class:`DataError`, naming the file, the 1-based line (or item) and the key, for an
+    empty dataset, a row without ``question_key`` or ``answer_key``, a question that is not a
+    non-empty string, an answer that is null (allowed only when the row's ``kind`` is
+    ``general``), empty or not a string or number, an unknown ``kind``, a prompt over
+    ``max_prompt_len`` tokens, or ``prompts_per_step`` above the number of prompts.
     A row's own ``kind`` field overrides ``kind``.
     """
     if template not in TEMPLATES:
         raise DataError(f"data.template ({template!r}) must be one of: {', '.join(TEMPLATES)}")
-    rows = read_rows(source, split)
+    located = read_located_rows(source, split)
     if limit is not None:
-        rows = rows[:limit]
-    if not rows:
+        located = located[:limit]
+    if not located:
         raise DataError(f"dataset {source!r} is empty (0 rows)")
     records = []
-    for i, row in enumerate(rows):
+    for i, (where, row) in enumerate(located):
         for key, what in ((question_key, "data.question_key"), (answer_key, "data.answer_key")):
             if key not in row:
-                raise DataError(f"{source}: row {i} has no {key!r} field ({what}); its keys: "
+                raise DataError(f"{where} has no {key!r} field ({what}); its keys: "
                                 f"{', '.join(sorted(map(str, row)))}")
         row_kind = row.get("kind", kind)
-        raw_answer = row[answer_key]
-        if raw_answer is None and row_kind != "general":
-            raise DataError(f"{source}: row {i}: {answer_key!r} is null (only kind 'general' rows may "
-                            f"have no answer)")
-        text = render_prompt(str(row[question_key]), template, tokenizer)
+        if row_kind not in KINDS:
+            raise DataError(f"{where}: 'kind' is {row_kind!r}; valid: {', '.join(KINDS)}")
+        question = _question(row, question_key, where)
+        answer = _answer(row, answer_key, row_kind, where)
+        text = render_prompt(question, template, tokenizer)
         ids = tokenizer.encode(text)
         if len(ids) > max_prompt_len:
-            raise DataError(f"{source}: row {i}: prompt is {len(ids)} tokens, longer than "
+            raise DataError(f"{where}: prompt is {len(ids)} tokens, longer than "
                             f"data.max_prompt_len ({max_prompt_len})")
         meta = {k: v for k, v in row.items() if k not in (question_key, answer_key, "kind")}
         meta.update(source=source, row=i)
-        records.append(PromptRecord(index=i, prompt_text=text, prompt_ids=ids,
-                                    answer=None if raw_answer is None else normalize_answer(raw_answer),
+        records.append(PromptRecord(index=i, prompt_text=text, prompt_ids=ids, answer=answer,
                                     kind=row_kind, metadata=meta))
     if prompts_per_step is not None and prompts_per_step > len(records):
         raise DataError(f"data.prompts_per_step ({prompts_per_step}) is larger than the dataset "

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from r1mega.data.prompts import DataError, read_rows, render_prompt
+from r1mega.data.prompts import DataError, read_located_rows, render_prompt
 from r1mega.types import Sample
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -52,18 +52,18 @@ def sft_example(prompt_ids: list[int], response_ids: list[int], response_mask: l
 def load_sft_examples(source: str, tokenizer, cfg, *, max_len: int, limit: int | None = None
                       ) -> tuple[list[Sample], SFTDataStats]:
     """Read and tokenise ``source`` under the ``SFTConfig`` ``cfg``; examples and what happened."""
-    rows = read_rows(source, cfg.split)
+    located = read_located_rows(source, cfg.split)
     if limit is not None:
-        rows = rows[:limit]
-    if not rows:
+        located = located[:limit]
+    if not located:
         raise DataError(f"SFT dataset {source!r} is empty (0 rows)")
+    rows = [row for _, row in located]
     stats = SFTDataStats(rows=len(rows))
     examples = []
-    for i, row in enumerate(rows):
+    for i, (where, row) in enumerate(located):
         fmt = cfg.format
         if fmt == "auto":
             fmt = "messages" if cfg.messages_key in row else "prompt_response"
-        where = f"{source}: row {i}"
         if fmt == "messages":
             prompt, response, mask = _from_messages(row, cfg, tokenizer, where)
         else:
@@ -98,7 +98,8 @@ def _text(row: dict, key: str, option: str, where: str) -> str:
         raise DataError(f"{where} has no {key!r} field ({option}); its keys: {', '.join(sorted(map(str, row)))}")
     value = row[key]
     if not isinstance(value, str):
-        raise DataError(f"{where}: {key!r} is a {type(value).__name__}, expected a string")
+        raise DataError(f"{where}: {key!r} ({option}) is {'null' if value is None else 'a ' + type(value).__name__}, "
+                        "expected a string")
     return value
 
 
@@ -128,9 +129,9 @@ def _messages(row: dict, cfg, where: str) -> list[dict]:
                         f"{{role, content}} objects")
     for j, m in enumerate(msgs):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise DataError(f"{where}: message {j} must be an object with 'role' and 'content'")
+            raise DataError(f"{where}: message {j + 1} must be an object with 'role' and 'content'")
         if m["role"] not in ROLES:
-            raise DataError(f"{where}: message {j} has role {m['role']!r}; valid roles: {', '.join(ROLES)}")
+            raise DataError(f"{where}: message {j + 1} has role {m['role']!r}; valid roles: {', '.join(ROLES)}")
     if not any(m["role"] == "assistant" for m in msgs):
         raise DataError(f"{where}: no assistant message, so nothing to train on")
     last = max(j for j, m in enumerate(msgs) if m["role"] == "assistant")

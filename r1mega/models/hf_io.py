@@ -264,9 +264,7 @@ class SafetensorsReader:
             with open(index) as f:
                 self.files = {k: os.path.join(self.path, v) for k, v in json.load(f)["weight_map"].items()}
         elif os.path.isfile(single):
-            from safetensors import safe_open
-            with safe_open(single, "pt") as f:
-                self.files = {k: single for k in f.keys()}
+            self.files = {k: single for k in _open_safetensors(single).keys()}
         else:
             raise ConfigError(f"{self.path}: no model.safetensors or model.safetensors.index.json; "
                               f"expected a Hugging Face model directory saved with safetensors")
@@ -276,14 +274,29 @@ class SafetensorsReader:
         return name in self.files
 
     def get(self, name: str) -> torch.Tensor:
-        from safetensors import safe_open
-
         if name not in self.files:
             raise KeyError(f"{self.path}: tensor {name!r} not found in the checkpoint")
         file = self.files[name]
         if file not in self._open:
-            self._open[file] = safe_open(file, "pt")
-        return self._open[file].get_tensor(name)
+            if not os.path.isfile(file):
+                raise ConfigError(f"{file}: listed in model.safetensors.index.json for {name!r} but missing")
+            self._open[file] = _open_safetensors(file)
+        try:
+            return self._open[file].get_tensor(name)
+        except Exception as e:  # safetensors raises its own error type for damaged data
+            raise ConfigError(f"{file}: tensor {name!r} cannot be read ({e}); the file is damaged or "
+                              "truncated: copy or export it again") from None
+
+
+def _open_safetensors(file: str):
+    """``safe_open`` with an error that names the file when its header is damaged or cut short."""
+    from safetensors import safe_open
+
+    try:
+        return safe_open(file, "pt")
+    except Exception as e:  # SafetensorError (header too short, bad JSON) or OSError
+        raise ConfigError(f"{file}: not a readable safetensors file ({e}); it is damaged or truncated "
+                          f"({os.path.getsize(file)} bytes): copy or export it again") from None
 
 
 def load_hf_weights(chunks: list[torch.nn.Module], path: str | os.PathLike, arch: ModelArch) -> None:

@@ -57,7 +57,8 @@ def pair_batches(pairs: Sequence, token_budget: int, pad_id: int = 0) -> list[Re
     2 rows; ``ids`` are the pair indices in ``pairs``."""
     for i, p in enumerate(pairs):
         if 2 * p.max_len > token_budget:
-            raise ValueError(f"preference pair {i} (source row {p.index}) needs 2 x {p.max_len} = {2 * p.max_len} "
+            src = f" (source row {p.index + 1})" if p.index >= 0 else ""
+            raise ValueError(f"preference pair {i + 1}{src} needs 2 x {p.max_len} = {2 * p.max_len} "
                              f"tokens in one micro-batch (chosen and rejected together), more than "
                              f"trainer.micro_batch_tokens ({token_budget}); raise it")
     out = []

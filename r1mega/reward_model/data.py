@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from r1mega.data.prompts import DataError, read_rows
+from r1mega.data.prompts import DataError, read_located_rows
 
 log = logging.getLogger("r1mega.reward_model")
 
@@ -50,13 +50,12 @@ def make_pair(prompt_ids, chosen_ids, rejected_ids, index: int = -1) -> Preferen
                           tuple(int(t) for t in rejected_ids), index)
 
 
-def _text(row: dict, key: str, source: str, i: int, what: str) -> str:
+def _text(row: dict, key: str, where: str, what: str) -> str:
     if key not in row:
-        raise DataError(f"{source}: row {i} has no {key!r} field ({what}); its keys: "
-                        f"{', '.join(sorted(map(str, row)))}")
+        raise DataError(f"{where} has no {key!r} field ({what}); its keys: {', '.join(sorted(map(str, row)))}")
     value = row[key]
     if not isinstance(value, str):
-        raise DataError(f"{source}: row {i}: {key!r} must be a string, got {type(value).__name__} "
+        raise DataError(f"{where}: {key!r} must be a string, got {'null' if value is None else type(value).__name__} "
                         f"({str(value)[:60]!r})")
     return value
 
@@ -70,30 +69,31 @@ def load_pairs(source: str, tokenizer, *, split: str = "train", prompt_key: str 
     response, or a prompt + response longer than ``max_len`` tokens (the reward model's
     ``model.max_seq_len``). Rows with identical chosen and rejected texts are skipped.
     """
-    rows = read_rows(source, split)
+    located = read_located_rows(source, split)
     if limit is not None:
-        rows = rows[:limit]
+        located = located[:limit]
+    rows = [row for _, row in located]
     if not rows:
         raise DataError(f"preference dataset {source!r} is empty (0 rows)")
     eos = [tokenizer.eos_id] if append_eos else []
     pairs: list[PreferencePair] = []
     ties = 0
-    for i, row in enumerate(rows):
-        prompt = _text(row, prompt_key, source, i, "--prompt-key") if prompt_key else ""
-        chosen = _text(row, chosen_key, source, i, "--chosen-key")
-        rejected = _text(row, rejected_key, source, i, "--rejected-key")
+    for i, (where, row) in enumerate(located):
+        prompt = _text(row, prompt_key, where, "--prompt-key") if prompt_key else ""
+        chosen = _text(row, chosen_key, where, "--chosen-key")
+        rejected = _text(row, rejected_key, where, "--rejected-key")
         for key, text in ((chosen_key, chosen), (rejected_key, rejected)):
             if not text.strip():
-                raise DataError(f"{source}: row {i}: {key!r} is empty; every pair needs two non-empty responses")
+                raise DataError(f"{where}: {key!r} is empty; every pair needs two non-empty responses")
         if chosen == rejected:
             ties += 1
             continue
         pair = make_pair(tokenizer.encode(prompt) if prompt else [], tokenizer.encode(chosen) + eos,
                          tokenizer.encode(rejected) + eos, index=i)
         if not pair.chosen_ids or not pair.rejected_ids:
-            raise DataError(f"{source}: row {i}: a response encodes to no tokens")
+            raise DataError(f"{where}: a response encodes to no tokens")
         if max_len is not None and pair.max_len > max_len:
-            raise DataError(f"{source}: row {i}: prompt + response is {pair.max_len} tokens, longer than "
+            raise DataError(f"{where}: prompt + response is {pair.max_len} tokens, longer than "
                             f"model.max_seq_len ({max_len}); raise it or drop the row")
         pairs.append(pair)
     if ties:
