@@ -1,6 +1,7 @@
 """Training checkpoints with Megatron's distributed optimizer over real gloo processes:
 resume == uninterrupted run (bit-exact), a save that raises or is SIGKILLed midway leaves
-the previous checkpoint latest and loadable, keep_last prunes after the commit."""
+the previous checkpoint latest and loadable, keep_last prunes after the commit, flipped bytes in a
+shard make resume fall back (auto) or fail naming the file (explicit), a missing rank file is refused."""
 
 import json
 import os
@@ -35,3 +36,5 @@ def test_resume_exact_and_atomic_saves(tmp_path):
     assert seen["after_keep_last"] == ["step_000003", "step_000004"]  # failed step-3 .tmp cleaned, 1-2 pruned
     assert seen["killed_latest"] == os.path.join(killed, "step_000001")
     assert seen["killed_after_resave"] == ["step_000001", "step_000002"]  # the dead .tmp was cleaned
+    assert "step_000004" in seen["damaged_error"] and ".distcp is damaged" in seen["damaged_error"]
+    assert "ranks/rank_00001.pt missing" in seen["rank_file_error"]

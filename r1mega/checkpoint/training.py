@@ -14,6 +14,7 @@ On disk (``root/step_000123/``)::
     scheduler.pt     the LR scheduler's state (rank 0)
     ranks/rank_00003.pt   per rank: RNG states (python, numpy, torch, CUDA, Megatron tracker), extra
     extra.json       rank 0's ``extra`` when it is JSON-serialisable (for people, not for loading)
+    manifest.json    size and SHA-256 of every file above (r1mega.checkpoint.manifest)
     COMPLETE         written last, before the commit
 
 Atomicity: everything is written into ``root/step_000123.tmp/``; after a barrier, rank 0
@@ -21,6 +22,11 @@ fsyncs the tree, writes ``COMPLETE`` and renames the directory to ``step_000123`
 rename is the commit). A crash at any point before the rename leaves only a ``.tmp``
 directory, which :func:`find_latest_checkpoint` ignores and the next save deletes.
 Older checkpoints are pruned (``keep_last``) only after the new one is committed.
+
+Verification: resuming checks the manifest (every file's size and SHA-256) on rank 0 before
+anything is loaded. ``resume="auto"`` skips a damaged or incomplete newest checkpoint with a
+warning naming what is wrong and takes the previous good one; an explicit path that fails is an
+error naming the file. Each rank reads its own RNG/extra file when the layout is unchanged.
 
 Resharding: model weights and the distributed optimizer's state (``fully_reshardable``: the
 canonical per-parameter form, gathered over DP at save) are stored per parameter with
@@ -31,6 +37,7 @@ rank and are restored only when the world size and layout are unchanged.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -42,12 +49,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from r1mega.checkpoint.manifest import ManifestError, verify_manifest, write_manifest
 from r1mega.checkpoint.sharded import load_model_shards, load_sharded, model_sharded_state_dict, save_sharded, \
     unwrap
 from r1mega.config.base import ConfigError
 
 FORMAT = "r1mega-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: manifest.json with every file's SHA-256 (version 1 checkpoints load unverified)
 COMPLETE = "COMPLETE"
 META = "meta.json"
 _STEP = re.compile(r"^step_(\d+)$")
@@ -55,8 +63,11 @@ _STEP = re.compile(r"^step_(\d+)$")
 OPTIM_METADATA = {"distrib_optim_sharding_type": "fully_reshardable", "chained_optim_avoid_prefix": True}
 
 
+log = logging.getLogger("r1mega.checkpoint")
+
+
 class CheckpointError(ConfigError):
-    """A checkpoint is missing, incomplete, unreadable or does not fit the model."""
+    """A checkpoint is missing, incomplete, unreadable, damaged or does not fit the model."""
 
 
 def _rank() -> int:
@@ -207,17 +218,72 @@ def find_latest_checkpoint(root: str | os.PathLike) -> str | None:
     return found[-1][1] if found else None
 
 
-def resolve_resume(root: str | os.PathLike | None, resume: str) -> str | None:
-    """Which checkpoint to resume from.
+def verify_checkpoint(path: str | os.PathLike) -> dict:
+    """``meta.json`` of ``path`` after checking every file against the manifest; CheckpointError
+    naming the missing, truncated or damaged file. Version 1 checkpoints (before manifests) are
+    read unverified."""
+    path = os.fspath(path)
+    meta = read_meta(path)
+    if meta.get("version", 1) >= 2:
+        try:
+            verify_manifest(path)
+        except ManifestError as e:
+            raise CheckpointError(f"checkpoint {path!r} is damaged: {e}") from None
+    return meta
 
-    ``"never"`` -> None; ``"auto"`` -> the newest valid checkpoint under ``root`` (None when
-    there is none); anything else is a checkpoint path (or a root holding ``step_*`` dirs,
-    whose newest valid checkpoint is used), which must exist and be complete.
-    """
+
+def check_checkpoint_root(root: str | os.PathLike) -> None:
+    """Collective, at start-up: ``root`` can be created and written, and holds room for one more
+    checkpoint the size of its newest (a save is committed before the oldest is pruned). An
+    unwritable directory is a CheckpointError now, not after the first ``save_every`` steps of
+    work; too little space is a warning (sizes change as the run goes)."""
+    root = os.fspath(root)
+    box = [None]
+    if _rank() == 0:
+        probe = os.path.join(root, f".r1mega-write-test-{os.getpid()}")
+        try:
+            os.makedirs(root, exist_ok=True)
+            with open(probe, "wb") as f:
+                f.write(b"r1mega")
+                f.flush()
+                os.fsync(f.fileno())
+            os.remove(probe)
+        except OSError as e:
+            box[0] = (f"checkpoint directory {root!r} is not writable ({e.strerror or e}); point run.output_dir "
+                      f"at a writable place or fix its permissions before training")
+        if box[0] is None:
+            latest = find_latest_checkpoint(root)
+            if latest is not None:
+                need = sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(latest) for n in names)
+                free = shutil.disk_usage(root).free
+                if free < need:
+                    log.warning("checkpoint directory %s has %.2f GiB free; the last checkpoint took %.2f GiB, "
+                                "so the next save may fail: free space or lower run.keep_last", root,
+                                free / 2**30, need / 2**30)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(box, src=0)
+    if box[0] is not None:
+        raise CheckpointError(box[0])
+
+
+def _newest_good(root: str) -> str | None:
+    """The newest step_* under ``root`` that verifies; each one skipped is a warning saying why."""
+    steps = sorted((int(m.group(1)), os.path.join(root, n)) for n in os.listdir(root) if (m := _STEP.match(n)))
+    for _, path in reversed(steps):
+        try:
+            verify_checkpoint(path)
+            return path
+        except CheckpointError as e:
+            log.warning("resume: skipping %s: %s; falling back to the previous checkpoint", path, e)
+    return None
+
+
+def _resolve(root, resume: str) -> str | None:
     if resume == "never":
         return None
     if resume == "auto":
-        return find_latest_checkpoint(root) if root is not None else None
+        root = os.fspath(root) if root is not None else None
+        return _newest_good(root) if root is not None and os.path.isdir(root) else None
     path = os.fspath(resume)
     if not os.path.exists(path):
         raise CheckpointError(f"resume={path!r}: no such checkpoint (use resume='auto' or 'never', or an "
@@ -225,12 +291,36 @@ def resolve_resume(root: str | os.PathLike | None, resume: str) -> str | None:
     if not os.path.isfile(os.path.join(path, META)) and not os.path.isfile(os.path.join(path, COMPLETE)):
         steps = [n for n in os.listdir(path) if _STEP.match(n)] if os.path.isdir(path) else []
         if steps:
-            latest = find_latest_checkpoint(path)
+            latest = _newest_good(path)
             if latest is None:
-                raise CheckpointError(f"resume={path!r}: none of its {len(steps)} checkpoint(s) is complete")
+                raise CheckpointError(f"resume={path!r}: none of its {len(steps)} checkpoint(s) is complete "
+                                      f"and intact")
             return latest
-    read_meta(path)  # raises with the reason
+    verify_checkpoint(path)  # raises with the reason
     return path
+
+
+def resolve_resume(root: str | os.PathLike | None, resume: str) -> str | None:
+    """Which checkpoint to resume from, verified (collective when distributed: rank 0 reads).
+
+    ``"never"`` -> None; ``"auto"`` -> the newest checkpoint under ``root`` that is complete and
+    matches its manifest (None when there is none; each one skipped is a warning naming what is
+    wrong); anything else is a checkpoint path (or a root holding ``step_*`` dirs, whose newest
+    good checkpoint is used), which must exist, be complete and verify, else CheckpointError.
+    """
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return _resolve(root, resume)
+    box = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", _resolve(root, resume))
+        except CheckpointError as e:
+            box[0] = ("error", str(e))
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "error":
+        raise CheckpointError(value)
+    return value
 
 
 # --------------------------------------------------------------------------- save
@@ -285,6 +375,7 @@ def write_checkpoint(path: str | os.PathLike, *, chunks: list, optimizer=None, s
             "optimizer_sharding": OPTIM_METADATA["distrib_optim_sharding_type"] if optimizer is not None else None,
             "has_scheduler": scheduler is not None})
         _fsync_tree(tmp)
+        write_manifest(tmp)  # every file's SHA-256, after the files and before the commit marker
         _write_json(os.path.join(tmp, COMPLETE), {"step": step})
         old = path + ".replaced.tmp"
         if os.path.exists(path):  # re-saving the same step: keep the old one until the new is in place
@@ -440,7 +531,14 @@ def load_checkpoint(path: str | os.PathLike, *, chunks: list, optimizer=None, sc
 
     same_layout = meta.get("layout") == _layout_dict(chunks)
     mine = os.path.join(path, "ranks", f"rank_{_rank():05d}.pt")
-    rank_file = mine if same_layout and os.path.isfile(mine) else os.path.join(path, "ranks", "rank_00000.pt")
+    if same_layout:  # every rank checks every file, so all ranks raise together (no rank left waiting)
+        missing = [f"rank_{r:05d}.pt" for r in range(_world())
+                   if not os.path.isfile(os.path.join(path, "ranks", f"rank_{r:05d}.pt"))]
+        if missing:
+            raise CheckpointError(f"checkpoint {path!r}: ranks/{', ranks/'.join(missing)} missing; each holds its "
+                                  f"rank's RNG and run state (the layout is unchanged, so no other rank's file "
+                                  f"stands in for it)")
+    rank_file = mine if same_layout else os.path.join(path, "ranks", "rank_00000.pt")
     state = torch.load(rank_file, weights_only=False) if os.path.isfile(rank_file) else {"extra": {}}
     if restore_rng and "rng" in state:
         if same_layout:

@@ -28,7 +28,7 @@ def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | Non
     """Load the pairs, train, evaluate, calibrate, export. Collective (every rank). Returns the summary."""
     import torch.distributed as dist
 
-    from r1mega.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+    from r1mega.checkpoint import check_checkpoint_root, load_checkpoint, resolve_resume, save_checkpoint
     from r1mega.config import to_dict
     from r1mega.data.tokenizer import load_tokenizer
     from r1mega.logging.metrics import MetricsLogger
@@ -61,6 +61,7 @@ def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | Non
     logs = os.path.join(run_dir, "reward_model_logs")
     ckpt_root = os.path.join(run_dir, "reward_model_checkpoints")
     start = 0
+    check_checkpoint_root(ckpt_root)
     resumed = resolve_resume(ckpt_root, cfg.run.resume)
     if resumed is not None:
         extra = load_checkpoint(resumed, chunks=trainer.chunks, optimizer=trainer.optimizer,

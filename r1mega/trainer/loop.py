@@ -247,8 +247,9 @@ def checkpoint_root(run: RLRun) -> str:
 
 def maybe_resume(run: RLRun) -> bool:
     """Load the checkpoint ``run.resume`` points at (``auto``: the newest valid one, if any)."""
-    from r1mega.checkpoint import load_checkpoint, resolve_resume
+    from r1mega.checkpoint import check_checkpoint_root, load_checkpoint, resolve_resume
 
+    check_checkpoint_root(checkpoint_root(run))
     path = resolve_resume(checkpoint_root(run), run.cfg.run.resume)
     if path is None:
         return False

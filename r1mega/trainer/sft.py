@@ -139,7 +139,7 @@ def train_sft(cfg: Config, *, data: str | None = None) -> dict:
     held-out loss, checkpointing every ``run.save_every`` steps and exporting HF to ``run_dir/hf``."""
     import torch.distributed as dist
 
-    from r1mega.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+    from r1mega.checkpoint import check_checkpoint_root, load_checkpoint, resolve_resume, save_checkpoint
     from r1mega.config import ConfigError, to_dict
     from r1mega.data.sft import load_sft_examples
     from r1mega.data.tokenizer import load_tokenizer
@@ -165,6 +165,7 @@ def train_sft(cfg: Config, *, data: str | None = None) -> dict:
     run_dir = os.path.join(rc.output_dir, rc.name)
     ckpt_root = os.path.join(run_dir, "checkpoints")
     start = 0
+    check_checkpoint_root(ckpt_root)
     path = resolve_resume(ckpt_root, rc.resume)
     if path is not None:
         extra = load_checkpoint(path, chunks=policy.modules, optimizer=policy.optimizer, scheduler=policy.scheduler)

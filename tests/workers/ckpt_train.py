@@ -25,8 +25,9 @@ def main():
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
-    from r1mega.checkpoint import (find_latest_checkpoint, list_checkpoints, load_checkpoint,
-                                   load_model_from_checkpoint, save_checkpoint, step_dir, training)
+    from r1mega.checkpoint import (CheckpointError, find_latest_checkpoint, list_checkpoints, load_checkpoint,
+                                   load_model_from_checkpoint, resolve_resume, save_checkpoint, step_dir, training)
+    from r1mega.checkpoint.manifest import write_manifest
     from r1mega.config.sections import ModelConfig, ParallelConfig
     from r1mega.models import build, iter_hf_weights, load_hf, read_hf_config
     from r1mega.models.hf_io import SafetensorsReader
@@ -127,6 +128,45 @@ def main():
     assert [s for s, _ in list_checkpoints(root)] == [2, 3], list_checkpoints(root)
     save_checkpoint(root, 4, chunks=B[0], keep_last=2)
     seen["after_keep_last"] = sorted(os.listdir(root))
+
+    # ---------------------------------------------------------------- 4. damaged checkpoints
+    p3, p4 = step_dir(root, 3), step_dir(root, 4)
+    shard = sorted(f for f in os.listdir(os.path.join(p4, "model")) if f.endswith(".distcp"))[0]
+    victim = os.path.join(p4, "model", shard)
+    with open(victim, "rb") as f:
+        original = f.read()
+    dist.barrier()
+    if rank == 0:  # 4 bytes flipped in the middle of a weight shard
+        flipped = bytearray(original)
+        mid = len(flipped) // 2
+        flipped[mid:mid + 4] = bytes(b ^ 0xFF for b in flipped[mid:mid + 4])
+        with open(victim, "wb") as f:
+            f.write(flipped)
+    dist.barrier()
+    assert resolve_resume(root, "auto") == p3, "auto resume did not fall back past the damaged checkpoint"
+    try:
+        resolve_resume(root, p4)
+        raise AssertionError("an explicit resume of a damaged checkpoint was accepted")
+    except CheckpointError as e:
+        assert f"model/{shard} is damaged" in str(e), e
+        seen["damaged_error"] = str(e)
+    dist.barrier()
+    if rank == 0:
+        with open(victim, "wb") as f:
+            f.write(original)
+    dist.barrier()
+    assert resolve_resume(root, "auto") == p4
+    if rank == 0:  # rank 1's file gone and the manifest re-hashed to match: the loader itself refuses
+        os.remove(os.path.join(p4, "ranks", "rank_00001.pt"))
+        write_manifest(p4)
+    dist.barrier()
+    D = make(from_hf=False)
+    try:
+        load_checkpoint(p4, chunks=D[0])
+        raise AssertionError("a checkpoint without rank 1's file loaded")
+    except CheckpointError as e:
+        assert "ranks/rank_00001.pt missing" in str(e), e
+        seen["rank_file_error"] = str(e)
 
     # ---------------------------------------------------------------- 3. after a SIGKILLed save
     seen["killed_latest"] = find_latest_checkpoint(killed_root)
