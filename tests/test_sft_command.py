@@ -66,10 +66,18 @@ def test_sft_command_trains_checkpoints_resumes_and_exports(tmp_path):
     run = tmp_path / "sft"
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step_")) == \
         ["step_000002", "step_000003"]
-    torchrun(*args, "run.steps=6", "trainer.packing=packed", nproc=2)  # resumes at step 3
+    # resumes at step 3 with a lower lr: it takes effect (Megatron's scheduler would keep the
+    # checkpoint's) and every change is logged; a change of the prompt order is refused by name
+    proc = torchrun(*args, "run.steps=6", "trainer.packing=packed", "optimizer.lr=1e-3", nproc=2)
+    out = proc.stdout + proc.stderr
+    assert "changed since the checkpoint: optimizer.lr 0.003 -> 0.001" in out, out[-3000:]
+    assert "changed since the checkpoint: run.steps 3 -> 6" in out
+    assert "changed since the checkpoint: trainer.packing 'auto' -> 'packed'" in out
     rows = read_metrics(run / "metrics.jsonl")
     steps = [r["step"] for r in rows if "sft/loss" in r]
     assert steps == [1, 2, 3, 4, 5, 6]
+    lrs = [r["sft/lr"] for r in rows if "sft/lr" in r]
+    assert lrs[:3] == pytest.approx([3e-3] * 3) and lrs[3:] == pytest.approx([1e-3] * 3), lrs
     evals = [r["sft/eval_loss"] for r in rows if "sft/eval_loss" in r]
     assert len(evals) >= 4 and all(e == e for e in evals)
     # the exported model is a transformers model whose held-out loss fell from the base's

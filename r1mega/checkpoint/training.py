@@ -323,6 +323,24 @@ def resolve_resume(root: str | os.PathLike | None, resume: str) -> str | None:
     return value
 
 
+def resume_config_changes(path: str | os.PathLike, current: dict) -> list[str]:
+    """The config changes since checkpoint ``path`` (its ``extra.json`` config) as log lines,
+    after refusing by name those that cannot work at resume (:mod:`r1mega.config.resume`).
+    A checkpoint saved without a config gives no lines."""
+    from r1mega.config.resume import check_resume, describe_changes, resume_changes
+
+    try:
+        with open(os.path.join(os.fspath(path), "extra.json")) as f:
+            saved = json.load(f).get("config")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        saved = None
+    if not isinstance(saved, dict):
+        return []
+    changes = resume_changes(saved, current)
+    check_resume(changes, os.fspath(path))
+    return describe_changes(changes)
+
+
 # --------------------------------------------------------------------------- save
 def _arch_of(chunks):
     arch = getattr(unwrap(chunks[0]), "r1mega_arch", None)
@@ -521,11 +539,16 @@ def load_checkpoint(path: str | os.PathLike, *, chunks: list, optimizer=None, sc
 
     load_model_shards(chunks, os.path.join(path, "model"))
     if optimizer is not None:
+        # this run's hyperparameters (from its config) win over the saved ones: the state dict's param
+        # groups carry max_lr, min_lr, weight decay, betas, ...; the moments and step count are the state
+        config_groups = [{k: v for k, v in g.items() if k not in ("params", "step")} for g in optimizer.param_groups]
         _torch_adam_load_fixes(optimizer)
         optim_sd = optimizer.sharded_state_dict(model_sharded_state_dict(chunks), is_loading=True,
                                                 metadata=OPTIM_METADATA)
         optimizer.load_state_dict(load_sharded(optim_sd, os.path.join(path, "optim")))
         _unshare_adam_steps(optimizer)
+        for group, mine in zip(optimizer.param_groups, config_groups):
+            group.update(mine)
     if scheduler is not None:
         scheduler.load_state_dict(torch.load(os.path.join(path, "scheduler.pt"), weights_only=False))
 

@@ -17,9 +17,12 @@ newest one. RUN_DIR = ``run.output_dir/run.name``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from r1mega.config.base import ConfigError
+
+log = logging.getLogger("r1mega.rm")
 
 
 def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | None = None, batch: int = 32,
@@ -28,7 +31,8 @@ def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | Non
     """Load the pairs, train, evaluate, calibrate, export. Collective (every rank). Returns the summary."""
     import torch.distributed as dist
 
-    from r1mega.checkpoint import check_checkpoint_root, load_checkpoint, resolve_resume, save_checkpoint
+    from r1mega.checkpoint import (check_checkpoint_root, load_checkpoint, resolve_resume, resume_config_changes,
+                                   save_checkpoint)
     from r1mega.config import to_dict
     from r1mega.data.tokenizer import load_tokenizer
     from r1mega.logging.metrics import MetricsLogger
@@ -64,6 +68,9 @@ def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | Non
     check_checkpoint_root(ckpt_root)
     resumed = resolve_resume(ckpt_root, cfg.run.resume)
     if resumed is not None:
+        for line in resume_config_changes(resumed, to_dict(cfg)):
+            if rank == 0:
+                log.info(line)
         extra = load_checkpoint(resumed, chunks=trainer.chunks, optimizer=trainer.optimizer,
                                 scheduler=trainer.scheduler)
         start = int(extra["step"])

@@ -247,12 +247,16 @@ def checkpoint_root(run: RLRun) -> str:
 
 def maybe_resume(run: RLRun) -> bool:
     """Load the checkpoint ``run.resume`` points at (``auto``: the newest valid one, if any)."""
-    from r1mega.checkpoint import check_checkpoint_root, load_checkpoint, resolve_resume
+    from r1mega.checkpoint import check_checkpoint_root, load_checkpoint, resolve_resume, resume_config_changes
+    from r1mega.config import to_dict
 
     check_checkpoint_root(checkpoint_root(run))
     path = resolve_resume(checkpoint_root(run), run.cfg.run.resume)
     if path is None:
         return False
+    for line in resume_config_changes(path, to_dict(run.cfg)):
+        if run.rank == 0:
+            log.info(line)
     extra = load_checkpoint(path, chunks=run.policy.modules, optimizer=run.policy.optimizer,
                             scheduler=run.policy.scheduler)
     run.step, run.version = int(extra["step"]), int(extra["policy_version"])

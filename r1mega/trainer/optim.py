@@ -80,7 +80,10 @@ def build_optimizer(cfg: Config, chunks: list, total_steps: int) -> Optim:
     scheduler = OptimizerParamScheduler(
         optimizer, init_lr=0.0 if o.warmup_steps else o.lr, max_lr=o.lr, min_lr=o.min_lr,
         lr_warmup_steps=o.warmup_steps, lr_decay_steps=decay_steps, lr_decay_style=o.decay,
-        start_wd=o.weight_decay, end_wd=o.weight_decay, wd_incr_steps=decay_steps, wd_incr_style="constant")
+        start_wd=o.weight_decay, end_wd=o.weight_decay, wd_incr_steps=decay_steps, wd_incr_style="constant",
+        # at resume the config's lr, schedule and weight decay win; only the step count comes from the
+        # checkpoint (Megatron's default keeps the checkpoint's values and ignores the user's change)
+        override_opt_param_scheduler=True, use_checkpoint_opt_param_scheduler=False)
     return Optim(chunks=wrapped, optimizer=optimizer, scheduler=scheduler)
 
 

@@ -139,7 +139,8 @@ def train_sft(cfg: Config, *, data: str | None = None) -> dict:
     held-out loss, checkpointing every ``run.save_every`` steps and exporting HF to ``run_dir/hf``."""
     import torch.distributed as dist
 
-    from r1mega.checkpoint import check_checkpoint_root, load_checkpoint, resolve_resume, save_checkpoint
+    from r1mega.checkpoint import (check_checkpoint_root, load_checkpoint, resolve_resume, resume_config_changes,
+                                   save_checkpoint)
     from r1mega.config import ConfigError, to_dict
     from r1mega.data.sft import load_sft_examples
     from r1mega.data.tokenizer import load_tokenizer
@@ -168,6 +169,9 @@ def train_sft(cfg: Config, *, data: str | None = None) -> dict:
     check_checkpoint_root(ckpt_root)
     path = resolve_resume(ckpt_root, rc.resume)
     if path is not None:
+        for line in resume_config_changes(path, to_dict(cfg)):
+            if rank == 0:
+                log.info(line)
         extra = load_checkpoint(path, chunks=policy.modules, optimizer=policy.optimizer, scheduler=policy.scheduler)
         start = int(extra["step"])
         if rank == 0:
