@@ -1,4 +1,5 @@
-"""Reliability of the RL loop: exact resume after SIGKILL, and NaN handling."""
+"""Reliability of the RL loop: exact resume after SIGKILL and after a SIGTERM (preemption) save,
+and NaN handling."""
 
 import json
 import os
@@ -41,10 +42,18 @@ def _steps(run_dir):
     return {int(m["step"]): m for m in read_metrics(os.path.join(run_dir, "run")) if "actor/loss" in m}
 
 
-def test_resume_after_sigkill_matches_uninterrupted(assets, tmp_path):
+@pytest.fixture(scope="module")
+def full(assets, tmp_path_factory):
+    """The uninterrupted run both resume tests compare against."""
     model, data = assets
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    torchrun(WORKER, str(full), model, data, *COMMON, nproc=1, timeout=600)
+    out = tmp_path_factory.mktemp("full")
+    torchrun(WORKER, str(out), model, data, *COMMON, nproc=1, timeout=600)
+    return out
+
+
+def test_resume_after_sigkill_matches_uninterrupted(assets, full, tmp_path):
+    model, data = assets
+    killed = tmp_path / "killed"
 
     # The same run, SIGKILLed as soon as the step-2 checkpoint is committed.
     ckpt = killed / "run" / "checkpoints" / "step_000002"
@@ -68,6 +77,47 @@ def test_resume_after_sigkill_matches_uninterrupted(assets, tmp_path):
     for step in (3, 4):
         for key in COMPARED:
             assert b[step][key] == a[step][key], (step, key, a[step][key], b[step][key])
+
+
+def test_sigterm_saves_at_the_step_boundary_and_resume_matches_uninterrupted(assets, full, tmp_path):
+    """What a preempted job sees: SIGTERM to torchrun (which forwards it to its workers and
+    SIGKILLs them 30 s later). With no periodic checkpoints (run.save_every=0), the step in
+    flight finishes, a checkpoint of it is saved, the run exits, and resuming from it gives the
+    uninterrupted run's numbers."""
+    model, data = assets
+    out = tmp_path / "preempted"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=1", "--master-addr=127.0.0.1",
+           f"--master-port={free_port()}", WORKER, str(out), model, data, *COMMON, "run.save_every=0",
+           "run.save_every_minutes=0"]
+    proc = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while 1 not in _steps_if_any(out):
+        assert proc.poll() is None, "the run ended before its first step:\n" + proc.stdout.read()[-3000:]
+        assert time.time() < deadline, "no step within 600 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    log_text = proc.communicate(timeout=120)[0]
+    with open(out / "result.json") as f:
+        result = json.load(f)
+    assert result["preempted"] == "SIGTERM", log_text[-3000:]
+    assert "received SIGTERM: saving a checkpoint at the end of this step" in log_text
+    from r1mega.checkpoint import find_latest_checkpoint, read_meta
+    latest = find_latest_checkpoint(str(out / "run" / "checkpoints"))
+    assert latest is not None, log_text[-3000:]
+    stopped = read_meta(latest)["step"]
+    assert 1 <= stopped < 4 and max(_steps(out)) == stopped  # no step after the one in flight
+    assert f"stopped by SIGTERM after step {stopped} of 4" in log_text
+
+    torchrun(WORKER, str(out), model, data, *COMMON, "run.save_every=0", "run.resume=auto", nproc=1, timeout=600)
+    a, b = _steps(full), _steps(out)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in range(stopped + 1, 5):
+        for key in COMPARED:
+            assert b[step][key] == a[step][key], (step, key, a[step][key], b[step][key])
+
+
+def _steps_if_any(run_dir) -> dict:
+    return _steps(run_dir) if os.path.isfile(os.path.join(run_dir, "run", "metrics.jsonl")) else {}
 
 
 def test_nan_steps_are_skipped_then_stop_the_run(assets, tmp_path):

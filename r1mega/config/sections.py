@@ -187,7 +187,10 @@ class RunConfig:
     output_dir: str = option("runs", "Directory for checkpoints, metrics and plots.")
     steps: int = option(100, "RL steps to run.")
     seed: int = option(1234, "Global seed (data order, init, sampling).")
-    save_every: int = option(0, "Checkpoint every N steps (0 = only at the end).")
+    save_every: int = option(0, "Checkpoint every N steps (0 = only at the end, and by save_every_minutes).")
+    save_every_minutes: float = option(30.0, "Also checkpoint when this many minutes passed since the last "
+                                             "save (bounds the work a crash loses; 0 = off). SIGTERM/SIGUSR1 "
+                                             "always save at the next step boundary, then exit.")
     keep_last: int = option(2, "Checkpoints kept on disk.")
     resume: str = option("auto", "'auto' (newest valid checkpoint if any), 'never', or a checkpoint path.")
     eval_every: int = option(0, "Evaluate on data.eval every N steps (0 = only at the end).")
@@ -203,6 +206,8 @@ class RunConfig:
             raise ConfigError(f"run.steps ({self.steps}) must be >= 0")
         if self.keep_last < 1:
             raise ConfigError(f"run.keep_last ({self.keep_last}) must be >= 1")
+        if self.save_every_minutes < 0:
+            raise ConfigError(f"run.save_every_minutes ({self.save_every_minutes}) must be >= 0 (0 = off)")
 
 
 @dataclass(kw_only=True)

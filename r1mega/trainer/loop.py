@@ -69,6 +69,8 @@ class RLResult:
 
     run: RLRun
     metrics: dict[str, float]
+    preempted: str | None = None
+    """The signal (SIGTERM / SIGUSR1) that stopped the run early after a checkpoint, else None."""
 
 
 def rl_step(run: RLRun) -> dict[str, float]:
@@ -281,31 +283,42 @@ def train(cfg: Config, *, engine: RolloutEngine | None = None) -> RLResult:
     """Run ``cfg.run.steps`` RL steps (resuming if a checkpoint exists); returns the run and the
     last metrics. ``engine``: an engine to use (else one is built); either way it is left running."""
     from r1mega.logging.progress import StepProgress, console_summary
+    from r1mega.trainer.preemption import StopSignals, step_boundary
 
     run = setup(cfg, engine=engine)
     rc = cfg.run
     progress = StepProgress(rc.steps, initial=run.step, rank=run.rank)
     metrics: dict[str, float] = {}
     checkpoint_s: float | None = None  # the save after the previous step, logged with this one
+    last_save, preempted = time.monotonic(), None
     try:
         if run.step == 0 and run.eval_records and cfg.eval.before_train:
             run.logger.log(0, evaluate_run(run))
-        while run.step < rc.steps:
-            metrics = rl_step(run)
-            if checkpoint_s is not None:
-                metrics["time/checkpoint"], checkpoint_s = checkpoint_s, None
-            if rc.eval_every and run.eval_records and run.step % rc.eval_every == 0 and run.step < rc.steps:
-                metrics.update(evaluate_run(run))
-            # metrics before the checkpoint: a crash in between re-runs the step (the logger drops
-            # rows past the resumed step), never loses its row
-            run.logger.log(run.step, metrics)
-            if rc.save_every and run.step % rc.save_every == 0 and run.step < rc.steps:
-                t0 = time.perf_counter()
-                save(run)
-                checkpoint_s = time.perf_counter() - t0
-            progress.update(run.step, metrics)
-            if run.rank == 0 and rc.log_every and run.step % rc.log_every == 0:
-                console_summary(run.step, metrics)
+        with StopSignals() as signals:
+            while run.step < rc.steps:
+                metrics = rl_step(run)
+                if checkpoint_s is not None:
+                    metrics["time/checkpoint"], checkpoint_s = checkpoint_s, None
+                if rc.eval_every and run.eval_records and run.step % rc.eval_every == 0 and run.step < rc.steps:
+                    metrics.update(evaluate_run(run))
+                # metrics before the checkpoint: a crash in between re-runs the step (the logger drops
+                # rows past the resumed step), never loses its row
+                run.logger.log(run.step, metrics)
+                stop, due = step_boundary(signals.received, last_save, rc.save_every_minutes)
+                periodic = rc.save_every and run.step % rc.save_every == 0
+                if (periodic or due or stop) and run.step < rc.steps:
+                    t0 = time.perf_counter()
+                    save(run)
+                    checkpoint_s, last_save = time.perf_counter() - t0, time.monotonic()
+                progress.update(run.step, metrics)
+                if run.rank == 0 and rc.log_every and run.step % rc.log_every == 0:
+                    console_summary(run.step, metrics)
+                if stop and run.step < rc.steps:
+                    preempted = signals.received or "a signal on another rank"
+                    if run.rank == 0:
+                        log.warning("stopped by %s after step %d of %d; checkpoint saved, resume with "
+                                    "run.resume=auto", preempted, run.step, rc.steps)
+                    break
         if run.step == rc.steps and rc.steps > 0:
             final = evaluate_run(run) if run.eval_records else {}
             if final:
@@ -321,7 +334,7 @@ def train(cfg: Config, *, engine: RolloutEngine | None = None) -> RLResult:
     finally:
         progress.close()
         run.logger.close()
-    return RLResult(run=run, metrics=metrics)
+    return RLResult(run=run, metrics=metrics, preempted=preempted)
 
 
 def evaluate_run(run: RLRun) -> dict[str, float]:

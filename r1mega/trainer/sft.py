@@ -185,11 +185,15 @@ def train_sft(cfg: Config, *, data: str | None = None) -> dict:
                         scheduler=policy.scheduler, extra={"step": step, "config": to_dict(cfg)},
                         keep_last=rc.keep_last)
 
-    last: dict = {}
-    t_last = time.perf_counter()
+    from r1mega.trainer.preemption import StopSignals, step_boundary
 
-    def on_step(step: int, stats: dict) -> None:
-        nonlocal last, t_last
+    last: dict = {}
+    t_last, last_save = time.perf_counter(), time.monotonic()
+    stopped_by: str | None = None
+    signals = StopSignals()
+
+    def on_step(step: int, stats: dict) -> bool:
+        nonlocal last, t_last, last_save, stopped_by
         now = time.perf_counter()
         metrics = {f"sft/{k}": v for k, v in stats.items()}
         metrics["perf/tokens_per_s"] = stats["tokens"] / max(now - t_last, 1e-9)
@@ -197,16 +201,27 @@ def train_sft(cfg: Config, *, data: str | None = None) -> dict:
         if held_out and s.eval_every and step % s.eval_every == 0 and step < rc.steps:
             metrics.update(eval_loss(policy, held_out, tok.pad_id))
         logger.log(step, metrics)  # before the checkpoint (see r1mega.trainer.loop.train)
-        if rc.save_every and step % rc.save_every == 0 and step < rc.steps:
+        stop, due = step_boundary(signals.received, last_save, rc.save_every_minutes)
+        if ((rc.save_every and step % rc.save_every == 0) or due or stop) and step < rc.steps:
             save(step)
+            last_save = time.monotonic()
         progress.update(step, {"loss": stats["loss"]})
         if rank == 0 and rc.log_every and step % rc.log_every == 0:
             console_summary(step, metrics)
         last = metrics
+        if stop and step < rc.steps:
+            stopped_by = signals.received or "a signal on another rank"
+            if rank == 0:
+                log.warning("stopped by %s after step %d of %d; checkpoint saved, resume with run.resume=auto",
+                            stopped_by, step, rc.steps)
+        return stopped_by is not None
 
     try:
-        run_sft(cfg, examples, steps=rc.steps, examples_per_step=s.examples_per_step, policy=policy,
-                on_step=on_step, pad_id=tok.pad_id, start_step=start)
+        with signals:
+            run_sft(cfg, examples, steps=rc.steps, examples_per_step=s.examples_per_step, policy=policy,
+                    on_step=on_step, pad_id=tok.pad_id, start_step=start)
+        if stopped_by is not None:
+            return {**last, "preempted": stopped_by, "data": data_stats.as_dict(), "policy": policy}
         if held_out:
             final = eval_loss(policy, held_out, tok.pad_id)
             logger.log(rc.steps, final)

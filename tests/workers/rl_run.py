@@ -42,15 +42,15 @@ def main():
                              "data.prompts_per_step=4", "optimizer.lr=3e-3", "trainer.micro_batch_tokens=256",
                              "reward.num_workers=0", "run.tensorboard=false", "run.export_hf=true",
                              "reward.weights={accuracy: 1.0, language: 1.0}", *overrides])
-    error, run = None, None
+    error, run, preempted = None, None, None
     try:
         finished = train(cfg)
-        metrics, run = finished.metrics, finished.run
+        metrics, run, preempted = finished.metrics, finished.run, finished.preempted
     except FloatingPointError as e:
         metrics, error = {}, str(e)
     rank = torch.distributed.get_rank()
-    result = {"metrics": metrics, "error": error}
-    if error is None and cfg.run.export_hf:
+    result = {"metrics": metrics, "error": error, "preempted": preempted}
+    if error is None and preempted is None and cfg.run.export_hf:
         result.update(check_engine(run, model_dir))
     if rank == 0:
         with open(os.path.join(out, "result.json"), "w") as f:

@@ -1,0 +1,29 @@
+"""Stop signals and time-based saves at step boundaries (one process; the RL loop's SIGTERM run
+is in tests/test_rl_resume.py)."""
+
+import os
+import signal
+import time
+
+from r1mega.trainer.preemption import StopSignals, step_boundary
+
+
+def test_signals_are_caught_once_and_handlers_restored():
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    with StopSignals() as signals:
+        assert signals.received is None
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.01)  # the handler runs between bytecodes
+        assert signals.received == "SIGUSR1"
+        os.kill(os.getpid(), signal.SIGTERM)  # a repeat (the scheduler's own copy) does not kill us
+        time.sleep(0.01)
+        assert signals.received == "SIGUSR1"
+        assert step_boundary(signals.received, time.monotonic(), 30.0) == (True, False)
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_time_based_save_is_due_after_the_interval():
+    now = time.monotonic()
+    assert step_boundary(None, now, 30.0) == (False, False)
+    assert step_boundary(None, now - 31 * 60, 30.0) == (False, True)
+    assert step_boundary(None, now - 10 ** 6, 0.0) == (False, False)  # 0 = off
