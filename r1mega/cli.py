@@ -102,7 +102,7 @@ def cmd_eval(args) -> int:
     from r1mega.rollout.groups import make_engine
 
     cfg = load_config(args.config, args.overrides)
-    init_distributed()
+    init_distributed(cfg.run)
     tok = load_tokenizer(cfg.model.tokenizer_path or args.model)
     d = cfg.data
     records = load_prompts(args.data, tok, split=d.split, question_key=d.question_key, answer_key=d.answer_key,
@@ -126,7 +126,7 @@ def cmd_generate(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or os.path.isfile(os.path.join(args.model, "meta.json")):
-        init_distributed()
+        init_distributed(cfg.run)
     model = hf_model_dir(args.model, cfg)
     extra = {"tokenizer": cfg.model.tokenizer_path} if cfg.model.tokenizer_path else {}
     stats = run_generate(model, args.prompts, args.out, cfg.rollout, n=args.n, prompt_key=args.prompt_key,
@@ -164,8 +164,6 @@ def cmd_config(args) -> int:
                 print(f"  {key} ({tp}, default {default}): {help_}")
         return 0
     config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config and not os.path.exists(config):  # only overrides were given
-        config, overrides = None, [config, *overrides]
     cfg = load_config(config, overrides)
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
     return 0
@@ -202,12 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_r1_chain)
 
     t = sub.add_parser("train", help="GRPO / R1-Zero training")
-    t.add_argument("config", help="YAML config")
+    t.add_argument("config", help="YAML config (or, with no file, the first key.sub=value override)")
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     t.set_defaults(fn=cmd_train)
 
     t = sub.add_parser("sft", help="supervised fine-tuning (prompt/response or chat messages; sft.* options)")
-    t.add_argument("config", help="YAML config (model, parallel, optimizer, trainer, sft, run sections)")
+    t.add_argument("config", help="YAML config (model, parallel, optimizer, trainer, sft, run sections; or, "
+                                  "with no file, the first key.sub=value override)")
     t.add_argument("--data", default=None, help="training examples (default: sft.train of the config)")
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     t.set_defaults(fn=cmd_sft)
@@ -281,6 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"r1mega {args.command}: data error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from r1mega.parallel import watchdog
+        if not watchdog.is_collective_timeout(e):
+            raise
+        print(f"r1mega {args.command}: " + watchdog.explain_timeout(e, int(os.environ.get("RANK", "0"))),
+              file=sys.stderr)
+        return watchdog.HUNG_EXIT_CODE
 
 
 if __name__ == "__main__":

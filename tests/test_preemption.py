@@ -1,5 +1,5 @@
 """Stop signals and time-based saves at step boundaries (one process; the RL loop's SIGTERM run
-is in tests/test_rl_resume.py)."""
+is in tests/test_fault_injection.py)."""
 
 import os
 import signal

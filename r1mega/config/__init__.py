@@ -110,7 +110,12 @@ def read_yaml(path: str | os.PathLike | None) -> dict[str, Any]:
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML config (None: all defaults), apply ``key.sub=value`` overrides, validate."""
+    """Read a YAML config (None: all defaults), apply ``key.sub=value`` overrides, validate.
+
+    A ``path`` that is not a file but reads ``key=value`` is the first override (``r1mega train
+    model.hf_path=... data.train=...`` needs no YAML file)."""
+    if path is not None and "=" in os.fspath(path) and not os.path.exists(path):
+        path, overrides = None, [os.fspath(path), *overrides]
     data = read_yaml(path)
     if path is not None:
         try:

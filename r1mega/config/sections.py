@@ -199,6 +199,11 @@ class RunConfig:
     wandb_project: str | None = option(None, "Log to this W&B project (offline unless WANDB_MODE says otherwise).")
     export_hf: bool = option(True, "Export the final policy as a Hugging Face model directory.")
     max_bad_steps: int = option(3, "Consecutive NaN/inf steps tolerated before the run stops.")
+    hang_timeout_s: float = option(180.0, "A rank whose heartbeat stops this long (stopped, swapping, stuck device "
+                                          "or file system) stops the job with an error naming it, its stage and "
+                                          "step, on every rank (exit code 3; 0 = off; multi-process runs only).")
+    collective_timeout_s: float = option(600.0, "A collective (gloo or NCCL, Megatron's groups included) that waits "
+                                                "this long for a rank fails with each rank's stage and step.")
     deterministic: bool = option(False, "Deterministic algorithms (slower; used by resume tests).")
 
     def validate(self) -> None:
@@ -208,6 +213,10 @@ class RunConfig:
             raise ConfigError(f"run.keep_last ({self.keep_last}) must be >= 1")
         if self.save_every_minutes < 0:
             raise ConfigError(f"run.save_every_minutes ({self.save_every_minutes}) must be >= 0 (0 = off)")
+        if self.hang_timeout_s < 0:
+            raise ConfigError(f"run.hang_timeout_s ({self.hang_timeout_s}) must be >= 0 (0 = off)")
+        if not self.collective_timeout_s > 0:
+            raise ConfigError(f"run.collective_timeout_s ({self.collective_timeout_s}) must be > 0")
 
 
 @dataclass(kw_only=True)

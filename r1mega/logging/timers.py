@@ -65,11 +65,15 @@ class StepTimer:
         cuda_sync: synchronise CUDA before each clock read. ``None``: only if CUDA is available
             and initialised.
         clock: seconds as a float (``time.perf_counter``; injectable for tests).
+        on_enter: called with a section's name as it is entered (the hung-rank watchdog's
+            ``report``, so an error can say which stage a rank was in).
     """
 
-    def __init__(self, cuda_sync: bool | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, cuda_sync: bool | None = None, clock: Callable[[], float] = time.perf_counter,
+                 on_enter: Callable[[str], None] | None = None) -> None:
         self.cuda_sync = cuda_sync
         self._clock = clock
+        self._on_enter = on_enter
         self._step_start: float | None = None
         self._step_end: float | None = None
         self._seconds: dict[str, float] = {}
@@ -119,6 +123,8 @@ class StepTimer:
         if self._step_start is None or self._step_end is not None:
             raise RuntimeError(f"StepTimer section {name!r} outside a step: call timer.start() first "
                                "or use `with timer.step():`")
+        if self._on_enter is not None:
+            self._on_enter(name)
         now = self._now()
         if self._stack:  # pause the enclosing section
             outer = self._stack[-1]

@@ -181,6 +181,10 @@ def read_hf_config(path_or_dict: str | os.PathLike | dict, where: str | None = N
     if hidden == 0 or layers == 0 or heads == 0:
         raise ConfigError(f"{where}: hidden_size ({hidden}), num_hidden_layers ({layers}) and num_attention_heads "
                           f"({heads}) must be > 0")
+    layer_types = cfg.get("layer_types")
+    if isinstance(layer_types, list) and len(layer_types) != layers:
+        raise ConfigError(f"{where}: num_hidden_layers ({layers}) does not match the {len(layer_types)} entries of "
+                          f"layer_types; the file was edited by hand or is damaged")
     head_dim = _int(cfg, where, "head_dim", required=False) or hidden // heads
     if cfg.get("hidden_act", "silu") != "silu":
         raise ConfigError(f"{where}: hidden_act={cfg['hidden_act']!r} is not supported (only 'silu', SwiGLU MLPs)")

@@ -273,7 +273,12 @@ class SafetensorsReader:
     def __contains__(self, name: str) -> bool:
         return name in self.files
 
-    def get(self, name: str) -> torch.Tensor:
+    def shape(self, name: str) -> list[int]:
+        """A tensor's shape from the file header (nothing is read)."""
+        return list(self._handle(name).get_slice(name).get_shape())
+
+    def _handle(self, name: str):
+        """The open safetensors file holding ``name``."""
         if name not in self.files:
             raise KeyError(f"{self.path}: tensor {name!r} not found in the checkpoint")
         file = self.files[name]
@@ -281,11 +286,27 @@ class SafetensorsReader:
             if not os.path.isfile(file):
                 raise ConfigError(f"{file}: listed in model.safetensors.index.json for {name!r} but missing")
             self._open[file] = _open_safetensors(file)
+        return self._open[file]
+
+    def get(self, name: str) -> torch.Tensor:
+        handle = self._handle(name)
         try:
-            return self._open[file].get_tensor(name)
+            return handle.get_tensor(name)
         except Exception as e:  # safetensors raises its own error type for damaged data
-            raise ConfigError(f"{file}: tensor {name!r} cannot be read ({e}); the file is damaged or "
+            raise ConfigError(f"{self.files[name]}: tensor {name!r} cannot be read ({e}); the file is damaged or "
                               "truncated: copy or export it again") from None
+
+
+def check_layer_count(reader: SafetensorsReader, arch: ModelArch) -> None:
+    """Weights of layers past ``num_hidden_layers`` mean config.json describes a smaller model than
+    the file holds: loading would silently drop them."""
+    import re
+
+    found = {int(m.group(1)) for name in reader.files if (m := re.search(r"\.layers\.(\d+)\.", name))}
+    extra = sorted(i for i in found if i >= arch.num_layers)
+    if extra:
+        raise ConfigError(f"{reader.path}: the weights hold layers up to {max(found)} but config.json has "
+                          f"num_hidden_layers={arch.num_layers}; config.json does not match the weights")
 
 
 def _open_safetensors(file: str):
@@ -302,16 +323,24 @@ def _open_safetensors(file: str):
 def load_hf_weights(chunks: list[torch.nn.Module], path: str | os.PathLike, arch: ModelArch) -> None:
     """Fill this rank's model chunks from an HF checkpoint (each rank reads its own shards)."""
     reader = SafetensorsReader(path)
+    check_layer_count(reader, arch)
     for ref, param in named_global_params(chunks):
         _, tp, tp_rank = _tp_group(expert=ref.expert is not None)
         names = list(ref.hf_names)
         if ref.key == "output_layer.weight" and (arch.tie_embeddings or names[0] not in reader):
             names = ["model.embed_tokens.weight"]
-        hf = [reader.get(n) for n in names]
-        shard = from_hf(ref, hf, param, arch, tp, tp_rank)
+        try:
+            hf = [reader.get(n) for n in names]
+            shard = from_hf(ref, hf, param, arch, tp, tp_rank)
+        except KeyError as e:
+            raise ConfigError(f"{path}: {e.args[0]}; config.json describes a model the weights do not hold") from None
+        except (RuntimeError, ValueError) as e:  # a view/split of the wrong size
+            shapes = {n: tuple(reader.shape(n)) for n in names}
+            raise ConfigError(f"{path}: config.json does not match the weights: {shapes} cannot give {ref.key} "
+                              f"of this config ({e})") from None
         if shard.shape != param.shape:
             raise ConfigError(f"{path}: {names} give shape {tuple(shard.shape)} for {ref.key}, "
-                              f"the model expects {tuple(param.shape)}; does config.json match the weights?")
+                              f"the model expects {tuple(param.shape)}; config.json does not match the weights")
         with torch.no_grad():
             param.copy_(shard.to(param.dtype))
 

@@ -468,6 +468,18 @@ def isolate_vllm_shm(job_id: str) -> bool:
     return True
 
 
+def default_store():
+    """The job's rendezvous store (torchrun's TCPStore behind the default group), or None where this
+    torch build has no such accessor (a private c10d function, stable since torch 1.x)."""
+    import torch.distributed.distributed_c10d as c10d
+
+    getter = getattr(c10d, "_get_default_store", None)
+    try:
+        return getter() if getter is not None else None
+    except (RuntimeError, ValueError):
+        return None
+
+
 def apply(skip: tuple[str, ...] = ()) -> bool:
     """Install the CPU workarounds once (no-op with CUDA). Returns True if they are active.
 

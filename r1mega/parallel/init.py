@@ -1,6 +1,6 @@
 """Process-group setup from torchrun's environment: the only place groups are created.
 
-    layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed)
+    layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed, run=cfg.run)
 
 gloo on CPU, NCCL on GPU. A plain ``python`` launch (no torchrun variables) is a world of one.
 Megatron's parallel_state is built from the validated :class:`Layout`; model code then reads
@@ -9,15 +9,18 @@ its shard from parallel_state and never looks at the layout itself.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
 import torch
 import torch.distributed as dist
 
-from r1mega.config.sections import ParallelConfig
-from r1mega.parallel import compat
+from r1mega.config.sections import ParallelConfig, RunConfig
+from r1mega.parallel import compat, watchdog
 from r1mega.parallel.layout import Layout, check_layout
+
+log = logging.getLogger("r1mega.parallel")
 
 
 def _free_port() -> int:
@@ -32,9 +35,15 @@ def world_from_env() -> tuple[int, int, int]:
             int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def init_distributed(timeout_s: float = 600.0) -> tuple[int, int]:
-    """Initialise torch.distributed (idempotent). Returns (rank, world_size)."""
+def init_distributed(run: RunConfig | None = None) -> tuple[int, int]:
+    """Initialise torch.distributed (idempotent). Returns (rank, world_size).
+
+    ``run`` (default: RunConfig's defaults) gives the collective timeout of every process group
+    (``run.collective_timeout_s``) and the hung-rank watchdog's (``run.hang_timeout_s``, see
+    :mod:`r1mega.parallel.watchdog`), which starts here when there is more than one rank.
+    """
     compat.apply()
+    run = run or RunConfig()
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     rank, world, local_rank = world_from_env()
@@ -46,20 +55,46 @@ def init_distributed(timeout_s: float = 600.0) -> tuple[int, int]:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
         backend = "nccl"
+        nccl_error_handling(run)
     else:
         backend = "gloo"
     from datetime import timedelta
 
-    dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
+    dist.init_process_group(backend=backend, rank=rank, world_size=world,
+                            timeout=timedelta(seconds=run.collective_timeout_s))
+    if world > 1 and run.hang_timeout_s > 0:
+        store = compat.default_store()
+        if store is None:
+            log.warning("no rendezvous store to beat on in this torch build: the hung-rank watchdog is off "
+                        "(collective timeouts, run.collective_timeout_s, still apply)")
+        else:
+            restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # a restarted job must not see old aborts
+            watchdog.start(store, rank, world, run.hang_timeout_s, prefix=f"r1mega/heartbeat/{restart}")
     return rank, world
 
 
-def init_parallel(parallel: ParallelConfig, arch=None, seed: int = 1234) -> Layout:
-    """torch.distributed + Megatron's model-parallel groups + the model-parallel RNG seeds."""
+def nccl_error_handling(run: RunConfig) -> None:
+    """NCCL's own safety nets, unless the user set them: a failed or timed-out collective tears the
+    process down (async error handling) instead of hanging it; the heartbeat monitor aborts a rank
+    whose NCCL watchdog thread itself is stuck; the flight recorder dumps the last collectives of
+    each rank on a timeout (``TORCH_NCCL_DEBUG_INFO_TEMP_FILE``, default /tmp/nccl_trace_rank_N)."""
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "3")  # tear down, skip the (hanging) clean-up
+    os.environ.setdefault("TORCH_NCCL_ENABLE_MONITORING", "1")
+    if run.hang_timeout_s > 0:
+        os.environ.setdefault("TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC", str(int(max(run.hang_timeout_s, 60))))
+    os.environ.setdefault("TORCH_NCCL_TRACE_BUFFER_SIZE", "2000")
+    os.environ.setdefault("TORCH_NCCL_DUMP_ON_TIMEOUT", "1")
+
+
+def init_parallel(parallel: ParallelConfig, arch=None, seed: int = 1234, run: RunConfig | None = None) -> Layout:
+    """torch.distributed + Megatron's model-parallel groups + the model-parallel RNG seeds.
+
+    ``run``: its collective timeout applies to Megatron's groups too (see :func:`init_distributed`)."""
     from megatron.core import parallel_state as ps
     from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
-    _, world = init_distributed()
+    run = run or RunConfig()
+    _, world = init_distributed(run)
     layout = check_layout(parallel, world, arch)
     if ps.model_parallel_is_initialized():
         ps.destroy_model_parallel()
@@ -70,6 +105,7 @@ def init_parallel(parallel: ParallelConfig, arch=None, seed: int = 1234) -> Layo
         context_parallel_size=layout.context,
         expert_model_parallel_size=layout.expert,
         expert_tensor_parallel_size=layout.expert_tensor,
+        distributed_timeout_minutes=run.collective_timeout_s / 60,  # a float is fine: timedelta(minutes=...)
     )
     model_parallel_cuda_manual_seed(seed)
     torch.manual_seed(seed)
@@ -79,6 +115,7 @@ def init_parallel(parallel: ParallelConfig, arch=None, seed: int = 1234) -> Layo
 def destroy_parallel() -> None:
     from megatron.core import parallel_state as ps
 
+    watchdog.stop(done=True)
     if ps.model_parallel_is_initialized():
         ps.destroy_model_parallel()
     if dist.is_initialized():

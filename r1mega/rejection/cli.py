@@ -34,13 +34,11 @@ def fn(args) -> int:
     from r1mega.rejection.run import load_configs, run_reject_sample
 
     config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config and not os.path.exists(config):  # only overrides were given
-        config, overrides = None, [config, *overrides]
     if args.k is not None:
         overrides.append(f"rejection.k={args.k}")
     cfg, rcfg = load_configs(config, overrides)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or os.path.isfile(os.path.join(args.model, "meta.json")):
-        init_distributed()
+        init_distributed(cfg.run)
     model = hf_model_dir(args.model, cfg)
     try:
         stats = run_reject_sample(cfg, rcfg, model, args.prompts, args.out, progress=not args.no_progress)

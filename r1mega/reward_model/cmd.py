@@ -6,7 +6,9 @@
 Config sections used: ``model`` (``hf_path``: the HF causal-LM directory the trunk starts from;
 ``tokenizer_path``, ``dtype``, ``max_seq_len``), ``parallel``, ``optimizer``, ``trainer.micro_batch_tokens``,
 ``run`` (``steps`` unless ``--steps``, ``seed``, ``output_dir``/``name``, ``eval_every``,
-``save_every``, ``keep_last``, ``resume``, ``tensorboard``, ``wandb_project``). Writes
+``save_every``, ``save_every_minutes``, ``keep_last``, ``resume``, ``tensorboard``, ``wandb_project``).
+SIGTERM or SIGUSR1 saves a checkpoint after the step in flight and stops (``"preempted"`` in the
+summary), as in ``r1mega train``. Writes
 ``RUN_DIR/reward_model`` (see :func:`r1mega.reward_model.save_reward_model`),
 ``RUN_DIR/reward_model_logs`` (metrics.jsonl, summary.json) and training checkpoints (trunk, value
 head, optimizer, LR schedule, RNG) under ``RUN_DIR/reward_model_checkpoints`` every
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
 from r1mega.config.base import ConfigError
 
@@ -38,10 +41,12 @@ def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | Non
     from r1mega.logging.metrics import MetricsLogger
     from r1mega.logging.progress import StepProgress
     from r1mega.models import read_hf_config
+    from r1mega.parallel import watchdog
     from r1mega.parallel.init import init_parallel
     from r1mega.reward_model.data import load_pairs
     from r1mega.reward_model.model import build_reward_model, save_reward_model
     from r1mega.reward_model.trainer import RewardTrainer, calibrate, fit
+    from r1mega.trainer.preemption import StopSignals, step_boundary
 
     if not cfg.model.hf_path:
         raise ConfigError("model.hf_path is required: the Hugging Face causal-LM directory the reward model's "
@@ -55,7 +60,7 @@ def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | Non
                 max_len=cfg.model.max_seq_len)
     train = load_pairs(pairs, tok, **keys)  # bad data fails before the process groups and the model
     held_out = load_pairs(eval_pairs, tok, **keys) if eval_pairs else None
-    layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed)
+    layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed, run=cfg.run)
 
     rm = build_reward_model(cfg.model.hf_path, layout, cfg.model, seed=cfg.run.seed)
     rm.meta.eos_id = tok.eos_id
@@ -83,20 +88,35 @@ def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | Non
     bar = StepProgress(steps, initial=start, rank=rank, desc="train-rm")
 
     def save(step: int) -> None:
+        watchdog.report("checkpoint", step)
         save_checkpoint(ckpt_root, step, chunks=trainer.chunks, optimizer=trainer.optimizer,
                         scheduler=trainer.scheduler, extra={"step": step, "config": to_dict(cfg)},
                         keep_last=cfg.run.keep_last)
 
-    def on_step(step: int, metrics: dict) -> None:
+    signals, last_save = StopSignals(), time.monotonic()
+
+    def on_step(step: int, metrics: dict) -> bool:
+        nonlocal last_save
         logger.log(step, metrics)  # before the checkpoint, as in the RL loop
-        if "train/loss" in metrics:
-            bar.update(step, {"loss": metrics["train/loss"], "acc/mean": metrics["train/accuracy"]})
-            if cfg.run.save_every and step % cfg.run.save_every == 0 and step < steps:
-                save(step)
+        if "train/loss" not in metrics:
+            return False
+        bar.update(step, {"loss": metrics["train/loss"], "acc/mean": metrics["train/accuracy"]})
+        stop, due = step_boundary(signals.received, last_save, cfg.run.save_every_minutes)
+        if ((cfg.run.save_every and step % cfg.run.save_every == 0) or due or stop) and step < steps:
+            save(step)
+            last_save = time.monotonic()
+        if stop and step < steps and rank == 0:
+            log.warning("stopped by %s after step %d of %d; checkpoint saved, resume with run.resume=auto",
+                        signals.received or "a signal on another rank", step, steps)
+        return stop and step < steps
 
     try:
-        summary = fit(trainer, train, steps=steps, batch=batch, eval_pairs=held_out, eval_every=cfg.run.eval_every,
-                      seed=cfg.run.seed, on_step=on_step, start_step=start)
+        with signals:
+            summary = fit(trainer, train, steps=steps, batch=batch, eval_pairs=held_out,
+                          eval_every=cfg.run.eval_every, seed=cfg.run.seed, on_step=on_step, start_step=start)
+        if "stopped_at" in summary:
+            summary["preempted"] = signals.received or "a signal on another rank"
+            return summary
         if start < steps or resumed is None:
             save(steps)
     finally:
@@ -126,7 +146,7 @@ def cmd_train_rm(args) -> int:
                        rejected_key=args.rejected_key)
     if int(os.environ.get("RANK", "0")) == 0:
         keys = ("eval/accuracy_before", "eval/accuracy_after", "train/loss_first", "train/loss_last",
-                "train/accuracy_last", "reward_model")
+                "train/accuracy_last", "reward_model", "preempted", "stopped_at")
         print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
     return 0
 

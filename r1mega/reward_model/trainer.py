@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from r1mega.config import Config
+from r1mega.parallel import watchdog
 from r1mega.reward_model.loss import bradley_terry_loss, pair_metrics, pair_sums
 from r1mega.reward_model.model import RewardModel, run_schedule, schedule_batches
 
@@ -105,7 +106,9 @@ def fit(trainer: RewardTrainer, train_pairs: list, *, steps: int, batch: int, ev
     """Train ``steps`` optimizer steps of ``batch`` pairs each (global; reshuffled every epoch,
     deterministic in ``seed``), evaluating on ``eval_pairs`` before, every ``eval_every`` steps and
     at the end. ``on_step(step, metrics)`` gets ``train/*`` and ``eval/*`` metrics (step 0: the
-    evaluation before training). ``start_step`` > 0 continues a resumed run: steps up to it are
+    evaluation before training); a true return value after a training step stops there (it must be
+    the same on every rank: preemption, see r1mega.trainer.preemption), with ``summary["stopped_at"]``
+    set and no final evaluation. ``start_step`` > 0 continues a resumed run: steps up to it are
     skipped (each step's pairs do not depend on resuming) and so is the evaluation before training.
     Returns a summary: first/last training metrics of this call, eval before (fresh runs)/after."""
     from r1mega.trainer.sft import batches
@@ -120,6 +123,7 @@ def fit(trainer: RewardTrainer, train_pairs: list, *, steps: int, batch: int, ev
     summary: dict[str, float] = {}
 
     def evaluate(step: int) -> dict[str, float]:
+        watchdog.report("eval", step)
         m = {f"eval/{k}": v for k, v in evaluate_pairs(trainer.model, eval_pairs, budget).items()}
         if on_step is not None:
             on_step(step, m)
@@ -130,13 +134,15 @@ def fit(trainer: RewardTrainer, train_pairs: list, *, steps: int, batch: int, ev
     for step, idx in enumerate(batches(len(train_pairs), batch, steps, seed), start=1):
         if step <= start_step:
             continue
+        watchdog.report("train", step)
         share = idx[d * batch // dp:(d + 1) * batch // dp]
         stats = {f"train/{k}": v for k, v in trainer.train_step([train_pairs[i] for i in share], batch).items()}
         if step == start_step + 1:
             summary.update({f"{k}_first": v for k, v in stats.items()})
         summary.update({f"{k}_last": v for k, v in stats.items()})
-        if on_step is not None:
-            on_step(step, stats)
+        if on_step is not None and on_step(step, stats):
+            summary["stopped_at"] = step
+            return summary
         if eval_pairs and eval_every and step % eval_every == 0 and step < steps:
             evaluate(step)
     if eval_pairs:

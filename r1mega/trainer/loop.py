@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from r1mega.config import Config
+from r1mega.parallel import watchdog
 from r1mega.rollout.groups import gather_groups, make_engine, rollout_groups, score_groups
 from r1mega.trainer.samples import denominator, prepare, rollout_metrics, shard
 
@@ -76,6 +77,7 @@ class RLResult:
 def rl_step(run: RLRun) -> dict[str, float]:
     """One GRPO step. Returns the step's metrics (identical on every rank)."""
     cfg, t = run.cfg, run.timer
+    watchdog.report(step=run.step + 1)                         # stages: the timer's sections
     t.start()
     with t("rollout"):
         prompts = next_prompts(run)                            # this engine's share of the step's prompts
@@ -201,7 +203,7 @@ def setup(cfg: Config, *, engine: RolloutEngine | None = None) -> RLRun:
     if not cfg.model.hf_path:
         raise ConfigError("model.hf_path is required for RL: the Hugging Face model directory of the starting policy")
     arch = read_hf_config(cfg.model.hf_path)
-    layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed)
+    layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed, run=cfg.run)
     cfg.validate(world_size=layout.world_size)
     rank = torch.distributed.get_rank()
     run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
@@ -209,6 +211,7 @@ def setup(cfg: Config, *, engine: RolloutEngine | None = None) -> RLRun:
     tokenizer = load_tokenizer(cfg.model.tokenizer_path or cfg.model.hf_path)
     records = prompts_from_config(cfg.data, tokenizer)
     eval_records = prompts_from_config(cfg.data, tokenizer, eval=True) if cfg.data.eval else None
+    resume_from, changes = find_resume(cfg, run_dir)  # a bad checkpoint, directory or change fails before loading
 
     chunks, arch = load_hf(cfg.model.hf_path, cfg.model, layout)
     ref_chunks = None
@@ -232,9 +235,10 @@ def setup(cfg: Config, *, engine: RolloutEngine | None = None) -> RLRun:
     sampler = PromptSampler(len(records), cfg.data.prompts_per_step, dp_rank=engine.dp_rank, dp_size=engine.dp_size,
                             seed=cfg.run.seed, shuffle=cfg.data.shuffle)
     run = RLRun(cfg=cfg, layout=layout, arch=arch, policy=policy, engine=engine, tokenizer=tokenizer,
-                records=records, eval_records=eval_records, sampler=sampler, logger=None, timer=StepTimer(),
+                records=records, eval_records=eval_records, sampler=sampler, logger=None,
+                timer=StepTimer(on_enter=watchdog.report),
                 run_dir=run_dir, reward_model=reward_model)
-    resumed = maybe_resume(run)
+    resumed = resume(run, resume_from, changes) if resume_from is not None else False
     run.logger = MetricsLogger(run_dir, tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project,
                                config_dict=to_dict(cfg), rank=rank, resume_step=run.step if resumed else None)
     # The engine generates with exactly the trainer's weights from the first step on.
@@ -247,16 +251,25 @@ def checkpoint_root(run: RLRun) -> str:
     return os.path.join(run.run_dir, "checkpoints")
 
 
-def maybe_resume(run: RLRun) -> bool:
-    """Load the checkpoint ``run.resume`` points at (``auto``: the newest valid one, if any)."""
-    from r1mega.checkpoint import check_checkpoint_root, load_checkpoint, resolve_resume, resume_config_changes
+def find_resume(cfg: Config, run_dir: str) -> tuple[str | None, list[str]]:
+    """The checkpoint ``run.resume`` points at (``auto``: the newest intact one, if any) and the
+    config changes since it (refused ones raise), after checking that the checkpoint directory is
+    writable (a run must not find out at its first save)."""
+    from r1mega.checkpoint import check_checkpoint_root, resolve_resume, resume_config_changes
     from r1mega.config import to_dict
 
-    check_checkpoint_root(checkpoint_root(run))
-    path = resolve_resume(checkpoint_root(run), run.cfg.run.resume)
-    if path is None:
-        return False
-    for line in resume_config_changes(path, to_dict(run.cfg)):
+    root = os.path.join(run_dir, "checkpoints")
+    check_checkpoint_root(root)
+    path = resolve_resume(root, cfg.run.resume)
+    return path, (resume_config_changes(path, to_dict(cfg)) if path is not None else [])
+
+
+def resume(run: RLRun, path: str, changes: list[str]) -> bool:
+    """Load the checkpoint at ``path`` (weights, optimizer, schedule, sampler, counters); log
+    ``changes`` (the config changes since it, from :func:`find_resume`)."""
+    from r1mega.checkpoint import load_checkpoint
+
+    for line in changes:
         if run.rank == 0:
             log.info(line)
     extra = load_checkpoint(path, chunks=run.policy.modules, optimizer=run.policy.optimizer,
@@ -307,6 +320,7 @@ def train(cfg: Config, *, engine: RolloutEngine | None = None) -> RLResult:
                 stop, due = step_boundary(signals.received, last_save, rc.save_every_minutes)
                 periodic = rc.save_every and run.step % rc.save_every == 0
                 if (periodic or due or stop) and run.step < rc.steps:
+                    watchdog.report("checkpoint")
                     t0 = time.perf_counter()
                     save(run)
                     checkpoint_s, last_save = time.perf_counter() - t0, time.monotonic()
@@ -320,6 +334,7 @@ def train(cfg: Config, *, engine: RolloutEngine | None = None) -> RLResult:
                                     "run.resume=auto", preempted, run.step, rc.steps)
                     break
         if run.step == rc.steps and rc.steps > 0:
+            watchdog.report("final evaluation, checkpoint and export")
             final = evaluate_run(run) if run.eval_records else {}
             if final:
                 run.logger.log(run.step, final)
@@ -340,6 +355,7 @@ def train(cfg: Config, *, engine: RolloutEngine | None = None) -> RLResult:
 def evaluate_run(run: RLRun) -> dict[str, float]:
     """Held-out pass@1 / maj@k / greedy accuracy with the current policy (engine already synced)."""
     from r1mega.eval.evaluate import evaluate_engine
+    watchdog.report("eval")
     run.engine.wake_up()
     out = evaluate_engine(run.engine, run.eval_records, run.cfg)
     run.engine.sleep()

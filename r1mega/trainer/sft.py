@@ -26,6 +26,7 @@ import torch
 
 from r1mega.config import Config
 from r1mega.data.sft import sft_example
+from r1mega.parallel import watchdog
 from r1mega.trainer.samples import loss_tokens
 from r1mega.types import Sample
 
@@ -105,7 +106,7 @@ def build_policy(cfg: Config, steps: int):
     from r1mega.trainer.policy import Policy
 
     arch = read_hf_config(cfg.model.hf_path)
-    layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed)
+    layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed, run=cfg.run)
     chunks, arch = load_hf(cfg.model.hf_path, cfg.model, layout)
     return Policy(cfg, layout, arch, chunks, total_optimizer_steps=steps)
 
@@ -127,6 +128,7 @@ def run_sft(cfg: Config, examples: list[Sample], *, steps: int, examples_per_ste
         raise ValueError(f"examples per step ({examples_per_step}) must be a multiple of the data-parallel size ({dp})")
     for step, idx in enumerate(batches(len(examples), examples_per_step, steps, cfg.run.seed, start_step),
                                start=start_step):
+        watchdog.report("train", step + 1)
         stats = sft_step(policy, examples, idx, pad_id)
         if on_step is not None and on_step(step + 1, stats):
             break
@@ -147,6 +149,7 @@ def train_sft(cfg: Config, *, data: str | None = None) -> dict:
     from r1mega.logging.metrics import MetricsLogger
     from r1mega.logging.progress import StepProgress, console_summary
     from r1mega.models import export_hf
+    from r1mega.parallel.init import init_distributed
 
     s, rc = cfg.sft, cfg.run
     source = data or s.train
@@ -154,22 +157,25 @@ def train_sft(cfg: Config, *, data: str | None = None) -> dict:
         raise ConfigError("model.hf_path is required for SFT: the Hugging Face model directory to fine-tune")
     if not source:
         raise ConfigError("sft.train is not set: the SFT examples (.jsonl/.parquet or a `datasets` name)")
-    policy = build_policy(cfg, rc.steps)
-    cfg.validate(world_size=policy.layout.world_size)
-    rank = dist.get_rank()
+    # bad data, a bad checkpoint or checkpoint directory, a refused change: errors before the model loads
+    init_distributed(rc)  # resolve_resume verifies on rank 0 and broadcasts its choice
     tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.hf_path)
     max_len = s.max_len or cfg.model.max_seq_len
     examples, data_stats = load_sft_examples(source, tok, s, max_len=max_len)
     held_out = load_sft_examples(s.eval, tok, s, max_len=max_len)[0] if s.eval else None
-    if rank == 0:
-        log.info("SFT data %s: %s", source, data_stats.as_dict())
     run_dir = os.path.join(rc.output_dir, rc.name)
     ckpt_root = os.path.join(run_dir, "checkpoints")
     start = 0
     check_checkpoint_root(ckpt_root)
     path = resolve_resume(ckpt_root, rc.resume)
+    changes = resume_config_changes(path, to_dict(cfg)) if path is not None else []
+    policy = build_policy(cfg, rc.steps)
+    cfg.validate(world_size=policy.layout.world_size)
+    rank = dist.get_rank()
+    if rank == 0:
+        log.info("SFT data %s: %s", source, data_stats.as_dict())
     if path is not None:
-        for line in resume_config_changes(path, to_dict(cfg)):
+        for line in changes:
             if rank == 0:
                 log.info(line)
         extra = load_checkpoint(path, chunks=policy.modules, optimizer=policy.optimizer, scheduler=policy.scheduler)
@@ -199,10 +205,12 @@ def train_sft(cfg: Config, *, data: str | None = None) -> dict:
         metrics["perf/tokens_per_s"] = stats["tokens"] / max(now - t_last, 1e-9)
         t_last = now
         if held_out and s.eval_every and step % s.eval_every == 0 and step < rc.steps:
+            watchdog.report("eval")
             metrics.update(eval_loss(policy, held_out, tok.pad_id))
         logger.log(step, metrics)  # before the checkpoint (see r1mega.trainer.loop.train)
         stop, due = step_boundary(signals.received, last_save, rc.save_every_minutes)
         if ((rc.save_every and step % rc.save_every == 0) or due or stop) and step < rc.steps:
+            watchdog.report("checkpoint")
             save(step)
             last_save = time.monotonic()
         progress.update(step, {"loss": stats["loss"]})

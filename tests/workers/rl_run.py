@@ -24,7 +24,10 @@ def main():
             nan_after = int(o.split("=", 1)[1])
             overrides.remove(o)
     from r1mega.config import load_config
+    from r1mega.logging.console import setup_logging
     from r1mega.trainer.loop import train
+
+    setup_logging()  # INFO on rank 0, as the CLI: resume and config-change lines are checked by the tests
 
     if nan_after is not None:
         from r1mega.rewards import REWARDS
