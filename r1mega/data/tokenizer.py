@@ -62,8 +62,8 @@ class HFTokenizer:
         try:
             self.hf = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError, KeyError) as e:  # transformers also validates config.json here
-            from r1mega.config.base import ConfigError
-            raise ConfigError(f"tokenizer directory {path!r} cannot be loaded by transformers: "
+            from r1mega.data.prompts import DataError
+            raise DataError(f"tokenizer directory {path!r} cannot be loaded by transformers: "
                               f"{str(e).strip().splitlines()[-1]}") from None
         if self.hf.eos_token_id is None:
             raise ValueError(f"tokenizer at {path!r} has no eos token")
