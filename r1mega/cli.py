@@ -282,10 +282,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RuntimeError as e:
         from r1mega.parallel import watchdog
-        if not watchdog.is_collective_timeout(e):
+        rank = int(os.environ.get("RANK", "0"))
+        hung = watchdog.abort_message()
+        if hung is not None:  # a peer stopped the job (this rank's collective broke as it exited)
+            print(f"[r1mega rank{rank}] HUNG RANK: {hung}", file=sys.stderr)
+        elif watchdog.is_collective_timeout(e):
+            print(f"r1mega {args.command}: " + watchdog.explain_timeout(e, rank), file=sys.stderr)
+        else:
             raise
-        print(f"r1mega {args.command}: " + watchdog.explain_timeout(e, int(os.environ.get("RANK", "0"))),
-              file=sys.stderr)
         return watchdog.HUNG_EXIT_CODE
 
 

@@ -126,3 +126,17 @@ def test_planner_imports_no_torch_megatron_vllm_or_triton(tmp_path):
                          env={"PYTHONPATH": ROOT, "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_config_json_at_odds_with_itself_is_refused_by_name(tmp_path):
+    cfg = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "num_hidden_layers": 1,
+           "num_attention_heads": 2, "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 128,
+           "layer_types": ["full_attention", "full_attention"]}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match=r"config\.json: num_hidden_layers \(1\) does not match the 2 entries of "
+                                          r"layer_types"):
+        read_hf_config(str(path))
+    cfg["layer_types"] = ["full_attention"]
+    path.write_text(json.dumps(cfg))
+    assert read_hf_config(str(path)).num_layers == 1

@@ -36,6 +36,9 @@ class Clock:
     def __call__(self):
         return self.t
 
+    def sleep(self, s):
+        self.slept = s
+
 
 class Exit(Exception):
     pass
@@ -46,7 +49,7 @@ def _exit(code):
 
 
 def _dog(store, clock, rank, world=3, timeout=30.0):
-    return Watchdog(store, rank, world, timeout, interval_s=1.0, exit_fn=_exit, clock=clock)
+    return Watchdog(store, rank, world, timeout, interval_s=1.0, exit_fn=_exit, clock=clock, sleep=clock.sleep)
 
 
 def test_a_beating_peer_is_never_flagged_and_a_silent_one_is_named_with_its_stage_and_step(capsys):
@@ -67,6 +70,7 @@ def test_a_beating_peer_is_never_flagged_and_a_silent_one_is_named_with_its_stag
     with pytest.raises(Exit) as e:
         dogs[0].tick()  # rank 0 watches rank 1
     assert e.value.args == (HUNG_EXIT_CODE,)
+    assert clock.slept == 2.0  # the noticing rank lingers 1.5 intervals + 0.5 s so its peers read the record
     err = capsys.readouterr().err
     assert "HUNG RANK: rank 1 (pid" in err and "no heartbeat for 30 s" in err or "no heartbeat for 31 s" in err
     assert "it was last in stage 'train' at step 7" in err

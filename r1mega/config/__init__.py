@@ -109,13 +109,18 @@ def read_yaml(path: str | os.PathLike | None) -> dict[str, Any]:
     return data
 
 
+def split_config_arg(path, overrides: Sequence[str] = ()) -> tuple[str | None, list[str]]:
+    """``(path, overrides)`` with a ``path`` that is no file but reads ``key=value`` moved to the
+    front of the overrides: ``r1mega train model.hf_path=... data.train=...`` needs no YAML file."""
+    if path is not None and "=" in os.fspath(path) and not os.path.exists(path):
+        return None, [os.fspath(path), *overrides]
+    return path, list(overrides)
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config (None: all defaults), apply ``key.sub=value`` overrides, validate.
-
-    A ``path`` that is not a file but reads ``key=value`` is the first override (``r1mega train
-    model.hf_path=... data.train=...`` needs no YAML file)."""
-    if path is not None and "=" in os.fspath(path) and not os.path.exists(path):
-        path, overrides = None, [os.fspath(path), *overrides]
+    ``path`` may be the first override instead (see :func:`split_config_arg`)."""
+    path, overrides = split_config_arg(path, overrides)
     data = read_yaml(path)
     if path is not None:
         try:

@@ -79,16 +79,17 @@ class Watchdog:
         interval_s: seconds between beats (default ``min(5, timeout_s / 6)``).
         exit_fn: called with :data:`HUNG_EXIT_CODE` after the message is printed (``os._exit``:
             the main thread may be blocked in a collective that will never return).
-        clock: monotonic seconds (injectable for tests).
+        clock, sleep: monotonic seconds and a sleep (injectable for tests).
     """
 
     def __init__(self, store, rank: int, world: int, timeout_s: float, *, interval_s: float | None = None,
-                 exit_fn=os._exit, clock=time.monotonic, prefix: str = "r1mega/heartbeat") -> None:
+                 exit_fn=os._exit, clock=time.monotonic, sleep=time.sleep,
+                 prefix: str = "r1mega/heartbeat") -> None:
         if timeout_s <= 0:
             raise ValueError(f"watchdog timeout_s ({timeout_s}) must be > 0")
         self.store, self.rank, self.world, self.timeout_s = store, rank, world, float(timeout_s)
         self.interval_s = interval_s if interval_s is not None else min(5.0, self.timeout_s / 6)
-        self.exit_fn, self.clock, self.prefix = exit_fn, clock, prefix
+        self.exit_fn, self.clock, self.sleep, self.prefix = exit_fn, clock, sleep, prefix
         self.stage, self.step = "setup", 0
         self._count = 0
         self._host, self._pid = socket.gethostname(), os.getpid()
@@ -96,6 +97,7 @@ class Watchdog:
         self._peer_count: int | None = None
         self._peer_seen = clock()
         self._store_failed_at: float | None = None
+        self._linger_s = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()  # a report: beat now, so peers' error messages are current
         self._thread: threading.Thread | None = None
@@ -153,6 +155,10 @@ class Watchdog:
                 msg = self.check_peer()
                 if msg is not None:
                     self.store.set(self._abort_key, msg)
+                    # Linger a little before exiting: when this process ends, the collectives of the
+                    # others fail at once ("connection closed by peer"), and they should read this
+                    # record first (their next beat is at most one interval away).
+                    self._linger_s = 1.5 * self.interval_s + 0.5
             self._store_failed_at = None
         except Exception as e:  # the store went away: torchrun's agent is gone
             now = self.clock()
@@ -210,7 +216,16 @@ class Watchdog:
         print(f"[r1mega rank{self.rank}] HUNG RANK: {msg}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         self._stop.set()
+        if self._linger_s:
+            self.sleep(self._linger_s)
         self.exit_fn(HUNG_EXIT_CODE)
+
+    def abort_message(self) -> str | None:
+        """The job's abort record, if a watchdog wrote one."""
+        try:
+            return self.store.get(self._abort_key).decode() if self.store.check([self._abort_key]) else None
+        except Exception:
+            return None
 
     # -- for error messages -----------------------------------------------------------------------
     def snapshot(self) -> dict[int, str]:
@@ -252,6 +267,12 @@ def report(stage: str | None = None, step: int | None = None) -> None:
     """Tell the watchdog (if one runs) where this rank is; a no-op otherwise."""
     if _current is not None:
         _current.report(stage, step)
+
+
+def abort_message() -> str | None:
+    """The hung-rank record of this job, if a watchdog wrote one (a collective that failed because a
+    peer exited may have failed for that reason)."""
+    return _current.abort_message() if _current is not None else None
 
 
 def is_collective_timeout(e: BaseException) -> bool:

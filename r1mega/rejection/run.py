@@ -36,8 +36,9 @@ def load_configs(path: str | None, overrides: Sequence[str] = ()) -> tuple[Confi
     """The run config and the ``rejection`` section from one YAML file plus ``key=value`` overrides
     (``rejection.k=8`` goes to the section, everything else to :class:`~r1mega.config.Config`).
     Errors name the file and the overrides, as :func:`r1mega.config.load_config` does."""
-    from r1mega.config import config_from_dict, read_yaml
+    from r1mega.config import config_from_dict, read_yaml, split_config_arg
 
+    path, overrides = split_config_arg(path, overrides)
     data = read_yaml(path)
 
     def build(d: dict) -> tuple[Config, RejectionConfig]:

@@ -203,14 +203,14 @@ def setup(cfg: Config, *, engine: RolloutEngine | None = None) -> RLRun:
     if not cfg.model.hf_path:
         raise ConfigError("model.hf_path is required for RL: the Hugging Face model directory of the starting policy")
     arch = read_hf_config(cfg.model.hf_path)
+    tokenizer = load_tokenizer(cfg.model.tokenizer_path or cfg.model.hf_path)
+    records = prompts_from_config(cfg.data, tokenizer)  # bad data fails before any process group or model
+    eval_records = prompts_from_config(cfg.data, tokenizer, eval=True) if cfg.data.eval else None
     layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed, run=cfg.run)
     cfg.validate(world_size=layout.world_size)
     rank = torch.distributed.get_rank()
     run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
     os.makedirs(run_dir, exist_ok=True)
-    tokenizer = load_tokenizer(cfg.model.tokenizer_path or cfg.model.hf_path)
-    records = prompts_from_config(cfg.data, tokenizer)
-    eval_records = prompts_from_config(cfg.data, tokenizer, eval=True) if cfg.data.eval else None
     resume_from, changes = find_resume(cfg, run_dir)  # a bad checkpoint, directory or change fails before loading
 
     chunks, arch = load_hf(cfg.model.hf_path, cfg.model, layout)
