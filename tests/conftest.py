@@ -21,7 +21,16 @@ def _have(module: str) -> bool:
         return False
 
 
+# The longest files first: `scripts/test.sh` runs the suite on pytest-xdist workers one file per
+# worker at a time (--dist loadfile), and a long file started last would run alone at the end.
+SLOW_FIRST = ("test_r1_chain.py", "test_multinode.py", "test_learning.py", "test_fault_injection.py",
+              "test_rl_loop.py", "test_moe_sync.py", "test_shard_sync.py", "test_cli.py", "test_rollout_multiproc.py",
+              "test_tiny_default.py", "test_wheel.py", "test_tiny_seeds.py", "test_chain_seeds.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(SLOW_FIRST)))  # stable
     no_gpu = pytest.mark.skip(reason="needs a CUDA GPU (none on this machine)")
     no_vllm = pytest.mark.skip(reason="needs vllm (install the cpu or gpu extra)")
     have_vllm = None
