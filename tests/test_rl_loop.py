@@ -83,7 +83,8 @@ def test_dp2_reference_kl_evaluation_and_reward_model_rewards(assets, tmp_path):
     """DP=2 with a reference model (KL), two mini-batches and evaluation between steps (which puts
     the engine to sleep; the next rollout wakes it). The batches mix reasoning prompts, which keep
     the rule rewards, with general prompts (kind 'general', no answer) scored by a Bradley-Terry
-    reward model trained with `r1mega train-rm`."""
+    reward model trained with `r1mega train-rm`. A reward plug-in (reward.functions) joins the rule
+    rewards."""
     from r1mega.data.synthetic import write_jsonl
     from r1mega.logging.metrics import read_metrics
     from r1mega.reward_model.synthetic import general_prompts, make_preference_splits
@@ -105,9 +106,12 @@ def test_dp2_reference_kl_evaluation_and_reward_model_rewards(assets, tmp_path):
     result, steps = _run((model, mixed_path), tmp_path, 2, "run.steps=2", "data.shuffle=false",
                          f"reward.model_path={tmp_path / 'rm' / 'reward_model'}", "reward.model_weight=0.5",
                          "algorithm.kl_coef=0.05", "trainer.mini_batches=2", f"data.eval={evals}", "run.eval_every=1",
-                         "eval.k=2")
+                         "eval.k=2", "reward.functions={boxed_once: examples.reward_plugins:boxed_once}",
+                         "reward.weights={accuracy: 1.0, language: 1.0, boxed_once: 0.5}")
     _check(result, steps, 2, model, mini_batches=2)
     assert all("actor/kl" in m for m in steps)
+    # a reward plug-in from a user module (examples/reward_plugins.py) scores the reasoning samples
+    assert all(0.0 <= m["reward/boxed_once"] <= 1.0 for m in steps)
     for m in steps:
         assert m["batch/frac_general"] == 0.5 and m["batch/frac_reasoning"] == 0.5
         assert math.isfinite(m["reward/reward_model"]) and m["reward/reward_model"] != 0.0

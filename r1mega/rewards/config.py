@@ -15,6 +15,14 @@ class RewardConfig:
 
     weights: dict[str, float] = option(factory=lambda: {"accuracy": 1.0, "format": 0.2},
                                        help="Reward name -> weight; the sample reward is the weighted sum.")
+    functions: dict[str, str] = option(factory=dict,
+                                       help="Plug-in rewards: name -> 'package.module:function', called as "
+                                            "fn(text, answer, meta, cfg) -> float or RewardResult; use the name "
+                                            "in `weights` (see r1mega/rewards/plugins.py).")
+    batch_functions: dict[str, str] = option(factory=dict,
+                                             help="Batch plug-in rewards: name -> 'package.module:function', "
+                                                  "called once per step as fn(texts, answers, metas, cfg) -> "
+                                                  "list of floats, in the training process.")
     timeout_s: float = option(10.0, "Per-sample time limit of the scorer; a sample past it gets `timeout_score`.")
     timeout_score: float = option(0.0, "Score given to a sample whose reward timed out or raised.")
     num_workers: int = option(2, "Processes in the scorer's pool (0: score in this process, no time limit).")
@@ -46,13 +54,16 @@ class RewardConfig:
 
     def validate(self) -> None:
         from r1mega.rewards.language import LANGUAGES
-        from r1mega.rewards.registry import REWARDS
+        from r1mega.rewards.plugins import batch_table, reward_table
 
+        table = reward_table(self.functions)  # imports every plug-in: a bad one fails here, by name
+        table.update(batch_table(self.batch_functions, table))
         if not self.weights:
-            raise ConfigError("reward.weights is empty; name at least one of: " + ", ".join(sorted(REWARDS)))
+            raise ConfigError("reward.weights is empty; name at least one of: " + ", ".join(sorted(table)))
         for name in self.weights:
-            if name not in REWARDS:
-                raise ConfigError(f"reward.weights: unknown reward {name!r}; valid: {', '.join(sorted(REWARDS))}")
+            if name not in table:
+                raise ConfigError(f"reward.weights: unknown reward {name!r}; valid: {', '.join(sorted(table))} "
+                                  f"(or add it under reward.functions)")
         if not self.timeout_s > 0:
             raise ConfigError(f"reward.timeout_s ({self.timeout_s}) must be > 0")
         if self.num_workers < 0:

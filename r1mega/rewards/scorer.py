@@ -27,8 +27,8 @@ from typing import Any, Mapping
 
 from r1mega.config.base import choose
 from r1mega.rewards.config import RewardConfig
-from r1mega.rewards.registry import REWARDS
-from r1mega.rewards.result import RewardFn
+from r1mega.rewards.plugins import batch_table, reward_table
+from r1mega.rewards.result import RewardFn, RewardResult
 from r1mega.types import Sample
 
 log = logging.getLogger("r1mega.rewards")
@@ -43,8 +43,10 @@ def evaluate(fns: Mapping[str, RewardFn], text: str, answer: str | None, meta: d
     for name, fn in fns.items():
         try:
             res = fn(text, answer, meta, cfg)
-            scores[name] = float(res.score)
-            infos[name] = res.info
+            if isinstance(res, RewardResult):
+                scores[name], infos[name] = float(res.score), res.info
+            else:  # a plug-in may return a bare number
+                scores[name], infos[name] = float(res), {}
         except Exception as e:  # noqa: BLE001 - any failure of a reward is that sample's error
             errors[name] = f"{type(e).__name__}: {e}"
     return {"scores": scores, "infos": infos, "errors": errors}
@@ -91,8 +93,10 @@ class RewardScorer:
 
     def __init__(self, cfg: RewardConfig, rewards: Mapping[str, RewardFn] | None = None):
         self.cfg = cfg
-        table = dict(REWARDS if rewards is None else rewards)
-        self.fns = {name: choose("reward", name, table) for name in cfg.weights}
+        table = reward_table(cfg.functions) if rewards is None else dict(rewards)
+        batch = batch_table(cfg.batch_functions, table)
+        self.fns = {name: choose("reward", name, {**table, **batch}) for name in cfg.weights if name not in batch}
+        self.batch_fns = {name: fn for name, fn in batch.items() if name in cfg.weights}
         self._ctx = mp.get_context(cfg.start_method)
         self._workers: list[_Worker] = []
         self._closed = False
@@ -221,6 +225,8 @@ class RewardScorer:
             results = [evaluate(self.fns, *t[1:], self.cfg) for t in tasks]
         else:
             results = self._run_pool(tasks)
+        for name, fn in self.batch_fns.items():
+            score_batch(name, fn, tasks, results, self.cfg)
         n_err = n_timeout = 0
         for i, (s, out) in enumerate(zip(samples, results)):
             timed_out = bool(out.get("timeout", False))
@@ -240,6 +246,21 @@ class RewardScorer:
             s.metadata["reward_info"] = out["infos"]
         self.last_stats = {"n_error": float(n_err), "n_timeout": float(n_timeout), "seconds": time.monotonic() - t0}
         return self.last_stats
+
+
+def score_batch(name: str, fn, tasks: list[tuple], results: list[dict], cfg: RewardConfig) -> None:
+    """Run one batch plug-in over every task (in this process) and add its scores to ``results``;
+    a raise or a wrong number of scores is an error on every sample of the call."""
+    try:
+        scores = [float(v) for v in fn([t[1] for t in tasks], [t[2] for t in tasks], [t[3] for t in tasks], cfg)]
+        if len(scores) != len(tasks):
+            raise ValueError(f"returned {len(scores)} scores for {len(tasks)} samples")
+    except Exception as e:  # noqa: BLE001 - any failure of a reward is its samples' error
+        for out in results:
+            out["errors"][name] = f"{type(e).__name__}: {e}"
+        return
+    for out, v in zip(results, scores):
+        out["scores"][name] = v
 
 
 def _meta(s: Sample) -> dict:
