@@ -265,6 +265,15 @@ def _worker_pids(parent: int) -> dict[int, int]:
     return out
 
 
+def _alive(pid: int) -> bool:
+    """Running (not exited, not a zombie waiting for torchrun to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_a_stopped_rank_stops_the_job_with_its_name_stage_and_step(tmp_path):
     """SIGSTOP one of 3 ranks mid-run (what a hung rank looks like from outside): the job used to wait
     in silence for 300 s and more. With run.hang_timeout_s=8, the other two ranks print who stopped,
@@ -286,7 +295,8 @@ def test_a_stopped_rank_stops_the_job_with_its_name_stage_and_step(tmp_path):
             assert proc.poll() is None, "the run ended early:\n" + "".join(ln for _, ln in lines)[-3000:]
             assert time.monotonic() < deadline, "no step within 300 s"
             time.sleep(0.1)
-        stopped = _worker_pids(proc.pid)[1]
+        workers = _worker_pids(proc.pid)
+        stopped = workers[1]
         os.kill(stopped, signal.SIGSTOP)
         t_stop = time.monotonic()
         while not any("HUNG RANK" in ln for _, ln in lines) and time.monotonic() < t_stop + 120:
@@ -295,7 +305,12 @@ def test_a_stopped_rank_stops_the_job_with_its_name_stage_and_step(tmp_path):
         assert hung, "no hung-rank error within 120 s:\n" + "".join(ln for _, ln in lines)[-3000:]
         # detected within the timeout plus one heartbeat interval (timeout / 6) and scheduling slack
         assert hung[0][0] - t_stop < timeout + timeout / 6 + 5, hung[0][0] - t_stop
-        os.kill(stopped, signal.SIGKILL)  # a stopped process ignores torchrun's SIGTERM for 30 s
+        # once the other ranks have exited (code 3), end the stopped one: it would ignore torchrun's
+        # SIGTERM for 30 s
+        end = time.monotonic() + 60
+        while any(_alive(workers[r]) for r in (0, 2)) and time.monotonic() < end:
+            time.sleep(0.1)
+        os.kill(stopped, signal.SIGKILL)
         proc.wait(timeout=120)
         reader.join(timeout=10)
     finally:

@@ -27,3 +27,21 @@ def test_time_based_save_is_due_after_the_interval():
     assert step_boundary(None, now, 30.0) == (False, False)
     assert step_boundary(None, now - 31 * 60, 30.0) == (False, True)
     assert step_boundary(None, now - 10 ** 6, 0.0) == (False, False)  # 0 = off
+
+
+def test_save_schedule_saves_by_count_by_time_and_on_a_signal_but_never_after_the_last_step():
+    from r1mega.trainer.preemption import SaveSchedule
+
+    with StopSignals() as signals:
+        schedule = SaveSchedule(signals, total=6, save_every=2, save_every_minutes=30.0)
+        assert [schedule.after_step(s) for s in (1, 2, 3)] == [(False, False), (True, False), (False, False)]
+        assert schedule.after_step(6) == (False, False)  # the loop's own final save
+        schedule._last_save -= 31 * 60
+        assert schedule.after_step(3) == (True, False)  # 30 minutes since the last save
+        schedule.saved()
+        assert schedule.after_step(3) == (False, False)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        assert schedule.after_step(3) == (True, True)
+        assert schedule.after_step(6) == (False, False)  # a signal at the end: nothing left to stop
+        assert schedule.announce_stop(3) == "SIGTERM"

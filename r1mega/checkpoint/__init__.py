@@ -9,7 +9,7 @@ from __future__ import annotations
 _EXPORTS = {
     "save_checkpoint": "training", "load_checkpoint": "training", "find_latest_checkpoint": "training",
     "resolve_resume": "training", "check_checkpoint_root": "training", "list_checkpoints": "training",
-    "prune_checkpoints": "training", "resume_config_changes": "training",
+    "prune_checkpoints": "training", "resume_config_changes": "training", "prepare_resume": "training",
     "write_checkpoint": "training", "read_meta": "training", "verify_checkpoint": "training", "step_dir": "training",
     "CheckpointError": "training", "rng_state": "training", "set_rng_state": "training",
     "hf_to_r1mega": "convert", "r1mega_to_hf": "convert", "load_model_from_checkpoint": "convert",

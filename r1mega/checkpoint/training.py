@@ -571,3 +571,13 @@ def load_checkpoint(path: str | os.PathLike, *, chunks: list, optimizer=None, sc
                           f"{_layout_dict(chunks)}: RNG states are not restored", stacklevel=2)
     _barrier()
     return state.get("extra", {})
+
+
+def prepare_resume(root: str | os.PathLike, resume: str, current: dict) -> tuple[str | None, list[str]]:
+    """Everything a training command checks before it loads a model: the checkpoint directory is
+    writable (:func:`check_checkpoint_root`), ``resume`` resolves to an intact checkpoint or None
+    (:func:`resolve_resume`), and the config changes since it are allowed. Returns the checkpoint
+    and the change lines to log (:func:`resume_config_changes`)."""
+    check_checkpoint_root(root)
+    path = resolve_resume(root, resume)
+    return path, (resume_config_changes(path, current) if path is not None else [])

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 
 from r1mega.config.base import ConfigError
 
@@ -34,8 +33,7 @@ def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | Non
     """Load the pairs, train, evaluate, calibrate, export. Collective (every rank). Returns the summary."""
     import torch.distributed as dist
 
-    from r1mega.checkpoint import (check_checkpoint_root, load_checkpoint, resolve_resume, resume_config_changes,
-                                   save_checkpoint)
+    from r1mega.checkpoint import load_checkpoint, prepare_resume, save_checkpoint
     from r1mega.config import to_dict
     from r1mega.data.tokenizer import load_tokenizer
     from r1mega.logging.metrics import MetricsLogger
@@ -46,7 +44,7 @@ def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | Non
     from r1mega.reward_model.data import load_pairs
     from r1mega.reward_model.model import build_reward_model, save_reward_model
     from r1mega.reward_model.trainer import RewardTrainer, calibrate, fit
-    from r1mega.trainer.preemption import StopSignals, step_boundary
+    from r1mega.trainer.preemption import SaveSchedule, StopSignals
 
     if not cfg.model.hf_path:
         raise ConfigError("model.hf_path is required: the Hugging Face causal-LM directory the reward model's "
@@ -61,19 +59,19 @@ def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | Non
     train = load_pairs(pairs, tok, **keys)  # bad data fails before the process groups and the model
     held_out = load_pairs(eval_pairs, tok, **keys) if eval_pairs else None
     layout = init_parallel(cfg.parallel, arch, seed=cfg.run.seed, run=cfg.run)
+    run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
+    logs = os.path.join(run_dir, "reward_model_logs")
+    ckpt_root = os.path.join(run_dir, "reward_model_checkpoints")
+    # a bad checkpoint, checkpoint directory or config change fails before the model is built
+    resumed, changes = prepare_resume(ckpt_root, cfg.run.resume, to_dict(cfg))
 
     rm = build_reward_model(cfg.model.hf_path, layout, cfg.model, seed=cfg.run.seed)
     rm.meta.eos_id = tok.eos_id
     trainer = RewardTrainer(cfg, rm, total_steps=steps)
     rank = dist.get_rank()
-    run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
-    logs = os.path.join(run_dir, "reward_model_logs")
-    ckpt_root = os.path.join(run_dir, "reward_model_checkpoints")
     start = 0
-    check_checkpoint_root(ckpt_root)
-    resumed = resolve_resume(ckpt_root, cfg.run.resume)
     if resumed is not None:
-        for line in resume_config_changes(resumed, to_dict(cfg)):
+        for line in changes:
             if rank == 0:
                 log.info(line)
         extra = load_checkpoint(resumed, chunks=trainer.chunks, optimizer=trainer.optimizer,
@@ -93,29 +91,30 @@ def train_rm(cfg, pairs: str, *, eval_pairs: str | None = None, steps: int | Non
                         scheduler=trainer.scheduler, extra={"step": step, "config": to_dict(cfg)},
                         keep_last=cfg.run.keep_last)
 
-    signals, last_save = StopSignals(), time.monotonic()
+    signals = StopSignals()
+    schedule = SaveSchedule(signals, steps, cfg.run.save_every, cfg.run.save_every_minutes)
+    stopped_by: str | None = None
 
     def on_step(step: int, metrics: dict) -> bool:
-        nonlocal last_save
+        nonlocal stopped_by
         logger.log(step, metrics)  # before the checkpoint, as in the RL loop
         if "train/loss" not in metrics:
             return False
         bar.update(step, {"loss": metrics["train/loss"], "acc/mean": metrics["train/accuracy"]})
-        stop, due = step_boundary(signals.received, last_save, cfg.run.save_every_minutes)
-        if ((cfg.run.save_every and step % cfg.run.save_every == 0) or due or stop) and step < steps:
+        do_save, stop = schedule.after_step(step)
+        if do_save:
             save(step)
-            last_save = time.monotonic()
-        if stop and step < steps and rank == 0:
-            log.warning("stopped by %s after step %d of %d; checkpoint saved, resume with run.resume=auto",
-                        signals.received or "a signal on another rank", step, steps)
-        return stop and step < steps
+            schedule.saved()
+        if stop:
+            stopped_by = schedule.announce_stop(step)
+        return stop
 
     try:
         with signals:
             summary = fit(trainer, train, steps=steps, batch=batch, eval_pairs=held_out,
                           eval_every=cfg.run.eval_every, seed=cfg.run.seed, on_step=on_step, start_step=start)
-        if "stopped_at" in summary:
-            summary["preempted"] = signals.received or "a signal on another rank"
+        if stopped_by is not None:
+            summary["preempted"] = stopped_by
             return summary
         if start < steps or resumed is None:
             save(steps)

@@ -190,6 +190,7 @@ def sync_weights(run: RLRun) -> dict[str, float]:
 # ---------------------------------------------------------------------------- setup / run
 def setup(cfg: Config, *, engine: RolloutEngine | None = None) -> RLRun:
     """Build this rank's policy, reference, engine, data and loggers; resume if asked."""
+    from r1mega.checkpoint import prepare_resume
     from r1mega.config import ConfigError, to_dict
     from r1mega.data.prompts import prompts_from_config
     from r1mega.data.sampler import PromptSampler
@@ -211,7 +212,8 @@ def setup(cfg: Config, *, engine: RolloutEngine | None = None) -> RLRun:
     rank = torch.distributed.get_rank()
     run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
     os.makedirs(run_dir, exist_ok=True)
-    resume_from, changes = find_resume(cfg, run_dir)  # a bad checkpoint, directory or change fails before loading
+    # a bad checkpoint, checkpoint directory or config change fails before the model loads
+    resume_from, changes = prepare_resume(os.path.join(run_dir, "checkpoints"), cfg.run.resume, to_dict(cfg))
 
     chunks, arch = load_hf(cfg.model.hf_path, cfg.model, layout)
     ref_chunks = None
@@ -251,22 +253,9 @@ def checkpoint_root(run: RLRun) -> str:
     return os.path.join(run.run_dir, "checkpoints")
 
 
-def find_resume(cfg: Config, run_dir: str) -> tuple[str | None, list[str]]:
-    """The checkpoint ``run.resume`` points at (``auto``: the newest intact one, if any) and the
-    config changes since it (refused ones raise), after checking that the checkpoint directory is
-    writable (a run must not find out at its first save)."""
-    from r1mega.checkpoint import check_checkpoint_root, resolve_resume, resume_config_changes
-    from r1mega.config import to_dict
-
-    root = os.path.join(run_dir, "checkpoints")
-    check_checkpoint_root(root)
-    path = resolve_resume(root, cfg.run.resume)
-    return path, (resume_config_changes(path, to_dict(cfg)) if path is not None else [])
-
-
 def resume(run: RLRun, path: str, changes: list[str]) -> bool:
     """Load the checkpoint at ``path`` (weights, optimizer, schedule, sampler, counters); log
-    ``changes`` (the config changes since it, from :func:`find_resume`)."""
+    ``changes`` (the config changes since it, from ``prepare_resume``)."""
     from r1mega.checkpoint import load_checkpoint
 
     for line in changes:
@@ -296,18 +285,19 @@ def train(cfg: Config, *, engine: RolloutEngine | None = None) -> RLResult:
     """Run ``cfg.run.steps`` RL steps (resuming if a checkpoint exists); returns the run and the
     last metrics. ``engine``: an engine to use (else one is built); either way it is left running."""
     from r1mega.logging.progress import StepProgress, console_summary
-    from r1mega.trainer.preemption import StopSignals, step_boundary
+    from r1mega.trainer.preemption import SaveSchedule, StopSignals
 
     run = setup(cfg, engine=engine)
     rc = cfg.run
     progress = StepProgress(rc.steps, initial=run.step, rank=run.rank)
     metrics: dict[str, float] = {}
     checkpoint_s: float | None = None  # the save after the previous step, logged with this one
-    last_save, preempted = time.monotonic(), None
+    preempted = None
     try:
         if run.step == 0 and run.eval_records and cfg.eval.before_train:
             run.logger.log(0, evaluate_run(run))
         with StopSignals() as signals:
+            schedule = SaveSchedule(signals, rc.steps, rc.save_every, rc.save_every_minutes)
             while run.step < rc.steps:
                 metrics = rl_step(run)
                 if checkpoint_s is not None:
@@ -317,21 +307,18 @@ def train(cfg: Config, *, engine: RolloutEngine | None = None) -> RLResult:
                 # metrics before the checkpoint: a crash in between re-runs the step (the logger drops
                 # rows past the resumed step), never loses its row
                 run.logger.log(run.step, metrics)
-                stop, due = step_boundary(signals.received, last_save, rc.save_every_minutes)
-                periodic = rc.save_every and run.step % rc.save_every == 0
-                if (periodic or due or stop) and run.step < rc.steps:
+                do_save, stop = schedule.after_step(run.step)
+                if do_save:
                     watchdog.report("checkpoint")
                     t0 = time.perf_counter()
                     save(run)
-                    checkpoint_s, last_save = time.perf_counter() - t0, time.monotonic()
+                    checkpoint_s = time.perf_counter() - t0
+                    schedule.saved()
                 progress.update(run.step, metrics)
                 if run.rank == 0 and rc.log_every and run.step % rc.log_every == 0:
                     console_summary(run.step, metrics)
-                if stop and run.step < rc.steps:
-                    preempted = signals.received or "a signal on another rank"
-                    if run.rank == 0:
-                        log.warning("stopped by %s after step %d of %d; checkpoint saved, resume with "
-                                    "run.resume=auto", preempted, run.step, rc.steps)
+                if stop:
+                    preempted = schedule.announce_stop(run.step)
                     break
         if run.step == rc.steps and rc.steps > 0:
             watchdog.report("final evaluation, checkpoint and export")

@@ -1,11 +1,12 @@
 """Preemption-safe training: SIGTERM / SIGUSR1 save a checkpoint at the next step boundary and exit.
 
     with StopSignals() as signals:
+        schedule = SaveSchedule(signals, steps, rc.save_every, rc.save_every_minutes)
         while step < steps:
             ...one step...
-            stop, due = step_boundary(signals.received, last_save, rc.save_every_minutes)
-            if stop or due or step % save_every == 0: save()
-            if stop: break
+            save, stop = schedule.after_step(step)      # a collective: every rank decides the same
+            if save: save_checkpoint(...); schedule.saved()
+            if stop: schedule.announce_stop(step); break
 
 Cluster schedulers warn before they kill: Kubernetes and torchrun send SIGTERM (torchrun forwards
 its own SIGTERM to every worker and waits 30 s before SIGKILL), SLURM sends SIGUSR1 ahead of the
@@ -70,3 +71,34 @@ def step_boundary(received: str | None, last_save: float, save_every_minutes: fl
             flags[1] = 0.0
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     return bool(flags[0] > 0), bool(flags[1] > 0)
+
+
+class SaveSchedule:
+    """When a training loop checkpoints between steps: every ``save_every`` steps (0: never by
+    count), every ``save_every_minutes``, and right away after a stop signal; never after the last
+    step, which the loop saves itself. Shared by ``r1mega train``, ``sft`` and ``train-rm``."""
+
+    def __init__(self, signals: StopSignals, total: int, save_every: int, save_every_minutes: float):
+        self.signals, self.total = signals, total
+        self.save_every, self.save_every_minutes = save_every, save_every_minutes
+        self._last_save = time.monotonic()
+
+    def after_step(self, step: int) -> tuple[bool, bool]:
+        """(save now, stop after the save) for the step just finished; a collective (see
+        :func:`step_boundary`)."""
+        stop, due = step_boundary(self.signals.received, self._last_save, self.save_every_minutes)
+        periodic = bool(self.save_every) and step % self.save_every == 0
+        before_end = step < self.total
+        return (periodic or due or stop) and before_end, stop and before_end
+
+    def saved(self) -> None:
+        """A checkpoint was just written: the minutes count from now."""
+        self._last_save = time.monotonic()
+
+    def announce_stop(self, step: int) -> str:
+        """Log the early stop (rank 0) and return what caused it."""
+        reason = self.signals.received or "a signal on another rank"
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            log.warning("stopped by %s after step %d of %d; checkpoint saved, resume with run.resume=auto",
+                        reason, step, self.total)
+        return reason

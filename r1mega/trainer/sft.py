@@ -141,8 +141,7 @@ def train_sft(cfg: Config, *, data: str | None = None) -> dict:
     held-out loss, checkpointing every ``run.save_every`` steps and exporting HF to ``run_dir/hf``."""
     import torch.distributed as dist
 
-    from r1mega.checkpoint import (check_checkpoint_root, load_checkpoint, resolve_resume, resume_config_changes,
-                                   save_checkpoint)
+    from r1mega.checkpoint import load_checkpoint, prepare_resume, save_checkpoint
     from r1mega.config import ConfigError, to_dict
     from r1mega.data.sft import load_sft_examples
     from r1mega.data.tokenizer import load_tokenizer
@@ -166,9 +165,7 @@ def train_sft(cfg: Config, *, data: str | None = None) -> dict:
     run_dir = os.path.join(rc.output_dir, rc.name)
     ckpt_root = os.path.join(run_dir, "checkpoints")
     start = 0
-    check_checkpoint_root(ckpt_root)
-    path = resolve_resume(ckpt_root, rc.resume)
-    changes = resume_config_changes(path, to_dict(cfg)) if path is not None else []
+    path, changes = prepare_resume(ckpt_root, rc.resume, to_dict(cfg))
     policy = build_policy(cfg, rc.steps)
     cfg.validate(world_size=policy.layout.world_size)
     rank = dist.get_rank()
@@ -191,15 +188,16 @@ def train_sft(cfg: Config, *, data: str | None = None) -> dict:
                         scheduler=policy.scheduler, extra={"step": step, "config": to_dict(cfg)},
                         keep_last=rc.keep_last)
 
-    from r1mega.trainer.preemption import StopSignals, step_boundary
+    from r1mega.trainer.preemption import SaveSchedule, StopSignals
 
     last: dict = {}
-    t_last, last_save = time.perf_counter(), time.monotonic()
+    t_last = time.perf_counter()
     stopped_by: str | None = None
     signals = StopSignals()
+    schedule = SaveSchedule(signals, rc.steps, rc.save_every, rc.save_every_minutes)
 
     def on_step(step: int, stats: dict) -> bool:
-        nonlocal last, t_last, last_save, stopped_by
+        nonlocal last, t_last, stopped_by
         now = time.perf_counter()
         metrics = {f"sft/{k}": v for k, v in stats.items()}
         metrics["perf/tokens_per_s"] = stats["tokens"] / max(now - t_last, 1e-9)
@@ -208,20 +206,17 @@ def train_sft(cfg: Config, *, data: str | None = None) -> dict:
             watchdog.report("eval")
             metrics.update(eval_loss(policy, held_out, tok.pad_id))
         logger.log(step, metrics)  # before the checkpoint (see r1mega.trainer.loop.train)
-        stop, due = step_boundary(signals.received, last_save, rc.save_every_minutes)
-        if ((rc.save_every and step % rc.save_every == 0) or due or stop) and step < rc.steps:
+        do_save, stop = schedule.after_step(step)
+        if do_save:
             watchdog.report("checkpoint")
             save(step)
-            last_save = time.monotonic()
+            schedule.saved()
         progress.update(step, {"loss": stats["loss"]})
         if rank == 0 and rc.log_every and step % rc.log_every == 0:
             console_summary(step, metrics)
         last = metrics
-        if stop and step < rc.steps:
-            stopped_by = signals.received or "a signal on another rank"
-            if rank == 0:
-                log.warning("stopped by %s after step %d of %d; checkpoint saved, resume with run.resume=auto",
-                            stopped_by, step, rc.steps)
+        if stop:
+            stopped_by = schedule.announce_stop(step)
         return stopped_by is not None
 
     try:
