@@ -258,6 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _close_process_groups() -> None:
+    """Tear the process groups down before the interpreter does. Left to interpreter exit, gloo's
+    threads may be destroyed still joinable ("terminate called without an active exception"): the
+    rank dies of SIGABRT instead of returning its exit code. Only on clean returns (finished, or bad
+    input found by every rank alike), when no collective of this rank is in flight."""
+    if "torch.distributed" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            from r1mega.parallel.init import destroy_parallel
+            destroy_parallel()
+
+
 def main(argv: list[str] | None = None) -> int:
     from r1mega.config import ConfigError
     from r1mega.data.prompts import DataError
@@ -273,13 +286,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(bad)}")
         args.overrides = list(args.overrides or []) + extra
     try:
-        return args.fn(args)
+        code = args.fn(args)
     except ConfigError as e:
         print(f"r1mega {args.command}: config error: {e}", file=sys.stderr)
-        return 2
+        code = 2
     except DataError as e:
         print(f"r1mega {args.command}: data error: {e}", file=sys.stderr)
-        return 2
+        code = 2
     except RuntimeError as e:
         from r1mega.parallel import watchdog
         rank = int(os.environ.get("RANK", "0"))
@@ -291,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise
         return watchdog.HUNG_EXIT_CODE
+    _close_process_groups()
+    return code
 
 
 if __name__ == "__main__":
