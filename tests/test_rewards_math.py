@@ -107,6 +107,8 @@ def test_sympy_path_refuses_code_and_huge_numbers(text):
 
 
 def test_latex_translation():
-    assert latex_to_sympy_string(r"\frac{1}{\sqrt{2}}") == "((1)/(sqrt(2)))"
+    assert latex_to_sympy_string(r"\frac{1}{\sqrt{2}}") == "((1)/( sqrt(2) ))"
+    assert latex_to_sympy_string(r"\log_2 \frac{1}{8}") == " log(((1)/(8)),2) "
+    assert latex_to_sympy_string(r"\log_{10} 1000 + x\sqrt{x}") == " log(1000,10)  + x sqrt(x) "
     assert latex_to_sympy_string(r"\sqrt[3]{x}") == "((x)**(1/(3)))"
     assert latex_to_sympy_string(r"2^{10}\cdot xy") == "2**(10)* x*y"

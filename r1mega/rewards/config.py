@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from r1mega.config.base import ConfigError, option
 
-EXTRACT_MODES = ("boxed", "hashes", "answer_is", "last_number")
+from r1mega.rewards.math_extract import DEFAULT_ORDER, EXTRACTORS
+
+EXTRACT_MODES = tuple(EXTRACTORS)
 
 
 @dataclass(kw_only=True)
@@ -34,8 +36,10 @@ class RewardConfig:
     model_weight: float = option(1.0, "General samples get reward = model_weight x reward-model score.")
     model_normalize: bool = option(True, "Standardise reward-model scores with the mean/std measured when it was trained.")
     # accuracy
-    extract_order: list[str] = option(factory=lambda: list(EXTRACT_MODES),
-                                      help="Answer extraction strategies tried in order: boxed, hashes, answer_is, last_number.")
+    extract_order: list[str] = option(factory=lambda: list(DEFAULT_ORDER),
+                                      help="Answer extraction strategies tried in order (r1mega/rewards/math_extract.py): "
+                                           "boxed, answer_tag, hashes, answer_is, statement, bare; last_number is "
+                                           "opt-in (it rewards truncated reasoning).")
     extract_after_think: bool = option(True, "Look for the answer only after the last </think> (none if the reasoning never closes).")
     math_timeout_s: float = option(2.0, "Time limit of one symbolic (sympy) equivalence check; past it the answer counts as wrong.")
     # format

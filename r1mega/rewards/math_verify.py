@@ -1,16 +1,21 @@
 """Is an extracted answer equivalent to the reference? Rule-based, exact first, sympy last.
 
-Order of checks in :func:`is_equiv` (each on the normalised strings of ``math_normalize``):
+Order of checks in :func:`is_equiv` (on the normalised strings of ``math_normalize``, which drop
+noise, units and percent signs and turn inequalities into intervals and "or" into lists):
 
 1. equal strings (case-insensitive for plain words such as names or "yes");
-2. structures: sets ``\\{1,2\\}`` and bare lists "1, 2" (any order), tuples / intervals ``(1,2]``
-   (same brackets, in order), unions ``A \\cup B`` (any order), ``a \\pm b`` = {a+b, a-b};
-   elements are compared recursively;
-3. equations with one "=" on both sides: sides compared pairwise (either orientation);
-4. exact rationals: integers, decimals, a/b, ``\\frac{a}{b}``, mixed numbers; a percent equals
-   its number and its number / 100;
-5. symbolic: both sides converted from LaTeX to a whitelisted sympy string, parsed, and
-   ``simplify(a - b) == 0`` (or |a - b| <= 1e-9 |b| for numbers).
+2. matrices (``pmatrix`` = ``bmatrix`` = ``vmatrix``...): same shape, entries compared by value;
+3. choices: ``(C)``, ``C``, ``\\text{(C)}`` and ``\\textbf{(C) }12`` name choice C;
+4. structures: sets ``\\{1,2\\}`` and bare lists "1, 2" (any order), tuples / intervals ``(1,2]``
+   (same brackets, in order), unions ``A \\cup B`` (any order), ``a \\pm b`` = {a+b, a-b} and
+   ``\\pm b`` = {b, -b}; elements are compared recursively;
+5. equations with one "=" on both sides: sides compared pairwise (either orientation); an
+   assignment to one variable (``x = 3``, ``(a, b) = (1, 4)``) against a plain answer is its value;
+6. exact rationals: integers, decimals, a/b, ``\\frac{a}{b}``, mixed numbers, repeating decimals
+   (``0.\\overline{6}`` = 2/3). A rounded decimal never equals an exact value (0.67 != 2/3);
+7. symbolic: both sides converted from LaTeX to a whitelisted sympy string, parsed, and
+   ``simplify(a - b) == 0``; forms without symbols (``\\log_3 27``, ``\\binom{8}{4}``) compare by
+   value, to 1e-9 relative: 1.732 != sqrt(3).
 
 sympy can hang (or simply take very long) on adversarial input, so the whole check runs under a
 wall-clock limit (``timeout_s``, SIGALRM in the main thread of a process, which is where the reward
@@ -71,6 +76,8 @@ def is_equiv(pred: str | None, ref: str | None, timeout_s: float = 2.0) -> bool:
 # ---------------------------------------------------------------------------------------- structure
 
 _OPEN, _CLOSE = "([{", ")]}"
+_MATRIX = re.compile(r"\\begin\{([pbvBV]?matrix|array)\}(?:\{[lcr|]*\})?(.*?)\\end\{\1\}", re.DOTALL)
+_CHOICE = re.compile(r"([A-E])|\(([A-E])\)(.*)")
 
 
 def _split_top(s: str, sep: str) -> list[str]:
@@ -121,7 +128,9 @@ def _structure(s: str) -> tuple[str, str, list[str]] | None:
     if len(items) > 1:
         return "set", "", items
     items = _split_top(s, "\\pm")
-    if len(items) == 2 and items[0] and items[1]:
+    if len(items) == 2 and items[1]:
+        if not items[0]:  # \pm b
+            return "set", "", [items[1], f"-({items[1]})"]
         return "set", "", [f"{items[0]}+{items[1]}", f"{items[0]}-({items[1]})"]
     return None
 
@@ -142,11 +151,33 @@ def _match_unordered(a: list[str], b: list[str], depth: int) -> bool:
 
 # ------------------------------------------------------------------------------------------- main
 
+def _matrix(s: str) -> tuple[tuple[int, int], list[str]] | None:
+    """((rows, cols), entries row by row) of a ``\\begin{pmatrix}..\\end{pmatrix}`` (any matrix
+    environment) that is the whole answer; None otherwise or when the rows differ in length."""
+    m = _MATRIX.fullmatch(s.strip().strip("$").strip())
+    if m is None:
+        return None
+    rows = [r for r in re.split(r"\\\\", m.group(2)) if r.strip()]
+    cells = [[c.strip() for c in r.split("&")] for r in rows]
+    if not cells or len({len(r) for r in cells}) != 1:
+        return None
+    return (len(cells), len(cells[0])), [c for r in cells for c in r]
+
+
+def _choice(s: str) -> tuple[str, str] | None:
+    """(letter, value after it) of a normalised multiple-choice answer: "C", "(C)", "(C)12"."""
+    m = _CHOICE.fullmatch(s)
+    return (m.group(1) or m.group(2), m.group(3)) if m else None
+
+
 def _equiv(pred: str, ref: str, depth: int) -> bool:
     if depth > 8:
         return False
-    p, p_pct = normalize(pred)
-    r, r_pct = normalize(ref)
+    pm, rm = _matrix(pred), _matrix(ref)
+    if pm is not None or rm is not None:
+        return (pm is not None and rm is not None and pm[0] == rm[0]
+                and all(_equiv(x, y, depth + 1) for x, y in zip(pm[1], rm[1])))
+    p, r = normalize(pred), normalize(ref)
     if ("=" in p) != ("=" in r):  # "x = 5" against "5"
         p, r = strip_assignment(p), strip_assignment(r)
     if not p or not r:
@@ -156,6 +187,11 @@ def _equiv(pred: str, ref: str, depth: int) -> bool:
     words = re.compile(r"[A-Za-z][A-Za-z ]*")
     if words.fullmatch(p) and words.fullmatch(r) and (len(p) > 1 or len(r) > 1):
         return p.lower() == r.lower()
+    pc, rc = _choice(p), _choice(r)
+    if pc is not None and rc is not None:
+        return pc[0] == rc[0]
+    if (pc or rc) and (pc or rc)[1]:  # "(C) 12" against a value: the value
+        return _equiv(pc[1], r, depth + 1) if pc else _equiv(p, rc[1], depth + 1)
 
     ps, rs = _structure(p), _structure(r)
     if ps is not None or rs is not None:
@@ -177,9 +213,7 @@ def _equiv(pred: str, ref: str, depth: int) -> bool:
 
     pn, rn = parse_number(p), parse_number(r)
     if pn is not None and rn is not None:
-        p_vals = {pn, pn / 100} if p_pct else {pn}
-        r_vals = {rn, rn / 100} if r_pct else {rn}
-        return bool(p_vals & r_vals)
+        return pn == rn
 
     return _sympy_equal(p, r)
 
@@ -225,6 +259,30 @@ def latex_to_sympy_string(s: str) -> str | None:
                 return None
             out.append(f"(({x})/({y}))" if is_frac else f"binomial({x},{y})")
             i = b[1]
+        elif re.match(r"\\log\s*_", s[i:]):  # \log_b x = log(x, b): x is a number, a group or a \frac
+            base = _arg(s, s.index("_", i) + 1)
+            j = base[1] if base else len(s)
+            while j < len(s) and s[j] == " ":
+                j += 1
+            num = re.match(r"\d+(?:\.\d+)?", s[j:])
+            if num:
+                x, j = num.group(0), j + num.end()
+            elif s.startswith("\\frac", j):
+                a = _arg(s, j + 5)
+                b = _arg(s, a[1]) if a else None
+                if not b:
+                    return None
+                x, j = s[j:b[1]], b[1]
+            else:
+                got = _arg(s, j)
+                if got is None:
+                    return None
+                x, j = got
+            bx, xx = latex_to_sympy_string(base[0]), latex_to_sympy_string(x)
+            if bx is None or xx is None:
+                return None
+            out.append(f" log({xx},{bx}) ")
+            i = j
         elif s.startswith("\\sqrt", i):
             j, n = i + 5, None
             if j < len(s) and s[j] == "[":
@@ -236,7 +294,7 @@ def latex_to_sympy_string(s: str) -> str | None:
             x = latex_to_sympy_string(a[0]) if a else None
             if x is None:
                 return None
-            out.append(f"sqrt({x})" if n is None else f"(({x})**(1/({n})))")
+            out.append(f" sqrt({x}) " if n is None else f"(({x})**(1/({n})))")
             i = a[1]
         elif s[i] == "\\":
             m = re.match(r"\\([a-zA-Z]+)", s[i:])
