@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import re
 import sys
 
 
@@ -93,28 +95,54 @@ def cmd_sft(args) -> int:
     return 0
 
 
+def _benchmarks(specs: list[str]) -> tuple[dict[str, str], list[str]]:
+    """``--data`` entries, ``path`` or ``name=path``, as {name: path} (name: the file's stem), and the
+    config overrides (``section.key=value``) that followed them on the command line."""
+    from r1mega.config import ConfigError
+
+    out: dict[str, str] = {}
+    overrides = [s for s in specs if re.match(r"^[A-Za-z_]+\.[A-Za-z_.]+=", s)]
+    for spec in (s for s in specs if s not in overrides):
+        name, sep, path = spec.partition("=")
+        if not sep:
+            path, name = spec, os.path.splitext(os.path.basename(spec.rstrip("/")))[0]
+        if name in out:
+            raise ConfigError(f"--data: two benchmarks named {name!r}; name them with name=path")
+        out[name] = path
+    if not out:
+        raise ConfigError("--data: no benchmark file given")
+    return out, overrides
+
+
 def cmd_eval(args) -> int:
     from r1mega.config import load_config
     from r1mega.data.prompts import load_prompts
     from r1mega.data.tokenizer import load_tokenizer
     from r1mega.eval.evaluate import evaluate_engine
+    from r1mega.eval.report import format_table, pool
     from r1mega.parallel.init import init_distributed
     from r1mega.rollout.groups import make_engine
 
-    cfg = load_config(args.config, args.overrides)
+    benchmarks, overrides = _benchmarks(args.data)
+    cfg = load_config(args.config, list(args.overrides or []) + overrides)
     init_distributed(cfg.run)
     tok = load_tokenizer(cfg.model.tokenizer_path or args.model)
     d = cfg.data
-    records = load_prompts(args.data, tok, split=d.split, question_key=d.question_key, answer_key=d.answer_key,
-                           template=d.template, max_prompt_len=d.max_prompt_len)
+    records = {name: load_prompts(path, tok, split=d.split, question_key=d.question_key, answer_key=d.answer_key,
+                                  template=d.template, max_prompt_len=d.max_prompt_len)
+               for name, path in benchmarks.items()}  # every file is read before the engine starts
     engine = make_engine(cfg, args.model)
-    metrics = evaluate_engine(engine, records, cfg)
+    per = {name: evaluate_engine(engine, recs, cfg, prefix="") for name, recs in records.items()}
     if int(os.environ.get("RANK", "0")) == 0:
-        text = json.dumps(metrics, indent=2)
-        print(text)
+        e = cfg.eval
+        print(f"r1mega eval: {args.model}, k={e.k} samples per problem at temperature {e.temperature}, top-p "
+              f"{e.top_p}; cons@k = majority vote over answers grouped by the verifier's equivalence")
+        print(format_table(per))
         if args.out:
             with open(args.out, "w") as f:
-                f.write(text + "\n")
+                json.dump({"model": args.model, "k": e.k, "temperature": e.temperature, "top_p": e.top_p,
+                           "benchmarks": per, "all": pool(per)}, f, indent=2)
+                f.write("\n")
     return 0
 
 
@@ -211,11 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     t.set_defaults(fn=cmd_sft)
 
-    t = sub.add_parser("eval", help="held-out pass@1 over k samples, maj@k and greedy accuracy")
+    t = sub.add_parser("eval", help="DeepSeek-R1 evaluation: pass@1 over k samples, cons@k, pass@k, per benchmark")
     t.add_argument("--model", required=True, help="HF model directory (e.g. a run's hf/ export)")
-    t.add_argument("--data", required=True, help="jsonl/parquet with question and answer fields")
+    t.add_argument("--data", required=True, nargs="+", metavar="[NAME=]PATH",
+                   help="one or more benchmarks (jsonl/parquet with question and answer fields), each a row of "
+                        "the table; NAME defaults to the file's stem")
     t.add_argument("--config", default=None, help="YAML config for eval/rollout/data/reward settings")
-    t.add_argument("--out", default=None, help="write the metrics JSON here")
+    t.add_argument("--out", default=None, help="write the metrics JSON (per benchmark and pooled) here")
     t.add_argument("overrides", nargs="*")
     t.set_defaults(fn=cmd_eval)
 
@@ -263,12 +293,17 @@ def _close_process_groups() -> None:
     threads may be destroyed still joinable ("terminate called without an active exception"): the
     rank dies of SIGABRT instead of returning its exit code. Only on clean returns (finished, or bad
     input found by every rank alike), when no collective of this rank is in flight."""
+    if "vllm" in sys.modules:  # an in-process engine tears its groups (and the default one) down at exit itself
+        return
     if "torch.distributed" in sys.modules:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
             from r1mega.parallel.init import destroy_parallel
-            destroy_parallel()
+            try:
+                destroy_parallel()
+            except (RuntimeError, ValueError) as e:  # best effort: the exit code stays the command's
+                logging.getLogger("r1mega").debug("process-group teardown: %s", e)
 
 
 def main(argv: list[str] | None = None) -> int:

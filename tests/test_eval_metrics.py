@@ -62,3 +62,27 @@ def test_summarize_hand_values():
     assert out["mean_response_len"] == pytest.approx(120 / 8)
     bare = summarize([PromptResult(correct=[True, False])])
     assert set(bare) == {"prompts", "samples", "k", "pass@1", "pass@k"}
+
+
+def test_cons_at_k_votes_by_equivalence_class_not_by_string():
+    """DeepSeek-R1's cons@k (reported as maj@k) by hand: k = 5 answers per problem, written differently."""
+    results = [
+        # the string "4" is the most frequent (2), but {\frac{6}{2}, x = 3, 3.0} is one answer with 3 votes
+        PromptResult(correct=[False, False, True, True, True], reference="3",
+                     answers=["4", "4", "\\frac{6}{2}", "x = 3", "3.0"]),
+        # an inequality and its interval are one answer: {x \le 2, (-\infty,2], -\infty < x \leq 2} 3 votes
+        # against {x<2, x < 2} 2
+        PromptResult(correct=[True, False, True, False, True], reference="(-\\infty, 2]",
+                     answers=["x \\le 2", "x<2", "(-\\infty,2]", "x < 2", "-\\infty < x \\leq 2"]),
+        # a wrong answer written three ways wins the vote; None does not vote
+        PromptResult(correct=[True, False, False, False, False], reference="12",
+                     answers=["12", "13", "13.0", "\\$13", None]),
+    ]
+    assert majority_answer(results[0].answers) == "\\frac{6}{2}"
+    assert majority_answer(results[1].answers) == "x \\le 2"
+    assert majority_answer(results[2].answers) == "13"
+    out = summarize(results)
+    assert out["k"] == 5
+    assert out["pass@1"] == pytest.approx((3 / 5 + 3 / 5 + 1 / 5) / 3)
+    assert out["pass@k"] == pytest.approx(1.0)       # k = n = 5: each problem has a correct sample
+    assert out["maj@k"] == pytest.approx(2 / 3)      # right, right, wrong

@@ -1,0 +1,55 @@
+"""The per-benchmark table of `r1mega eval` and the pooled `all` row, against hand-computed values."""
+
+from __future__ import annotations
+
+import pytest
+
+from r1mega.config import ConfigError
+from r1mega.eval.metrics import PromptResult, summarize
+from r1mega.eval.report import format_table, pool
+
+
+def _bench():
+    math = summarize([PromptResult(correct=[True, False], answers=["\\frac12", "2"], reference="0.5",
+                                   response_lens=[10, 30]),
+                      PromptResult(correct=[False, False], answers=["7", "7"], reference="5", response_lens=[20, 20])])
+    gsm = summarize([PromptResult(correct=[True, True], answers=["18", "18.0"], reference="18", response_lens=[4, 6]),
+                     PromptResult(correct=[True, False], answers=["3", "4"], reference="3", response_lens=[8, 8]),
+                     PromptResult(correct=[False, False], answers=[None, "1"], reference="2", response_lens=[2, 2])])
+    return {"math": math, "gsm8k": gsm}
+
+
+def test_pool_weighs_benchmarks_by_prompts_and_lengths_by_samples():
+    per = _bench()
+    assert per["math"]["pass@1"] == pytest.approx(0.25) and per["gsm8k"]["pass@1"] == pytest.approx(0.5)
+    assert per["math"]["maj@k"] == pytest.approx(0.5)    # "\frac12" (first of a 1-1 tie) is right, "7" wrong
+    assert per["gsm8k"]["maj@k"] == pytest.approx(2 / 3)
+    all_ = pool(per)
+    assert all_["prompts"] == 5 and all_["samples"] == 10 and all_["k"] == 2
+    assert all_["pass@1"] == pytest.approx((0.25 * 2 + 0.5 * 3) / 5)             # = 0.4, the mean over 5 prompts
+    assert all_["maj@k"] == pytest.approx((0.5 * 2 + 2 / 3 * 3) / 5)             # 3 of 5 problems
+    assert all_["pass@k"] == pytest.approx((0.5 * 2 + 2 / 3 * 3) / 5)
+    assert all_["mean_response_len"] == pytest.approx((10 + 30 + 20 + 20 + 4 + 6 + 8 + 8 + 2 + 2) / 10)
+    assert "greedy_acc" not in all_
+
+
+def test_table_has_a_row_per_benchmark_and_the_r1_columns():
+    lines = format_table(_bench()).splitlines()
+    assert lines[0].split() == ["benchmark", "prompts", "k", "pass@1", "cons@k", "pass@k", "mean", "len"]
+    assert lines[1].split() == ["math", "2", "2", "25.0%", "50.0%", "50.0%", "20.0"]
+    assert lines[2].split() == ["gsm8k", "3", "2", "50.0%", "66.7%", "66.7%", "5.0"]
+    assert lines[3].split() == ["all", "5", "2", "40.0%", "60.0%", "60.0%", "11.0"]
+    assert len({len(line) for line in lines}) == 1                              # fixed width
+    assert len(format_table({"math": _bench()["math"]}).splitlines()) == 2      # one benchmark: no "all" row
+
+
+def test_eval_data_arguments():
+    from r1mega.cli import _benchmarks
+
+    got, overrides = _benchmarks(["data/math500.jsonl", "aime=/d/aime_2024.parquet", "eval.k=4", "rollout.top_p=1"])
+    assert got == {"math500": "data/math500.jsonl", "aime": "/d/aime_2024.parquet"}
+    assert overrides == ["eval.k=4", "rollout.top_p=1"]
+    with pytest.raises(ConfigError, match="two benchmarks named 'test'"):
+        _benchmarks(["a/test.jsonl", "b/test.jsonl"])
+    with pytest.raises(ConfigError, match="no benchmark file"):
+        _benchmarks(["eval.k=4"])
