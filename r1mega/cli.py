@@ -6,7 +6,8 @@
                                                       the whole R1 pipeline on the tiny default (CPU), over seeds
     r1mega train CONFIG [key=value ...]               GRPO training (torchrun for several processes)
     r1mega sft CONFIG [--data FILE] [key=value ...]   supervised fine-tuning (prompt/response or messages)
-    r1mega eval --model DIR --data FILE [...]         pass@1 over k samples, maj@k, greedy accuracy
+    r1mega eval --model DIR --data [NAME=]FILE ... [--format F] [--out JSON] [key=value ...]
+                                                      DeepSeek-R1 protocol per benchmark: pass@1, cons@k, pass@k
     r1mega generate --model DIR --prompts FILE --out FILE [...]
     r1mega reject-sample --model DIR --prompts FILE --out DIR [-k N] [CONFIG] [key=value ...]
                                                       rejection sampling -> SFT jsonl + drop statistics
@@ -99,13 +100,14 @@ def _benchmarks(specs: list[str]) -> tuple[dict[str, str], list[str]]:
     """``--data`` entries, ``path`` or ``name=path``, as {name: path} (name: the file's stem), and the
     config overrides (``section.key=value``) that followed them on the command line."""
     from r1mega.config import ConfigError
+    from r1mega.data.benchmarks import benchmark_name
 
     out: dict[str, str] = {}
     overrides = [s for s in specs if re.match(r"^[A-Za-z_]+\.[A-Za-z_.]+=", s)]
     for spec in (s for s in specs if s not in overrides):
         name, sep, path = spec.partition("=")
         if not sep:
-            path, name = spec, os.path.splitext(os.path.basename(spec.rstrip("/")))[0]
+            path, name = spec, benchmark_name(spec)
         if name in out:
             raise ConfigError(f"--data: two benchmarks named {name!r}; name them with name=path")
         out[name] = path
@@ -119,17 +121,19 @@ def cmd_eval(args) -> int:
     from r1mega.data.prompts import load_prompts
     from r1mega.data.tokenizer import load_tokenizer
     from r1mega.eval.evaluate import evaluate_engine
-    from r1mega.eval.report import format_table, pool
+    from r1mega.eval.report import as_json, format_table
     from r1mega.parallel.init import init_distributed
     from r1mega.rollout.groups import make_engine
 
     benchmarks, overrides = _benchmarks(args.data)
+    if args.format:
+        overrides.append(f"data.format={args.format}")
     cfg = load_config(args.config, list(args.overrides or []) + overrides)
     init_distributed(cfg.run)
     tok = load_tokenizer(cfg.model.tokenizer_path or args.model)
     d = cfg.data
     records = {name: load_prompts(path, tok, split=d.split, question_key=d.question_key, answer_key=d.answer_key,
-                                  template=d.template, max_prompt_len=d.max_prompt_len)
+                                  template=d.template, max_prompt_len=d.max_prompt_len, format=d.format, name=name)
                for name, path in benchmarks.items()}  # every file is read before the engine starts
     engine = make_engine(cfg, args.model)
     per = {name: evaluate_engine(engine, recs, cfg, prefix="") for name, recs in records.items()}
@@ -141,7 +145,7 @@ def cmd_eval(args) -> int:
         if args.out:
             with open(args.out, "w") as f:
                 json.dump({"model": args.model, "k": e.k, "temperature": e.temperature, "top_p": e.top_p,
-                           "benchmarks": per, "all": pool(per)}, f, indent=2)
+                           **as_json(per)}, f, indent=2)
                 f.write("\n")
     return 0
 
@@ -241,9 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("eval", help="DeepSeek-R1 evaluation: pass@1 over k samples, cons@k, pass@k, per benchmark")
     t.add_argument("--model", required=True, help="HF model directory (e.g. a run's hf/ export)")
-    t.add_argument("--data", required=True, nargs="+", metavar="[NAME=]PATH",
-                   help="one or more benchmarks (jsonl/parquet with question and answer fields), each a row of "
-                        "the table; NAME defaults to the file's stem")
+    t.add_argument("--data", required=True, nargs="+", action="extend", metavar="[NAME=]PATH",
+                   help="one or more benchmarks (.jsonl, .parquet, a datasets save_to_disk directory or a hub "
+                        "name; repeatable), each a row of the table; NAME defaults to the file's stem")
+    t.add_argument("--format", default=None, metavar="F",
+                   help="row layout of every --data file (data.format): auto (default: detected per file from "
+                        "its first row), generic (data.question_key/answer_key), gsm8k, math, aime or amc")
     t.add_argument("--config", default=None, help="YAML config for eval/rollout/data/reward settings")
     t.add_argument("--out", default=None, help="write the metrics JSON (per benchmark and pooled) here")
     t.add_argument("overrides", nargs="*")

@@ -1,4 +1,4 @@
-"""pass@k, pass@1 mean, maj@k and summarize against hand-computed values."""
+"""pass@k, pass@1 mean, cons@k (majority vote by equivalence class), summarize: hand-computed values."""
 
 import math
 
@@ -57,15 +57,42 @@ def test_summarize_hand_values():
     assert out["prompts"] == 3 and out["samples"] == 12 and out["k"] == 4
     assert out["pass@1"] == pytest.approx((0.5 + 0 + 0.75) / 3)
     assert out["pass@k"] == pytest.approx(2 / 3)  # k = n: any correct sample
-    assert out["maj@k"] == pytest.approx(2 / 3)   # "4" (2 votes, 4.0 == 4), "2" wrong, "9"
+    assert out["cons@k"] == pytest.approx(2 / 3)  # "4" (2 votes, 4.0 == 4), "2" wrong, "9"
+    assert out["maj@k"] == out["cons@k"]           # the former name, still read by the recipes
     assert out["greedy_acc"] == pytest.approx(0.5)
     assert out["mean_response_len"] == pytest.approx(120 / 8)
     bare = summarize([PromptResult(correct=[True, False])])
     assert set(bare) == {"prompts", "samples", "k", "pass@1", "pass@k"}
 
 
+def test_cons_at_k_hand_computed_fractions_and_decimals():
+    """k = 5 answers per problem; cons@k votes over the verifier's equivalence classes."""
+    from r1mega.rewards.math_verify import is_equiv
+
+    rows = [
+        # {\frac{1}{2}, 0.5, \dfrac12} is one answer with 3 votes, against "2" and "3" with 1 each: right
+        ("1/2", ["\\frac{1}{2}", "0.5", "2", "\\dfrac12", "3"]),
+        # the string "4" is the most frequent (2); the class {\frac{6}{2}, 3, 3.0} has 3 votes: right
+        ("3", ["4", "4", "\\frac{6}{2}", "3", "3.0"]),
+        # {7, 7.0} wins with 2 votes (None and "" do not vote): wrong
+        ("5", ["7", None, "", "7.0", "8"]),
+    ]
+    correct = [[a is not None and is_equiv(a, ref) for a in answers] for ref, answers in rows]
+    assert correct == [[True, True, False, True, False], [False, False, True, True, True],
+                       [False, False, False, False, False]]
+    results = [PromptResult(correct=c, answers=answers, reference=ref) for c, (ref, answers) in zip(correct, rows)]
+    assert [majority_answer(r.answers) for r in results] == ["\\frac{1}{2}", "\\frac{6}{2}", "7"]
+    assert majority_answer(rows[1][1], lambda a, b: a == b) == "4"  # voting by string would pick the wrong one
+    assert majority_answer(["3", "\\frac{1}{2}", "0.5", "3.0"]) == "3"  # a 2-2 tie: the class seen first
+    out = summarize(results)
+    assert out["k"] == 5 and out["prompts"] == 3 and out["samples"] == 15
+    assert out["pass@1"] == (3 / 5 + 3 / 5 + 0 / 5) / 3 == pytest.approx(0.4)
+    assert out["pass@k"] == pytest.approx((1 + 1 + 0) / 3)  # k = n = 5: a correct sample among the five
+    assert out["cons@k"] == pytest.approx(2 / 3)            # right, right, wrong
+
+
 def test_cons_at_k_votes_by_equivalence_class_not_by_string():
-    """DeepSeek-R1's cons@k (reported as maj@k) by hand: k = 5 answers per problem, written differently."""
+    """DeepSeek-R1's cons@k by hand: k = 5 answers per problem, written differently."""
     results = [
         # the string "4" is the most frequent (2), but {\frac{6}{2}, x = 3, 3.0} is one answer with 3 votes
         PromptResult(correct=[False, False, True, True, True], reference="3",
@@ -85,4 +112,4 @@ def test_cons_at_k_votes_by_equivalence_class_not_by_string():
     assert out["k"] == 5
     assert out["pass@1"] == pytest.approx((3 / 5 + 3 / 5 + 1 / 5) / 3)
     assert out["pass@k"] == pytest.approx(1.0)       # k = n = 5: each problem has a correct sample
-    assert out["maj@k"] == pytest.approx(2 / 3)      # right, right, wrong
+    assert out["cons@k"] == pytest.approx(2 / 3)     # right, right, wrong

@@ -6,7 +6,7 @@ import pytest
 
 from r1mega.config import ConfigError
 from r1mega.eval.metrics import PromptResult, summarize
-from r1mega.eval.report import format_table, pool
+from r1mega.eval.report import as_json, format_table, pool
 
 
 def _bench():
@@ -22,12 +22,12 @@ def _bench():
 def test_pool_weighs_benchmarks_by_prompts_and_lengths_by_samples():
     per = _bench()
     assert per["math"]["pass@1"] == pytest.approx(0.25) and per["gsm8k"]["pass@1"] == pytest.approx(0.5)
-    assert per["math"]["maj@k"] == pytest.approx(0.5)    # "\frac12" (first of a 1-1 tie) is right, "7" wrong
-    assert per["gsm8k"]["maj@k"] == pytest.approx(2 / 3)
+    assert per["math"]["cons@k"] == pytest.approx(0.5)  # "\frac12" (first of a 1-1 tie) is right, "7" wrong
+    assert per["gsm8k"]["cons@k"] == pytest.approx(2 / 3)
     all_ = pool(per)
     assert all_["prompts"] == 5 and all_["samples"] == 10 and all_["k"] == 2
     assert all_["pass@1"] == pytest.approx((0.25 * 2 + 0.5 * 3) / 5)             # = 0.4, the mean over 5 prompts
-    assert all_["maj@k"] == pytest.approx((0.5 * 2 + 2 / 3 * 3) / 5)             # 3 of 5 problems
+    assert all_["cons@k"] == all_["maj@k"] == pytest.approx((0.5 * 2 + 2 / 3 * 3) / 5)  # 3 of 5
     assert all_["pass@k"] == pytest.approx((0.5 * 2 + 2 / 3 * 3) / 5)
     assert all_["mean_response_len"] == pytest.approx((10 + 30 + 20 + 20 + 4 + 6 + 8 + 8 + 2 + 2) / 10)
     assert "greedy_acc" not in all_
@@ -43,6 +43,15 @@ def test_table_has_a_row_per_benchmark_and_the_r1_columns():
     assert len(format_table({"math": _bench()["math"]}).splitlines()) == 2      # one benchmark: no "all" row
 
 
+def test_json_counts_are_integers():
+    per = {name: {k: float(v) for k, v in m.items()} for name, m in _bench().items()}  # as evaluate_engine logs
+    got = as_json(per)
+    assert list(got) == ["benchmarks", "all"] and list(got["benchmarks"]) == ["math", "gsm8k"]
+    assert got["benchmarks"]["math"]["prompts"] == 2 and isinstance(got["benchmarks"]["math"]["prompts"], int)
+    assert got["all"]["samples"] == 10 and isinstance(got["all"]["k"], int)
+    assert got["all"]["cons@k"] == pytest.approx(0.6)
+
+
 def test_eval_data_arguments():
     from r1mega.cli import _benchmarks
 
@@ -53,3 +62,12 @@ def test_eval_data_arguments():
         _benchmarks(["a/test.jsonl", "b/test.jsonl"])
     with pytest.raises(ConfigError, match="no benchmark file"):
         _benchmarks(["eval.k=4"])
+
+
+def test_eval_parser_repeated_data_and_format():
+    from r1mega.cli import build_parser
+
+    args = build_parser().parse_args(["eval", "--model", "m", "--data", "math500.jsonl", "aime=a.parquet",
+                                      "--data", "saved/gsm8k_test", "--format", "auto", "eval.k=4"])
+    assert args.data == ["math500.jsonl", "aime=a.parquet", "saved/gsm8k_test"]
+    assert args.format == "auto" and args.overrides == ["eval.k=4"]

@@ -113,6 +113,9 @@ def test_eval_chart_draws_rates_not_counts(tmp_path):
     assert rates == [(0, {"pass@1": 0.31, "maj@k": 0.37, "greedy_acc": 0.35}),
                      (56, {"pass@1": 0.72, "maj@k": 0.75, "greedy_acc": 0.8})]
     assert_png(plot_eval(read_metrics(tmp_path / "metrics.jsonl"), tmp_path / "eval.png", "run"))
+    # logs of today carry cons@k and its former name maj@k: one bar, cons@k
+    both = {"step": 3, "eval/pass@1": 0.25, "eval/cons@k": 0.5, "eval/maj@k": 0.5, "eval/pass@k": 0.75}
+    assert eval_rates([both]) == [(3, {"pass@1": 0.25, "cons@k": 0.5, "pass@k": 0.75})]
 
 
 def test_before_after_and_stage_charts(tmp_path):

@@ -142,6 +142,10 @@ class DataConfig:
     split: str = option("train", "Split to read when `train` is a `datasets` name.")
     question_key: str = option("question", "Field holding the question.")
     answer_key: str = option("answer", "Field holding the reference answer.")
+    format: str = option("auto", "Row layout: generic (question_key/answer_key), a benchmark's (gsm8k: answer "
+                         "after '####'; math: problem, answer or the solution's last \\boxed{}; aime/amc: "
+                         "problem/answer), or auto: picked from the first row (r1mega.data.benchmarks).",
+                         choices=("auto", "generic", "gsm8k", "math", "aime", "amc"))
     template: str = option("r1_zero", "Prompt template.", choices=("r1_zero", "r1_zero_compact", "chat", "plain"))
     prompts_per_step: int = option(8, "Prompts per RL step across all data-parallel ranks.")
     max_prompt_len: int = option(256, "Prompts longer than this (tokens) are an error.")
@@ -221,9 +225,9 @@ class RunConfig:
 
 @dataclass(kw_only=True)
 class EvalConfig:
-    """Held-out evaluation: pass@1 over k samples, maj@k, greedy accuracy."""
+    """Held-out evaluation, DeepSeek-R1's protocol: pass@1 over k samples, cons@k, pass@k, greedy accuracy."""
 
-    k: int = option(8, "Samples per held-out prompt (pass@1 is their mean accuracy; maj@k their vote).")
+    k: int = option(8, "Samples per held-out prompt (pass@1 is their mean accuracy; cons@k their vote).")
     temperature: float = option(0.6, "Sampling temperature of the k samples (DeepSeek-R1 evaluates at 0.6).")
     top_p: float = option(0.95, "Nucleus sampling mass of the k samples.")
     greedy: bool = option(True, "Also generate one greedy (temperature 0) response per prompt.")

@@ -1,11 +1,15 @@
 """Prompt datasets: rows from a local file or a `datasets` name -> templated, tokenized records.
 
 Sources: ``.jsonl`` (one object per line), ``.json`` (a list of objects, or ``{"data": [...]}``),
-``.parquet`` (pyarrow), or any other string as a ``datasets.load_dataset(name, split=...)`` name.
+``.parquet`` (pyarrow), a directory written by ``datasets``' ``save_to_disk`` (a ``Dataset``, or a
+``DatasetDict`` read at ``data.split``), or any other string as a
+``datasets.load_dataset(name, split=...)`` name.
 Each row needs the question and answer fields named by ``data.question_key`` /
-``data.answer_key``. GSM8K-style answers (``"...reasoning... #### 1,234"``) are reduced to the
-final answer (``"1234"``). The remaining row fields go into the record's ``metadata`` (reward
-functions receive it, e.g. countdown's ``numbers`` and ``target``).
+``data.answer_key``, or those of a benchmark layout (``data.format``: GSM8K, MATH, AIME/AMC, or
+detected from the first row; see :mod:`r1mega.data.benchmarks`). GSM8K-style answers
+(``"...reasoning... #### 1,234"``) are reduced to the final answer (``"1234"``). The remaining row
+fields go into the record's ``metadata`` (reward functions receive it, e.g. countdown's
+``numbers`` and ``target``).
 
 Templates (``data.template``):
 
@@ -105,14 +109,18 @@ def read_located_rows(source: str, split: str = "train") -> list[tuple[str, dict
 
     The place is 1-based everywhere: ``"data.jsonl: line 12"`` for JSON lines (blank lines count,
     as in an editor), ``"data.json: item 3"`` for a JSON list, ``"data.parquet: row 3"`` for
-    parquet and ``datasets`` sources. Bytes that are not UTF-8 and lines that are not JSON are a
-    :class:`DataError` naming the file and line.
+    parquet and ``datasets`` sources (``"dir (test): row 3"`` for a saved ``DatasetDict``). Bytes
+    that are not UTF-8 and lines that are not JSON are a :class:`DataError` naming the file and
+    line; so is a directory that ``save_to_disk`` did not write, or a ``DatasetDict`` without
+    ``split`` (naming the splits it has).
     """
     if not is_local_source(source):
         import datasets
 
         return [(f"{source} ({split}): row {i}", dict(r))
                 for i, r in enumerate(datasets.load_dataset(source, split=split), 1)]
+    if os.path.isdir(source):
+        return _read_saved_dataset(source, split)
     if not os.path.isfile(source):
         raise DataError(f"dataset file {source!r} does not exist")
     if source.endswith(".jsonl"):
@@ -160,75 +168,119 @@ def read_located_rows(source: str, split: str = "train") -> list[tuple[str, dict
     return located
 
 
+def _read_saved_dataset(source: str, split: str) -> list[tuple[str, dict]]:
+    """Rows of a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(source)
+    except FileNotFoundError:
+        raise DataError(f"{source} is a directory but not one written by `datasets`' save_to_disk (no "
+                        f"dataset_info.json or dataset_dict.json); use a {', '.join(FILE_SUFFIXES)} file "
+                        "or a saved dataset") from None
+    place = source
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise DataError(f"{source}: the saved DatasetDict has no split {split!r} (data.split); its splits: "
+                            f"{', '.join(ds)}")
+        ds, place = ds[split], f"{source} ({split})"
+    return [(f"{place}: row {i}", dict(r)) for i, r in enumerate(ds.to_list(), 1)]
+
+
 def read_rows(source: str, split: str = "train") -> list[dict]:
     """All rows of ``source`` as plain dicts (see the module docstring for the formats)."""
     return [row for _, row in read_located_rows(source, split)]
 
 
-def _question(row: dict, key: str, where: str) -> str:
+def _question(row: dict, key: str, where: str, what: str = "data.question_key") -> str:
+    """``row[key]``, a non-empty string; ``what`` (the setting that chose ``key``) names it in errors."""
     q = row[key]
     if not isinstance(q, str):
-        raise DataError(f"{where}: {key!r} (data.question_key) is {'null' if q is None else type(q).__name__}, "
+        raise DataError(f"{where}: {key!r} ({what}) is {'null' if q is None else type(q).__name__}, "
                         "expected a non-empty string")
     if not q.strip():
-        raise DataError(f"{where}: {key!r} (data.question_key) is empty")
+        raise DataError(f"{where}: {key!r} ({what}) is empty")
     return q
 
 
-def _answer(row: dict, key: str, kind: str, where: str) -> str | None:
+def _answer(row: dict, key: str, kind: str, where: str, what: str = "data.answer_key") -> str | None:
+    """``row[key]`` normalised (:func:`normalize_answer`); None only for rows of kind ``general``."""
     a = row[key]
     if a is None:
         if kind == "general":
             return None
-        raise DataError(f"{where}: {key!r} (data.answer_key) is null; only rows of kind 'general' may have "
+        raise DataError(f"{where}: {key!r} ({what}) is null; only rows of kind 'general' may have "
                         "no answer")
     if not isinstance(a, (str, int, float)):
-        raise DataError(f"{where}: {key!r} (data.answer_key) is a {type(a).__name__}, expected a string or "
+        raise DataError(f"{where}: {key!r} ({what}) is a {type(a).__name__}, expected a string or "
                         "a number")
     text = normalize_answer(a)
     if not text:
-        raise DataError(f"{where}: {key!r} (data.answer_key) is empty")
+        raise DataError(f"{where}: {key!r} ({what}) is empty")
     return text
 
 
 def load_prompts(source: str, tokenizer, *, split: str = "train", question_key: str = "question",
                  answer_key: str = "answer", template: str = "r1_zero", max_prompt_len: int = 256,
                  prompts_per_step: int | None = None, kind: str = "reasoning",
-                 limit: int | None = None) -> list[PromptRecord]:
+                 limit: int | None = None, format: str = "generic",
+                 name: str | None = None) -> list[PromptRecord]:
     """Read, template and tokenize every row of ``source``.
 
+    ``format`` is the row layout (:mod:`r1mega.data.benchmarks`): ``generic`` maps
+    ``question_key`` / ``answer_key``; ``gsm8k``, ``math``, ``aime`` and ``amc`` read those
+    benchmarks' fields; ``auto`` picks one from the first row. The named layouts add
+    ``benchmark`` (``name``, default the file's stem) to each record's metadata; ``generic`` does
+    when ``name`` is given.
+
     Raises :class:`DataError`, naming the file, the 1-based line (or item) and the key, for an
-    empty dataset, a row without ``question_key`` or ``answer_key``, a question that is not a
-    non-empty string, an answer that is null (allowed only when the row's ``kind`` is
-    ``general``), empty or not a string or number, an unknown ``kind``, a prompt over
-    ``max_prompt_len`` tokens, or ``prompts_per_step`` above the number of prompts.
-    A row's own ``kind`` field overrides ``kind``.
+    empty dataset, a row without ``question_key`` or ``answer_key`` (or its layout's fields), a
+    question that is not a non-empty string, an answer that is null (allowed only when the
+    row's ``kind`` is ``general``, in the generic layout), empty or not a string or number, a
+    GSM8K answer without ``####``, a MATH row with neither an ``answer`` nor a box in its
+    solution, an unknown ``format`` or ``kind``, a prompt over ``max_prompt_len`` tokens, or
+    ``prompts_per_step`` above the number of prompts. A row's own ``kind`` field overrides ``kind``.
     """
+    from r1mega.data.benchmarks import LAYOUTS, benchmark_name, check_format, resolve_format  # imports this module
+
     if template not in TEMPLATES:
         raise DataError(f"data.template ({template!r}) must be one of: {', '.join(TEMPLATES)}")
+    check_format(format)
     located = read_located_rows(source, split)
     if limit is not None:
         located = located[:limit]
     if not located:
         raise DataError(f"dataset {source!r} is empty (0 rows)")
+    layout = resolve_format(format, located[0][1], source, question_key, answer_key)
+    adapt = LAYOUTS.get(layout)
+    benchmark = name or (benchmark_name(source) if adapt else None)
     records = []
     for i, (where, row) in enumerate(located):
-        for key, what in ((question_key, "data.question_key"), (answer_key, "data.answer_key")):
-            if key not in row:
-                raise DataError(f"{where} has no {key!r} field ({what}); its keys: "
-                                f"{', '.join(sorted(map(str, row)))}")
+        if adapt is None:
+            for key, what in ((question_key, "data.question_key"), (answer_key, "data.answer_key")):
+                if key not in row:
+                    raise DataError(f"{where} has no {key!r} field ({what}); its keys: "
+                                    f"{', '.join(sorted(map(str, row)))}")
         row_kind = row.get("kind", kind)
         if row_kind not in KINDS:
             raise DataError(f"{where}: 'kind' is {row_kind!r}; valid: {', '.join(KINDS)}")
-        question = _question(row, question_key, where)
-        answer = _answer(row, answer_key, row_kind, where)
+        if adapt is None:
+            question, answer = _question(row, question_key, where), _answer(row, answer_key, row_kind, where)
+            used: tuple[str, ...] = (question_key, answer_key)
+        elif row_kind == "general":
+            raise DataError(f"{where}: a row of kind 'general' (no reference answer) needs data.format generic, "
+                            f"not {layout}")
+        else:
+            question, answer, used = adapt(row, where)
         text = render_prompt(question, template, tokenizer)
         ids = tokenizer.encode(text)
         if len(ids) > max_prompt_len:
             raise DataError(f"{where}: prompt is {len(ids)} tokens, longer than "
                             f"data.max_prompt_len ({max_prompt_len})")
-        meta = {k: v for k, v in row.items() if k not in (question_key, answer_key, "kind")}
+        meta = {k: v for k, v in row.items() if k not in (*used, "kind")}
         meta.update(source=source, row=i)
+        if benchmark:
+            meta["benchmark"] = benchmark
         records.append(PromptRecord(index=i, prompt_text=text, prompt_ids=ids, answer=answer,
                                     kind=row_kind, metadata=meta))
     if prompts_per_step is not None and prompts_per_step > len(records):
@@ -245,7 +297,7 @@ def prompts_from_config(cfg, tokenizer, *, eval: bool = False) -> list[PromptRec
         raise DataError(f"data.{'eval' if eval else 'train'} is not set")
     return load_prompts(source, tokenizer, split=cfg.split, question_key=cfg.question_key,
                         answer_key=cfg.answer_key, template=cfg.template, max_prompt_len=cfg.max_prompt_len,
-                        prompts_per_step=None if eval else cfg.prompts_per_step)
+                        prompts_per_step=None if eval else cfg.prompts_per_step, format=cfg.format)
 
 
 def batch_records(records: Sequence[PromptRecord], indices: Sequence[int]) -> list[PromptRecord]:

@@ -1,2 +1,3 @@
-"""Evaluation: metrics (pass@k, maj@k) and the evaluation loop. Import submodules directly
-(``from r1mega.eval.metrics import pass_at_k``); this package imports nothing heavy."""
+"""Evaluation: metrics (pass@1, cons@k, pass@k), the evaluation loop and per-benchmark tables.
+Import submodules directly (``from r1mega.eval.metrics import pass_at_k``); this package imports
+nothing heavy."""

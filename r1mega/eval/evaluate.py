@@ -1,4 +1,5 @@
-"""Held-out evaluation with the rollout engine: pass@1 over k samples, maj@k, greedy accuracy.
+"""Held-out evaluation with the rollout engine: pass@1 over k samples, cons@k, pass@k, greedy accuracy
+(:mod:`r1mega.eval.metrics`); ``r1mega eval`` runs it once per benchmark (:mod:`r1mega.eval.report`).
 
 Prompts are split over the rollout engines (data parallel); each engine samples and scores its
 share as training does (:mod:`r1mega.rollout.groups`: the first TP rank scores with the

@@ -1,12 +1,19 @@
-"""Evaluation metrics over k sampled responses per prompt. Pure Python.
+"""Evaluation metrics over k sampled responses per prompt, as DeepSeek-R1 (2501.12948) reports
+them from k samples per problem at temperature 0.6 and top-p 0.95. Pure Python.
 
+    pass@1     mean over prompts of the share of correct samples (R1's pass@1 = 1/k sum_i p_i).
     pass@k     unbiased estimator (Chen et al. 2021, "Evaluating Large Language Models Trained on
                Code", 2107.03374): with n samples of which c are correct,
                pass@k = 1 - C(n-c, k) / C(n, k) = 1 - prod_{i=n-c+1}^{n} (1 - k/i).
-    pass@1     mean over prompts of the share of correct samples (DeepSeek-R1's pass@1 over k samples).
-    maj@k      (cons@k) majority vote: the most frequent final answer, answers grouped by equivalence
-               (r1mega.rewards' ``is_equiv``); ties go to the answer that appeared first among the
-               samples; empty (None) answers do not vote.
+    cons@k     consensus (majority vote) over the k samples: the extracted final answers are
+               grouped into equivalence classes by the verifier (r1mega.rewards' ``is_equiv``), not
+               by string, so ``\\frac{6}{2}``, ``3.0`` and ``x = 3`` are one vote for 3; an empty
+               (None or blank) answer does not vote; the largest class wins, a tie going to the class
+               whose first member came first among the samples; the prompt counts as solved when the
+               winner is equivalent to the reference (a prompt whose samples have no answer at
+               all is unsolved). Each new answer is compared with each class's first member.
+               ``summarize`` also reports it as ``maj@k``, its former name (``r1mega tiny``'s
+               summary, the recipes and their committed results read that key).
 """
 
 from __future__ import annotations
@@ -64,8 +71,8 @@ def majority_answer(answers: Sequence[str | None],
 
 def majority_vote(answers: Sequence[str | None], correct_fn: Callable[[str], bool],
                   equiv: Callable[[str, str], bool] | None = None) -> bool:
-    """maj@k: whether the majority answer (see :func:`majority_answer`) is correct; False when
-    every answer is None."""
+    """cons@k of one prompt: whether the majority answer (see :func:`majority_answer`) is correct;
+    False when every answer is None."""
     winner = majority_answer(answers, equiv)
     return winner is not None and bool(correct_fn(winner))
 
@@ -77,9 +84,9 @@ class PromptResult:
     correct: list[bool]
     """Per sample: was the response correct (the accuracy reward == 1)."""
     answers: list[str | None] | None = None
-    """Per sample: the extracted final answer (for maj@k)."""
+    """Per sample: the extracted final answer (for cons@k)."""
     reference: str | None = None
-    """Reference answer: maj@k compares the majority answer with it (``is_equiv``)."""
+    """Reference answer: cons@k compares the majority answer with it (``is_equiv``)."""
     response_lens: list[int] | None = None
     """Per sample: response length in tokens."""
     greedy_correct: bool | None = None
@@ -89,9 +96,9 @@ class PromptResult:
 def summarize(results: Sequence[PromptResult],
               equiv: Callable[[str, str], bool] | None = None) -> dict[str, float]:
     """Aggregate metrics: ``prompts``, ``samples``, ``k`` (fewest samples of any prompt), ``pass@1``
-    (mean), ``pass@k`` (unbiased, at that k), ``maj@k`` (over prompts with answers and a reference),
-    ``greedy_acc`` (over prompts with a greedy result) and ``mean_response_len``; a metric with
-    no data is left out."""
+    (mean), ``pass@k`` (unbiased, at that k), ``cons@k`` (over prompts with answers and a
+    reference; also as ``maj@k``, its former name), ``greedy_acc`` (over prompts with a greedy
+    result) and ``mean_response_len``; a metric with no data is left out."""
     if not results:
         raise ValueError("summarize needs at least one prompt result")
     k = min(len(r.correct) for r in results)
@@ -105,8 +112,8 @@ def summarize(results: Sequence[PromptResult],
     equiv = equiv or _default_equiv
     voted = [r for r in results if r.answers is not None and r.reference is not None]
     if voted:
-        out["maj@k"] = sum(majority_vote(r.answers, lambda a, ref=r.reference: equiv(a, ref), equiv)
-                           for r in voted) / len(voted)
+        out["cons@k"] = out["maj@k"] = sum(majority_vote(r.answers, lambda a, ref=r.reference: equiv(a, ref),
+                                                         equiv) for r in voted) / len(voted)
     greedy = [r.greedy_correct for r in results if r.greedy_correct is not None]
     if greedy:
         out["greedy_acc"] = sum(map(bool, greedy)) / len(greedy)

@@ -1,21 +1,22 @@
 """Per-benchmark evaluation tables, the way DeepSeek-R1 reports them. Pure Python.
 
-    benchmark    prompts   k   pass@1   cons@k   pass@k   greedy   mean len
-    math500          500  16    72.4%    80.2%    91.0%    70.0%     3120.5
-    gsm8k           1319  16    90.1%    93.0%    97.2%        -      410.2
-    all             1819  16    85.2%    89.5%    95.5%        -     1154.7
+    benchmark  prompts   k  pass@1  cons@k  pass@k  greedy  mean len
+    math500        500  16   72.4%   80.2%   91.0%   70.0%    3120.5
+    gsm8k         1319  16   90.1%   93.0%   97.2%       -     410.2
+    all           1819  16   85.2%   89.5%   95.5%       -    1155.2
 
-Each row holds :func:`r1mega.eval.metrics.summarize`'s metrics of one benchmark (cons@k is its
-``maj@k``). The ``all`` row pools the prompts of every benchmark: pass@1, cons@k, pass@k and the
-greedy accuracy are means over prompts, so pooling weighs each benchmark by its prompt count; the
-mean length is weighed by samples.
+Each row holds :func:`r1mega.eval.metrics.summarize`'s metrics of one benchmark (cons@k: the
+majority vote over answers grouped by the verifier's equivalence). The ``all`` row pools the
+prompts of every benchmark: pass@1, cons@k, pass@k and the greedy accuracy are means over
+prompts, so pooling weighs each benchmark by its prompt count; the mean length is weighed by
+samples. Rates print as percentages with one decimal, a missing one as ``-``.
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
-COLUMNS = (("prompts", "prompts"), ("k", "k"), ("pass@1", "pass@1"), ("cons@k", "maj@k"), ("pass@k", "pass@k"),
+COLUMNS = (("prompts", "prompts"), ("k", "k"), ("pass@1", "pass@1"), ("cons@k", "cons@k"), ("pass@k", "pass@k"),
            ("greedy", "greedy_acc"), ("mean len", "mean_response_len"))
 """(header, metrics key) of each column."""
 
@@ -29,13 +30,24 @@ def pool(per_benchmark: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     ks = {m["k"] for m in rows}
     if len(ks) == 1:
         out["k"] = ks.pop()
-    for key in ("pass@1", "maj@k", "pass@k", "greedy_acc"):
+    for key in ("pass@1", "cons@k", "maj@k", "pass@k", "greedy_acc"):
         have = [m for m in rows if key in m]
         if len(have) == len(rows):
             out[key] = sum(m[key] * m["prompts"] for m in have) / out["prompts"]
     if all("mean_response_len" in m for m in rows):
         out["mean_response_len"] = sum(m["mean_response_len"] * m["samples"] for m in rows) / out["samples"]
     return out
+
+
+COUNTS = ("prompts", "samples", "k")
+
+
+def as_json(per_benchmark: Mapping[str, Mapping[str, float]]) -> dict:
+    """``{"benchmarks": {name: metrics}, "all": pooled}`` with the counts (prompts, samples, k) as integers."""
+    def clean(m: Mapping[str, float]) -> dict:
+        return {key: int(v) if key in COUNTS else v for key, v in m.items()}
+
+    return {"benchmarks": {name: clean(m) for name, m in per_benchmark.items()}, "all": clean(pool(per_benchmark))}
 
 
 def _cell(key: str, value: float | None) -> str:

@@ -26,8 +26,10 @@ key                             meaning
                                 ``other``) and ``time/step`` for the whole step; see
                                 :class:`r1mega.logging.timers.StepTimer`
 ``eval/pass@1``                 eval pass@1 (mean over samples per prompt)
-``eval/maj@k``                  eval majority vote over k samples (``k`` is a number, e.g.
-                                ``eval/maj@16``)
+``eval/cons@k``                 eval majority vote over k samples, answers grouped by the
+                                verifier's equivalence (DeepSeek-R1's cons@k); ``eval/maj@k``
+                                is the same value under its former name
+``eval/pass@k``                 eval unbiased pass@k at the k samples
 ``eval/greedy_acc``             eval accuracy of greedy decoding
 ==============================  ===========================================================
 

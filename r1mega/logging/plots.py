@@ -8,7 +8,7 @@
 - ``actor.png``          ``actor/kl``, ``actor/entropy``, ``actor/clip_frac``, grad norm, loss,
                          lr, trainer/rollout logprob difference (one panel each)
 - ``time.png``           step-time breakdown (``time/<stage>``) as stacked areas, seconds and %
-- ``eval.png``           held-out rates (pass@1, maj@k, pass@k, greedy accuracy): the first
+- ``eval.png``           held-out rates (pass@1, cons@k, pass@k, greedy accuracy): the first
                          evaluation against the last as bars, and over steps when there are more
 - ``keys.png``           extra keys asked for with ``keys=`` (fnmatch patterns), one panel each
 
@@ -246,11 +246,14 @@ def _bars(ax, before: dict, after: dict, labels: tuple[str, str]) -> None:
 
 def eval_rates(records) -> list[tuple[int, dict[str, float]]]:
     """(step, {rate name: value}) of every record holding held-out rates (``eval/pass@1``,
-    ``eval/maj@k``, ...), in step order; counts such as ``eval/prompts`` are not rates."""
+    ``eval/cons@k``, ...), in step order; counts such as ``eval/prompts`` are not rates.
+    ``eval/maj@k``, cons@k's former name, is drawn only from logs without ``eval/cons@k``."""
     out = []
     for r in records:
         rates = {k[5:]: float(v) for k, v in r.items()
                  if k.startswith("eval/") and _is_rate(k) and v is not None and not isinstance(v, str)}
+        if "cons@k" in rates:
+            rates.pop("maj@k", None)
         if rates:
             out.append((int(r["step"]), rates))
     return out

@@ -340,7 +340,7 @@ def train(cfg: Config, *, engine: RolloutEngine | None = None) -> RLResult:
 
 
 def evaluate_run(run: RLRun) -> dict[str, float]:
-    """Held-out pass@1 / maj@k / greedy accuracy with the current policy (engine already synced)."""
+    """Held-out pass@1 / cons@k / pass@k / greedy accuracy with the current policy (engine already synced)."""
     from r1mega.eval.evaluate import evaluate_engine
     watchdog.report("eval")
     run.engine.wake_up()
