@@ -16,6 +16,8 @@
     r1mega convert hf-to-r1mega|r1mega-to-hf|reshard SRC DST [--tp N --pp N --ep N]
     r1mega config [CONFIG] [key=value ...] [--schema] resolved config, or every documented field
     r1mega plan CONFIG [key=value ...] [--nodes N] [--gpu-mem-gb G] [--hf-config F] [--json]
+    r1mega sandbox [--time-limit S] [--memory-mb MB] [--file SRC[:NAME]] [--json] -- CMD [ARGS...]
+                                                      run untrusted code isolated (r1mega/sandbox)
                                                       per-GPU memory estimate and layout check before launch
 
 Multi-process: ``torchrun --nproc-per-node N -m r1mega.cli train CONFIG ...`` (or the
@@ -289,9 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     from r1mega.plan.cli import add_parser as add_plan
     from r1mega.rejection.cli import add_parser as add_reject_sample
     from r1mega.reward_model.cmd import add_parser as add_train_rm
+    from r1mega.sandbox.cli import add_parser as add_sandbox
     add_plan(sub)
     add_reject_sample(sub)
     add_train_rm(sub)
+    add_sandbox(sub)
     return p
 
 

@@ -16,6 +16,16 @@ if [ -z "$DEVICE" ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then DEVICE=gpu; else DEVICE=cpu; fi
 fi
 PY="${PYTHON:-python3}"
+# The native parts (CMakeLists.txt: the code sandbox's launcher), rebuilt when their sources change
+# (an incremental CMake build: instant when nothing changed) and copied where r1mega looks first.
+if command -v cmake >/dev/null 2>&1; then
+  cmake -S . -B build/native -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build build/native >/dev/null
+  mkdir -p r1mega/sandbox/bin
+  cp -p build/native/r1mega-sandbox r1mega/sandbox/bin/
+else
+  echo "r1mega: cmake not found: the code sandbox is not built (code rewards will not run)" >&2
+fi
 stamp="$VENV/.r1mega-env"
 want="$DEVICE $(cat pyproject.toml setup.py scripts/setup_env.sh | sha256sum | cut -c1-16)"
 if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

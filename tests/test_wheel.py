@@ -8,7 +8,7 @@ an ``__init__.py`` is skipped by setuptools' ``find_packages``, and this test na
 ``test_installed_wheel_runs_outside_checkout`` installs that wheel into a fresh virtual
 environment that sees the already-installed dependencies but neither the source tree nor the
 editable install of r1mega, and runs ``r1mega`` from there: imports, ``config --schema`` and a
-one-step ``tiny --quick`` run.
+one-step ``tiny --quick`` run, and a program in the code sandbox with the launcher the wheel built.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ SOURCE_PACKAGES = {"r1mega": "r1mega", "kernels": "r1mega_kernels"}
 DOC_SUFFIXES = (".md", ".rst")
 # repository-root entries that are build outputs or environments, not sources
 NOT_SOURCES = {".git", ".venv", "build", "dist", "runs", ".pytest_cache", ".whl", ".gl"}
+# where scripts/setup_env.sh puts the launcher it builds (a build output, not a source)
+NATIVE_BIN = "r1mega/sandbox/bin"
 
 
 def _walk(top: str):
@@ -64,7 +66,8 @@ def expected_data() -> list[str]:
     for top in SOURCE_PACKAGES:
         for d, files in _walk(top):
             rel = os.path.relpath(d, REPO).replace(os.sep, "/")
-            out += [f"{rel}/{f}" for f in files if not f.endswith((".py", *DOC_SUFFIXES))]
+            if rel != NATIVE_BIN:
+                out += [f"{rel}/{f}" for f in files if not f.endswith((".py", *DOC_SUFFIXES))]
     return out
 
 
@@ -75,6 +78,8 @@ def _copy_sources(dst: str) -> None:
         out = {n for n in names if n == "__pycache__" or n.endswith((".egg-info", ".pyc"))}
         if os.path.samefile(d, REPO):
             out |= NOT_SOURCES & set(names)
+        if os.path.samefile(d, os.path.join(REPO, "r1mega", "sandbox")):
+            out |= {"bin"}  # the checkout's launcher: the wheel must build its own
         return out
     shutil.copytree(REPO, dst, ignore=ignore, symlinks=True)
 
@@ -112,6 +117,11 @@ def test_wheel_holds_every_package(wheel):
     assert "r1mega/recipes/tiny_cpu.yaml" in data, data
     lost = [f for f in data if _wheel_path(f) not in names]
     assert not lost, f"data files missing from the wheel (declare them in setup.py's package_data): {lost}"
+
+    # the native parts, built at install time (setup.py runs CMake), not copied from the checkout
+    assert "r1mega/sandbox/bin/r1mega-sandbox" in names, "the sandbox launcher was not built into the wheel"
+    info = zipfile.ZipFile(wheel).getinfo("r1mega/sandbox/bin/r1mega-sandbox")
+    assert (info.external_attr >> 16) & 0o111, "the sandbox launcher is not executable in the wheel"
 
     dist_info = {n.split("/", 1)[0] for n in names if n.endswith(".dist-info/WHEEL")}
     tops = {n.split("/", 1)[0] for n in names} - dist_info
@@ -179,6 +189,9 @@ def test_installed_wheel_runs_outside_checkout(wheel, tmp_path):
     assert not [p for p in found["path"] if p and os.path.isdir(p) and os.path.samefile(p, REPO)], found["path"]
     for mod, file in found["files"].items():
         assert _inside(file, str(venv)) and not _inside(file, REPO), f"{mod} imported from {file}, not the new venv"
+
+    sandboxed = json.loads(run(str(venv / "bin" / "r1mega"), "sandbox", "--json", "--", "python3", "-c", "print(6 * 7)"))
+    assert (sandboxed["status"], sandboxed["stdout"], sandboxed["isolated"]) == ("ok", "42\n", True), sandboxed
 
     schema = run(str(venv / "bin" / "r1mega"), "config", "--schema")
     assert "  rollout.temperature (" in schema and "  run.steps (" in schema, schema[:2000]
