@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "architecture.md"
 HEAVY = ("megatron", "vllm", "triton", "transformer_engine", "apex", "r1mega_kernels")
 PURE_PARTS = ("types", "config", "data", "rewards", "algorithms", "plan")
-PURE_MODULES = ("r1mega.models.arch", "r1mega.models.params", "r1mega.parallel.layout")
+PURE_MODULES = ("r1mega.models.arch", "r1mega.models.params", "r1mega.parallel.layout", "r1mega.sandbox.run")
 TORCH_FREE_PARTS = ("types", "config", "rewards", "plan")
 NOT_FOR_MODELS = ("trainer", "rollout", "eval", "checkpoint", "reward_model", "rejection", "recipes", "cli")
 

@@ -47,6 +47,18 @@ class RewardConfig:
                               choices=("strict", "lenient"))
     think_prefilled: bool = option(False, "The prompt template already ends with <think>, so responses start inside the reasoning.")
     answer_tags: bool = option(False, "The answer must be wrapped in <answer>...</answer> (R1-Zero template).")
+    # code (r1mega/rewards/code.py: programs run in the sandbox against the row's tests)
+    code_language: str = option("python", "Code reward: language of a code block whose fence names none (and "
+                                "whose row has no `language`).", choices=("python", "cpp"))
+    code_scoring: str = option("all_pass", "Code reward: all_pass (1 when every test passes, stopping at the "
+                               "first failure) or fraction (share of tests passed).", choices=("all_pass", "fraction"))
+    code_test_time_s: float = option(2.0, "Code reward: wall-clock limit of one test.")
+    code_budget_s: float = option(8.0, "Code reward: wall-clock budget of all of a sample's tests (and its "
+                                  "compilation); tests past it fail. Keep it under `timeout_s`.")
+    code_compile_time_s: float = option(20.0, "Code reward: wall-clock limit of compiling a C++ answer.")
+    code_memory_mb: int = option(1024, "Code reward: address-space limit of the program (and the compiler).")
+    code_output_limit_kb: int = option(1024, "Code reward: stdout / stderr kept per run (the rest is dropped).")
+    code_float_tol: float = option(1e-5, "Code reward: numbers in outputs match within tol x max(1, |expected|).")
     # language consistency
     language: str = option("en", "Target language of the chain of thought (a sample's metadata['language'] overrides it).")
     language_unit: str = option("word", "Language share counted over words or characters.", choices=("word", "char"))
@@ -87,3 +99,14 @@ class RewardConfig:
         if self.max_response_len < 1 or not 0 <= self.overlong_buffer <= self.max_response_len:
             raise ConfigError(f"reward.overlong_buffer ({self.overlong_buffer}) must be in [0, "
                               f"reward.max_response_len ({self.max_response_len})] and max_response_len >= 1")
+        for name in ("code_test_time_s", "code_budget_s", "code_compile_time_s", "code_float_tol"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"reward.{name} ({getattr(self, name)}) must be > 0")
+        if self.code_memory_mb < 16 or self.code_output_limit_kb < 1:
+            raise ConfigError(f"reward.code_memory_mb ({self.code_memory_mb}) must be >= 16 and "
+                              f"reward.code_output_limit_kb ({self.code_output_limit_kb}) >= 1")
+        if "code" in self.weights and self.code_budget_s + self.code_compile_time_s >= self.timeout_s \
+                and self.num_workers > 0:
+            raise ConfigError(f"reward.timeout_s ({self.timeout_s}) must exceed reward.code_budget_s "
+                              f"({self.code_budget_s}) + reward.code_compile_time_s ({self.code_compile_time_s}): "
+                              "the scorer would cut the code reward off before its own limits")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from r1mega.rewards.accuracy import accuracy_reward
+from r1mega.rewards.code import code_reward
 from r1mega.rewards.countdown import countdown_reward
 from r1mega.rewards.format import format_reward
 from r1mega.rewards.language import language_reward
@@ -20,4 +21,5 @@ REWARDS: dict[str, RewardFn] = {
     "length": length_reward,
     "overlong": overlong_reward,
     "countdown": countdown_reward,
+    "code": code_reward,
 }
