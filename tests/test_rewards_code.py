@@ -12,6 +12,7 @@ import pytest
 from r1mega.rewards.code import SandboxInfrastructureError, code_reward, extract_code
 from r1mega.rewards.code_tests import CodeTestError, outputs_match, load_code_tests, values_match
 from r1mega.rewards.config import RewardConfig
+from tests.sandbox_support import needs_userns
 
 CFG = RewardConfig(weights={"code": 1.0}, timeout_s=60, code_test_time_s=1.0)
 FRACTION = RewardConfig(weights={"code": 1.0}, timeout_s=60, code_test_time_s=1.0, code_scoring="fraction")
@@ -37,6 +38,7 @@ SUM_PY = "a, b = map(int, input().split())\nprint(a + b)"
 SUM_CPP = "#include <iostream>\nint main(){ long a, b; std::cin >> a >> b; std::cout << a + b << '\\n'; }"
 
 
+@needs_userns
 @pytest.mark.parametrize("meta,code,lang,cfg,score", [
     # APPS / TACO stdin
     (APPS_STDIO, SUM_PY, "python", CFG, 1.0),
@@ -70,6 +72,7 @@ def test_code_reward(meta, code, lang, cfg, score):
     assert got.score == pytest.approx(score), got.info
 
 
+@needs_userns
 def test_failures_are_named():
     assert code_reward(answer("while True: pass"), None, APPS_STDIO, CFG).info["first_failure"] == "test 0: timeout"
     bad = code_reward(answer("int main() { return 0 }", "cpp"), None, APPS_STDIO, CFG).info
@@ -80,6 +83,7 @@ def test_failures_are_named():
     assert code_reward("<think>```python\nprint(3)\n```", None, APPS_STDIO, CFG).info["reason"] == "reasoning not closed"
 
 
+@needs_userns
 def test_budget_stops_the_remaining_tests():
     cfg = RewardConfig(weights={"code": 1.0}, timeout_s=60, code_test_time_s=1.0, code_budget_s=1.5,
                        code_scoring="fraction")

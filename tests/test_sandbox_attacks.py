@@ -16,23 +16,13 @@ import uuid
 
 import pytest
 
-from r1mega.sandbox.run import SandboxUnavailable, launcher_path, run_sandboxed
+from r1mega.sandbox.run import launcher_path, run_sandboxed
+from tests.sandbox_support import needs_userns
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _userns_refused() -> str | None:
-    try:
-        res = run_sandboxed(["true"], time_limit_s=5)
-    except SandboxUnavailable:
-        return None  # the launcher is missing: the tests fail (setup_env.sh builds it), they do not skip
-    if res.status == "error" and "namespaces" in res.error:
-        return res.error
-    return None
-
-
-REFUSED = _userns_refused()
-pytestmark = pytest.mark.skipif(REFUSED is not None, reason=f"this kernel refuses user namespaces: {REFUSED}")
+pytestmark = needs_userns
 
 
 def test_the_launcher_is_built():
