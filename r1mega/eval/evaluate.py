@@ -3,7 +3,8 @@
 
 Prompts are split over the rollout engines (data parallel); each engine samples and scores its
 share as training does (:mod:`r1mega.rollout.groups`: the first TP rank scores with the
-configured rule rewards); per-prompt results are gathered so every rank returns the same metrics.
+configured rule rewards), and a response counts as correct by its row's own correctness reward
+(:mod:`r1mega.rewards.correctness`: accuracy for math, code for rows with tests, countdown); per-prompt results are gathered so every rank returns the same metrics.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def _pred(sample) -> str | None:
 
 
 def _correct(sample) -> bool:
-    return sample.reward_breakdown.get("accuracy", 0.0) >= 1.0
+    from r1mega.rewards.correctness import is_correct
+
+    return is_correct(sample)
 
 
 def evaluate_engine(engine: RolloutEngine, records: list[PromptRecord], cfg: Config,
@@ -42,7 +45,14 @@ def evaluate_engine(engine: RolloutEngine, records: list[PromptRecord], cfg: Con
         v = engine.policy_version
         sampled = sample_groups(engine, mine, e.k, expected_version=v, temperature=e.temperature, top_p=e.top_p)
         greedy = sample_groups(engine, mine, 1, expected_version=v, temperature=0.0, top_p=1.0) if e.greedy else []
-        score_groups(engine, sampled + greedy, cfg.reward)
+        # each row is judged by its own correctness reward (r1mega.rewards.correctness), scored
+        # even where reward.weights leaves it out (at weight 0)
+        from dataclasses import replace
+
+        from r1mega.rewards.correctness import with_correctness_rewards
+        reward_cfg = replace(cfg.reward, weights=with_correctness_rewards(cfg.reward.weights,
+                                                                          [r.metadata for r in mine]))
+        score_groups(engine, sampled + greedy, reward_cfg)
         if engine.tp_rank == 0:  # the scored copy
             for i, rec in enumerate(mine):
                 group = [s for s in sampled if s.group_id == i]

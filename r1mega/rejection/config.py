@@ -19,8 +19,10 @@ class RejectionConfig:
 
     k: int = option(16, "Responses sampled per prompt (the command's -k overrides it).")
     batch_prompts: int = option(64, "Prompts per engine call (the progress bar advances per call).")
-    correctness_reward: str = option("accuracy", "Reward (a name in r1mega.rewards.REWARDS) whose unweighted score "
-                                     "decides correctness; it is scored even when reward.weights omits it.")
+    correctness_reward: str = option("auto", "Reward whose unweighted score decides correctness: auto (each row's "
+                                     "own, r1mega.rewards.correctness: accuracy for math, code for rows with tests, "
+                                     "countdown), or a name in r1mega.rewards.REWARDS for every row; it is scored even "
+                                     "when reward.weights omits it.")
     min_score: float = option(1.0, "Keep a response only when its correctness_reward score is >= this "
                               "(1.0: exactly correct answers).")
     drop_truncated: bool = option(True, "Drop responses cut at rollout.max_new_tokens (finish reason 'length').")
@@ -43,6 +45,12 @@ class RejectionConfig:
                                   "tokens) instead of in sampling order.")
     record_unsolved: bool = option(True, "Write unsolved.jsonl: the prompts with no kept response and why.")
 
+    def judge(self, metadata) -> str:
+        """The reward that decides whether a response to a row with ``metadata`` is correct."""
+        from r1mega.rewards.correctness import correctness_reward
+
+        return correctness_reward(metadata) if self.correctness_reward == "auto" else self.correctness_reward
+
     def validate(self) -> None:
         if self.k < 1:
             raise ConfigError(f"rejection.k ({self.k}) must be >= 1")
@@ -50,9 +58,9 @@ class RejectionConfig:
             raise ConfigError(f"rejection.batch_prompts ({self.batch_prompts}) must be >= 1")
         from r1mega.rewards.registry import REWARDS
 
-        if self.correctness_reward not in REWARDS:
+        if self.correctness_reward != "auto" and self.correctness_reward not in REWARDS:
             raise ConfigError(f"rejection.correctness_reward: unknown reward {self.correctness_reward!r}; "
-                              f"valid: {', '.join(sorted(REWARDS))}")
+                              f"valid: auto, {', '.join(sorted(REWARDS))}")
         for name in ("max_code_fraction", "min_language_share"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:

@@ -7,7 +7,7 @@ response is checked in the order of :data:`REASONS` and dropped with the first r
 applies, so every dropped response has exactly one reason:
 
     reward_error    the reward scorer raised or timed out on it (its score is not a verdict)
-    incorrect       score of ``correctness_reward`` < ``min_score``
+    incorrect       score of ``correctness_reward`` (auto: the row's own) < ``min_score``
     truncated       finish reason 'length' (cut at rollout.max_new_tokens), when ``drop_truncated``
     too_long        more than ``max_response_tokens`` tokens
     code_dominated  share of non-space characters inside ``` fences > ``max_code_fraction``
@@ -117,12 +117,13 @@ def first_failure(c: Candidate, cfg: RejectionConfig, language: str) -> tuple[st
     """(reason, detail) of the first per-response filter ``c`` fails, or None when it passes all."""
     if c.error:
         return "reward_error", "the reward scorer failed on this response"
-    if cfg.correctness_reward not in c.scores:
-        raise KeyError(f"prompt {c.prompt_index} sample {c.sample_index}: no {cfg.correctness_reward!r} score "
+    judge = cfg.judge(c.metadata)
+    if judge not in c.scores:
+        raise KeyError(f"prompt {c.prompt_index} sample {c.sample_index}: no {judge!r} score "
                        f"(rejection.correctness_reward); scores: {sorted(c.scores)}")
-    score = c.scores[cfg.correctness_reward]
+    score = c.scores[judge]
     if score < cfg.min_score:
-        return "incorrect", f"{cfg.correctness_reward} {score:g} < {cfg.min_score:g}"
+        return "incorrect", f"{judge} {score:g} < {cfg.min_score:g}"
     if cfg.drop_truncated and c.finish_reason == "length":
         return "truncated", f"finish reason 'length' at {c.response_tokens} tokens"
     if cfg.max_response_tokens is not None and c.response_tokens > cfg.max_response_tokens:

@@ -64,11 +64,12 @@ def load_configs(path: str | None, overrides: Sequence[str] = ()) -> tuple[Confi
         raise
 
 
-def scoring_config(cfg: Config, rcfg: RejectionConfig):
-    """``cfg.reward`` with ``rejection.correctness_reward`` scored too (weight 0 when absent, so
-    the weighted reward is unchanged)."""
+def scoring_config(cfg: Config, rcfg: RejectionConfig, records: list = ()):
+    """``cfg.reward`` with the correctness reward of every record (``rejection.correctness_reward``)
+    scored too (weight 0 when absent, so the weighted reward is unchanged)."""
     weights = dict(cfg.reward.weights)
-    weights.setdefault(rcfg.correctness_reward, 0.0)
+    for meta in [r.metadata for r in records] or [{}]:
+        weights.setdefault(rcfg.judge(meta), 0.0)
     return dataclasses.replace(cfg.reward, weights=weights)
 
 
@@ -97,8 +98,8 @@ def sample_and_score(engine, records: list, questions: dict[int, str], cfg: Conf
     from r1mega.logging.progress import StepProgress
     from r1mega.rollout.groups import gather_groups, sample_groups, score_groups
 
-    k, reward_cfg = rcfg.k, scoring_config(cfg, rcfg)
     mine = records[engine.dp_rank::engine.dp_size]
+    k, reward_cfg = rcfg.k, scoring_config(cfg, rcfg, mine)
     rank = dist.get_rank() if dist.is_initialized() else 0
     bar = StepProgress(len(mine), rank=rank, enabled=progress, desc="reject-sample (prompts)")
     cands: list[Candidate] = []
@@ -110,7 +111,7 @@ def sample_and_score(engine, records: list, questions: dict[int, str], cfg: Conf
         if engine.tp_rank == 0:  # the scored copy
             new = to_candidates(samples, batch, questions, k)
             cands += new
-            n_correct += sum(c.scores.get(rcfg.correctness_reward, 0.0) >= rcfg.min_score for c in new)
+            n_correct += sum(c.scores.get(rcfg.judge(c.metadata), 0.0) >= rcfg.min_score for c in new)
             n_tokens += sum(c.response_tokens for c in new)
         bar.update(start + len(batch), {"acc/mean": n_correct / max(len(cands), 1),
                                         "response/len_mean": n_tokens / max(len(cands), 1)})

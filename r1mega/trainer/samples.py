@@ -9,6 +9,7 @@ from collections import defaultdict
 import torch
 
 from r1mega.config import Config
+from r1mega.rewards.correctness import correctness_reward, is_correct
 from r1mega.types import Sample
 
 
@@ -87,8 +88,9 @@ def rollout_metrics(samples: list[Sample]) -> dict[str, float]:
         vals = [float(s.reward_breakdown[k]) for s in samples if isinstance(s.reward_breakdown.get(k), (int, float))]
         if vals:
             out[f"reward/{k}"] = sum(vals) / len(vals)
-    if "accuracy" in names:
-        out["acc/mean"] = out["reward/accuracy"]
+    judged = [s for s in samples if correctness_reward(s.metadata) in s.reward_breakdown]
+    if judged:  # each sample by its row's own correctness reward (r1mega.rewards.correctness)
+        out["acc/mean"] = sum(is_correct(s) for s in judged) / len(judged)
     kinds = sorted({s.kind for s in samples})
     if len(kinds) > 1:  # mixed batches (rule rewards + reward model): each family's mean reward
         for kind in kinds:
