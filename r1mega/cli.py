@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "name; repeatable), each a row of the table; NAME defaults to the file's stem")
     t.add_argument("--format", default=None, metavar="F",
                    help="row layout of every --data file (data.format): auto (default: detected per file from "
-                        "its first row), generic (data.question_key/answer_key), gsm8k, math, aime or amc")
+                        "its first row), generic (data.question_key/answer_key), gsm8k, math, aime, amc or code")
     t.add_argument("--config", default=None, help="YAML config for eval/rollout/data/reward settings")
     t.add_argument("--out", default=None, help="write the metrics JSON (per benchmark and pooled) here")
     t.add_argument("overrides", nargs="*")

@@ -270,3 +270,37 @@ def test_directories_that_are_not_saved_datasets(tmp_path):
     bad = _saved(tmp_path / "bad", [MATH[0], {**MATH[1], "solution": "no box"}], split="test")
     with pytest.raises(DataError, match=r"bad \(test\): row 2: no reference answer"):
         load_prompts(bad, TOK, split="test", template="plain", max_prompt_len=400, format="auto")
+
+
+# ------------------------------------------------------------------------------------ code rows
+APPS_ROWS = [{"question": "Read a and b; print a + b.", "input_output": json.dumps(
+                 {"inputs": ["1 2\n", "5 7\n"], "outputs": ["3\n", "12\n"]}), "difficulty": "introductory"},
+             {"question": "Print the square of n.", "input_output": json.dumps({"inputs": ["4\n"], "outputs": ["16\n"]}),
+              "difficulty": "introductory"}]
+LCB_ROWS = [{"question_content": "Sum the n numbers.", "public_test_cases": json.dumps(
+    [{"input": "2\n3 4\n", "output": "7\n", "testtype": "stdin"}]), "language": "cpp"}]
+CC_ROWS = [{"description": "Print n twice.", "public_tests": {"input": ["3\n"], "output": ["3 3\n"]},
+            "private_tests": {"input": ["0\n"], "output": ["0 0\n"]}}]
+
+
+@pytest.mark.parametrize("stem,rows,question,fence", [("apps", APPS_ROWS, "question", "python"),
+                                                      ("lcb", LCB_ROWS, "question_content", "cpp"),
+                                                      ("codecontests", CC_ROWS, "description", "python")])
+def test_code_rows_keep_their_tests_and_ask_for_a_program(tmp_path, stem, rows, question, fence):
+    from r1mega.rewards.code_tests import load_code_tests
+    from r1mega.rewards.correctness import correctness_reward
+
+    for src, split in _copies(tmp_path, stem, rows)[:2]:  # jsonl and parquet
+        recs = load_prompts(src, TOK, split=split, template="r1_zero_compact", max_prompt_len=400, format="auto")
+        assert [r.answer for r in recs] == [None] * len(rows)
+        for rec, row in zip(recs, rows):
+            assert row[question] in rec.prompt_text and f"```{fence}" in rec.prompt_text
+            assert "boxed" not in rec.prompt_text
+            assert correctness_reward(rec.metadata) == "code" and load_code_tests(rec.metadata)
+    assert detect_format(APPS_ROWS[0])[0] == "code"
+
+
+def test_a_code_row_without_tests(tmp_path):
+    src = _jsonl(tmp_path / "code.jsonl", [{"question": "Print 1."}])
+    with pytest.raises(DataError, match=r"line 1 has no tests \(data.format code\)"):
+        load_prompts(src, TOK, template="plain", format="code")

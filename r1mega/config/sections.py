@@ -144,8 +144,9 @@ class DataConfig:
     answer_key: str = option("answer", "Field holding the reference answer.")
     format: str = option("auto", "Row layout: generic (question_key/answer_key), a benchmark's (gsm8k: answer "
                          "after '####'; math: problem, answer or the solution's last \\boxed{}; aime/amc: "
-                         "problem/answer), or auto: picked from the first row (r1mega.data.benchmarks).",
-                         choices=("auto", "generic", "gsm8k", "math", "aime", "amc"))
+                         "problem/answer; code: a statement and its tests, scored by the code reward), or auto: picked "
+                         "from the first row (r1mega.data.benchmarks).",
+                         choices=("auto", "generic", "gsm8k", "math", "aime", "amc", "code"))
     template: str = option("r1_zero", "Prompt template.", choices=("r1_zero", "r1_zero_compact", "chat", "plain"))
     prompts_per_step: int = option(8, "Prompts per RL step across all data-parallel ranks.")
     max_prompt_len: int = option(256, "Prompts longer than this (tokens) are an error.")

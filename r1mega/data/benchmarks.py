@@ -10,6 +10,12 @@
              balanced (``\\boxed{\\frac{1}{2}}`` -> ``\\frac{1}{2}``), read by the verifier's
              :func:`r1mega.rewards.math_extract.extract_boxed`. Neither is an error.
     aime     AIME: ``problem`` (or ``question``) / ``answer``; numbers become text (``204`` -> "204").
+    code     programming problems with tests (APPS/TACO ``input_output``, LiveCodeBench
+             ``public_test_cases``..., CodeContests ``tests``/``public_tests``...; see
+             :mod:`r1mega.rewards.code_tests`): ``question`` / ``problem`` / ``question_content`` /
+             ``description``, no reference answer (the tests stay in the metadata and the ``code``
+             reward runs them); the prompt asks for a fenced program (the row's ``language``,
+             python or cpp, default python).
     amc      AMC: the layout of aime (``142.0`` -> "142").
     generic  ``data.question_key`` / ``data.answer_key``: the mapping of
              :func:`r1mega.data.prompts.load_prompts` before layouts existed, with its messages.
@@ -24,10 +30,11 @@ generic layout, and the named layouts add ``benchmark`` (:func:`benchmark_name`)
 Detection (``auto``) reads the first row's keys only, and the first rule that matches wins:
 
     1. data.question_key / data.answer_key are not question / answer  -> generic (the fields are named)
-    2. question, and an answer that is a string holding "####"       -> gsm8k
-    3. problem and solution                                           -> math (MATH-500 rows too)
-    4. problem and answer                                             -> aime (= amc)
-    5. anything else                                                  -> generic
+    2. a field of code tests (input_output, public_test_cases, tests...) -> code
+    3. question, and an answer that is a string holding "####"       -> gsm8k
+    4. problem and solution                                           -> math (MATH-500 rows too)
+    5. problem and answer                                             -> aime (= amc)
+    6. anything else                                                  -> generic
 
 The choice and its rule are logged (logger ``r1mega.data``, INFO).
 """
@@ -42,7 +49,7 @@ from r1mega.data.prompts import DataError, _answer, _question, normalize_answer
 
 log = logging.getLogger("r1mega.data")
 
-FORMATS = ("auto", "generic", "gsm8k", "math", "aime", "amc")
+FORMATS = ("auto", "generic", "gsm8k", "math", "aime", "amc", "code")
 """The values of ``data.format``."""
 
 Adapter = Callable[[dict, str], tuple[str, str, tuple[str, ...]]]
@@ -125,8 +132,20 @@ def _problem_answer(layout: str) -> Adapter:
     return adapt
 
 
+def code_row(row: dict, where: str) -> tuple[str, None, tuple[str, ...]]:
+    """A programming problem: the statement; no reference answer (the tests are the reference)."""
+    from r1mega.rewards.correctness import CODE_TEST_FIELDS
+
+    what = "data.format code"
+    q = _need(row, where, "code", "question", "problem", "question_content", "description")
+    if not any(f in row for f in CODE_TEST_FIELDS):
+        raise DataError(f"{where} has no tests ({what}): expected one of {', '.join(CODE_TEST_FIELDS)}; its keys: "
+                        f"{_keys(row)}")
+    return _question(row, q, where, what), None, (q,)
+
+
 LAYOUTS: dict[str, Adapter] = {"gsm8k": gsm8k_row, "math": math_row, "aime": _problem_answer("aime"),
-                               "amc": _problem_answer("amc")}
+                               "amc": _problem_answer("amc"), "code": code_row}
 """Named layouts (``generic`` is :func:`r1mega.data.prompts.load_prompts`' own mapping)."""
 
 
@@ -140,6 +159,10 @@ def detect_format(row: dict, question_key: str = "question", answer_key: str = "
     """(layout, the rule that picked it) for a file whose first row is ``row`` (module docstring)."""
     if (question_key, answer_key) != ("question", "answer"):
         return "generic", f"data.question_key/answer_key are set ({question_key!r}/{answer_key!r})"
+    from r1mega.rewards.correctness import CODE_TEST_FIELDS
+
+    if any(f in row for f in CODE_TEST_FIELDS):
+        return "code", "a field of code tests"
     answer = row.get(_key(row, "answer") or "answer")
     if _key(row, "question") and isinstance(answer, str) and "####" in answer:
         return "gsm8k", "'question', and an 'answer' with '####'"

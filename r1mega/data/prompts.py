@@ -46,6 +46,24 @@ R1_ZERO_COMPACT_TEMPLATE = (
     "Assistant:"
 )
 CHAT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+# Code prompts (rows with tests, r1mega.rewards.code): the answer is a program in a fenced block.
+R1_ZERO_CODE_TEMPLATE = (
+    "A conversation between User and Assistant. The user asks a programming question, and the Assistant "
+    "solves it. The assistant first thinks about the reasoning process in the mind and then provides the user "
+    "with the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> "
+    "</answer> tags, respectively, and the answer is one complete {lang} program in a fenced code block, "
+    "i.e., <think> reasoning process here </think> <answer> ```{fence}\nprogram\n``` </answer>.\n"
+    "User: {question}\n"
+    "Assistant:"
+)
+R1_ZERO_COMPACT_CODE_TEMPLATE = (
+    "Think in <think> </think>, then answer in <answer> ```{fence} program ``` </answer>.\n"
+    "User: {question}\n"
+    "Assistant:"
+)
+CHAT_CODE_INSTRUCTION = ("Please reason step by step, and give your final solution as one complete {lang} program "
+                         "in a fenced code block (```{fence} ... ```).")
+CODE_LANGUAGES = {"python": ("Python 3", "python"), "cpp": ("C++17", "cpp")}
 TEMPLATES = ("r1_zero", "r1_zero_compact", "chat", "plain")
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 KINDS = ("reasoning", "general")
@@ -85,8 +103,22 @@ def normalize_answer(answer: Any) -> str:
     return text
 
 
-def render_prompt(question: str, template: str, tokenizer=None) -> str:
-    """The prompt text for ``question`` under ``template`` (``chat`` needs the tokenizer)."""
+def render_prompt(question: str, template: str, tokenizer=None, *, code_language: str | None = None) -> str:
+    """The prompt text for ``question`` under ``template`` (``chat`` needs the tokenizer).
+
+    ``code_language`` (``python`` or ``cpp``) marks a code prompt: the template asks for one
+    fenced program instead of a ``\\boxed{}`` answer."""
+    if code_language is not None:
+        if code_language not in CODE_LANGUAGES:
+            raise DataError(f"code language {code_language!r}: expected one of {', '.join(CODE_LANGUAGES)}")
+        lang, fence = CODE_LANGUAGES[code_language]
+        if template == "r1_zero":
+            return R1_ZERO_CODE_TEMPLATE.format(question=question.strip(), lang=lang, fence=fence)
+        if template == "r1_zero_compact":
+            return R1_ZERO_COMPACT_CODE_TEMPLATE.format(question=question.strip(), fence=fence)
+        if template == "chat" and tokenizer is not None:
+            text = f"{question.strip()}\n{CHAT_CODE_INSTRUCTION.format(lang=lang, fence=fence)}"
+            return tokenizer.apply_chat_template([{"role": "user", "content": text}])
     if template == "r1_zero":
         return R1_ZERO_TEMPLATE.format(question=question.strip())
     if template == "r1_zero_compact":
@@ -272,7 +304,11 @@ def load_prompts(source: str, tokenizer, *, split: str = "train", question_key: 
                             f"not {layout}")
         else:
             question, answer, used = adapt(row, where)
-        text = render_prompt(question, template, tokenizer)
+        code_language = None
+        if layout == "code":
+            code_language = str(row.get("language") or "python").lower()
+            code_language = {"python3": "python", "py": "python", "c++": "cpp"}.get(code_language, code_language)
+        text = render_prompt(question, template, tokenizer, code_language=code_language)
         ids = tokenizer.encode(text)
         if len(ids) > max_prompt_len:
             raise DataError(f"{where}: prompt is {len(ids)} tokens, longer than "
