@@ -134,12 +134,12 @@ def _problem_answer(layout: str) -> Adapter:
 
 def code_row(row: dict, where: str) -> tuple[str, None, tuple[str, ...]]:
     """A programming problem: the statement; no reference answer (the tests are the reference)."""
-    from r1mega.rewards.correctness import CODE_TEST_FIELDS
+    from r1mega.rewards.code_tests import TEST_FIELDS
 
     what = "data.format code"
     q = _need(row, where, "code", "question", "problem", "question_content", "description")
-    if not any(f in row for f in CODE_TEST_FIELDS):
-        raise DataError(f"{where} has no tests ({what}): expected one of {', '.join(CODE_TEST_FIELDS)}; its keys: "
+    if not any(f in row for f in TEST_FIELDS):
+        raise DataError(f"{where} has no tests ({what}): expected one of {', '.join(TEST_FIELDS)}; its keys: "
                         f"{_keys(row)}")
     return _question(row, q, where, what), None, (q,)
 
@@ -159,9 +159,9 @@ def detect_format(row: dict, question_key: str = "question", answer_key: str = "
     """(layout, the rule that picked it) for a file whose first row is ``row`` (module docstring)."""
     if (question_key, answer_key) != ("question", "answer"):
         return "generic", f"data.question_key/answer_key are set ({question_key!r}/{answer_key!r})"
-    from r1mega.rewards.correctness import CODE_TEST_FIELDS
+    from r1mega.rewards.code_tests import TEST_FIELDS
 
-    if any(f in row for f in CODE_TEST_FIELDS):
+    if any(f in row for f in TEST_FIELDS):
         return "code", "a field of code tests"
     answer = row.get(_key(row, "answer") or "answer")
     if _key(row, "question") and isinstance(answer, str) and "####" in answer:

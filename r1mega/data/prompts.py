@@ -306,8 +306,10 @@ def load_prompts(source: str, tokenizer, *, split: str = "train", question_key: 
             question, answer, used = adapt(row, where)
         code_language = None
         if layout == "code":
-            code_language = str(row.get("language") or "python").lower()
-            code_language = {"python3": "python", "py": "python", "c++": "cpp"}.get(code_language, code_language)
+            from r1mega.rewards.code_tests import LANGUAGES
+
+            named = str(row.get("language") or "python").lower()
+            code_language = LANGUAGES.get(named, named)
         text = render_prompt(question, template, tokenizer, code_language=code_language)
         ids = tokenizer.encode(text)
         if len(ids) > max_prompt_len:

@@ -67,10 +67,10 @@ def load_configs(path: str | None, overrides: Sequence[str] = ()) -> tuple[Confi
 def scoring_config(cfg: Config, rcfg: RejectionConfig, records: list = ()):
     """``cfg.reward`` with the correctness reward of every record (``rejection.correctness_reward``)
     scored too (weight 0 when absent, so the weighted reward is unchanged)."""
-    weights = dict(cfg.reward.weights)
-    for meta in [r.metadata for r in records] or [{}]:
-        weights.setdefault(rcfg.judge(meta), 0.0)
-    return dataclasses.replace(cfg.reward, weights=weights)
+    from r1mega.rewards.correctness import with_correctness_rewards
+
+    metas = [r.metadata for r in records] or [{}]
+    return dataclasses.replace(cfg.reward, weights=with_correctness_rewards(cfg.reward.weights, metas, rcfg.judge))
 
 
 def to_candidates(samples: list, records: list, questions: dict[int, str], k: int) -> list[Candidate]:

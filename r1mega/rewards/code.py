@@ -25,11 +25,9 @@ import json
 import re
 import time
 
-from r1mega.rewards.code_tests import CodeTest, outputs_match, load_code_tests, values_match
+from r1mega.rewards.code_tests import LANGUAGES, CodeTest, load_code_tests, outputs_match, values_match
 from r1mega.rewards.result import RewardResult
 
-LANGUAGES = {"python": "python", "py": "python", "python3": "python", "cpp": "cpp", "c++": "cpp", "cc": "cpp",
-             "cxx": "cpp"}
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+#.-]*)[^\n]*\n(.*?)```", re.DOTALL)
 RESULT_MARK = "\n__r1mega_result__"
 # Runs a call test: the solution is loaded as a module, the function (or Solution's method) called

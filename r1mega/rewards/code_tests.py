@@ -37,6 +37,15 @@ from dataclasses import dataclass
 from typing import Any
 
 
+LCB_FIELDS = ("public_test_cases", "private_test_cases", "test_cases")
+CODECONTESTS_FIELDS = ("tests", "public_tests", "private_tests", "generated_tests")
+TEST_FIELDS = ("input_output", *LCB_FIELDS, *CODECONTESTS_FIELDS)
+"""The row fields that hold code tests: a row with one is a code prompt."""
+LANGUAGES = {"python": "python", "py": "python", "python3": "python", "cpp": "cpp", "c++": "cpp", "cc": "cpp",
+             "cxx": "cpp"}
+"""Spellings of a program's language (a code fence's tag, a row's ``language``) -> python | cpp."""
+
+
 @dataclass(frozen=True)
 class CodeTest:
     kind: str                   # "stdio" | "call"
@@ -96,7 +105,7 @@ def _livecodebench(meta: dict, field: str) -> list[CodeTest]:
 
 def _codecontests(meta: dict) -> list[CodeTest]:
     out = []
-    fields = [f for f in ("tests", "public_tests", "private_tests", "generated_tests") if f in meta]
+    fields = [f for f in CODECONTESTS_FIELDS if f in meta]
     for f in fields:
         t = _json(meta[f], f)
         if not isinstance(t, dict) or len(t.get("input", [])) != len(t.get("output", [])):
@@ -109,10 +118,9 @@ def load_code_tests(meta: dict) -> list[CodeTest]:
     """The row's test cases (see the module docstring); :class:`CodeTestError` when none."""
     if "input_output" in meta:
         tests = _apps(meta)
-    elif any(f in meta for f in ("public_test_cases", "private_test_cases", "test_cases")):
-        tests = [t for f in ("public_test_cases", "private_test_cases", "test_cases") if f in meta
-                 for t in _livecodebench(meta, f)]
-    elif any(f in meta for f in ("tests", "public_tests", "private_tests", "generated_tests")):
+    elif any(f in meta for f in LCB_FIELDS):
+        tests = [t for f in LCB_FIELDS if f in meta for t in _livecodebench(meta, f)]
+    elif any(f in meta for f in CODECONTESTS_FIELDS):
         tests = _codecontests(meta)
     else:
         raise CodeTestError("no tests: a code row needs input_output (APPS/TACO), public_test_cases / "

@@ -12,10 +12,9 @@ A response is correct when that reward's unweighted score is >= 1.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
-CODE_TEST_FIELDS = ("input_output", "public_test_cases", "private_test_cases", "test_cases", "tests", "public_tests",
-                    "private_tests", "generated_tests")
+from r1mega.rewards.code_tests import TEST_FIELDS
 
 
 def correctness_reward(meta: Mapping) -> str:
@@ -23,19 +22,20 @@ def correctness_reward(meta: Mapping) -> str:
     named = meta.get("correctness")
     if isinstance(named, str) and named:
         return named
-    if any(f in meta for f in CODE_TEST_FIELDS):
+    if any(f in meta for f in TEST_FIELDS):
         return "code"
     if meta.get("task") == "countdown":
         return "countdown"
     return "accuracy"
 
 
-def with_correctness_rewards(weights: Mapping[str, float], metas) -> dict[str, float]:
-    """``weights`` plus, at weight 0, every correctness reward the rows need that it lacks: scored
-    (so it can be read) without changing the reward."""
+def with_correctness_rewards(weights: Mapping[str, float], metas,
+                             judge: Callable[[Mapping], str] = correctness_reward) -> dict[str, float]:
+    """``weights`` plus, at weight 0, every correctness reward (``judge``) the rows need that it
+    lacks: scored (so it can be read) without changing the reward."""
     out = dict(weights)
     for meta in metas:
-        out.setdefault(correctness_reward(meta), 0.0)
+        out.setdefault(judge(meta), 0.0)
     return out
 
 

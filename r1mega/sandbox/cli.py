@@ -43,9 +43,10 @@ def _files(specs: list[str]) -> dict[str, bytes]:
 
     out = {}
     for spec in specs:
-        src, sep, name = spec.rpartition(":") if ":" in os.path.basename(spec) else (spec, "", "")
-        if not sep:
-            src, name = spec, os.path.basename(spec)
+        src, name = spec, os.path.basename(spec)
+        head, sep, tail = spec.rpartition(":")
+        if sep and tail and os.sep not in tail:  # SRC:NAME (the launcher's --file reads it the same way)
+            src, name = head, tail
         try:
             with open(src, "rb") as f:
                 out[name] = f.read()
