@@ -123,7 +123,7 @@ def cmd_eval(args) -> int:
     from r1mega.data.prompts import load_prompts
     from r1mega.data.tokenizer import load_tokenizer
     from r1mega.eval.evaluate import evaluate_engine
-    from r1mega.eval.report import as_json, format_table
+    from r1mega.eval.report import as_json, format_table, scoring_warning
     from r1mega.parallel.init import init_distributed
     from r1mega.rollout.groups import make_engine
 
@@ -144,6 +144,9 @@ def cmd_eval(args) -> int:
         print(f"r1mega eval: {args.model}, k={e.k} samples per problem at temperature {e.temperature}, top-p "
               f"{e.top_p}; cons@k = majority vote over answers grouped by the verifier's equivalence")
         print(format_table(per))
+        warning = scoring_warning(per)
+        if warning:
+            print(warning, file=sys.stderr)
         if args.out:
             with open(args.out, "w") as f:
                 json.dump({"model": args.model, "k": e.k, "temperature": e.temperature, "top_p": e.top_p,
@@ -211,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/tiny", help="output directory (default runs/tiny)")
     t.add_argument("--quick", action="store_true", help="the shortened version (seconds; used by the tests)")
     t.add_argument("--config", default=None, help="RL config (default: the embedded tiny_cpu.yaml)")
-    t.add_argument("--preset", default=None, choices=("default", "quick", "learning_check"),
-                   help="sizes: default, quick (= --quick) or learning_check (the ~1-minute learning test)")
+    t.add_argument("--preset", default=None, choices=("default", "quick", "learning_check", "code_check"),
+                   help="sizes: default, quick (= --quick), learning_check (the ~1-minute learning test) or "
+                        "code_check (R1-Zero on Python programs scored in the sandbox, shortened)")
     t.add_argument("--seed", type=int, default=None,
                    help="seed of the data, the initial weights and all sampling (default: run.seed of the config)")
     t.add_argument("--seeds", type=int, default=0, metavar="N",

@@ -8,10 +8,12 @@ import pytest
 from r1mega.data.prompts import load_prompts
 from r1mega.data.synthetic import arithmetic_steps, make_splits, pretraining_corpus, write_jsonl
 from r1mega.rewards import RewardConfig, accuracy_reward, countdown_check, format_reward, is_equiv
+from tests.sandbox_support import needs_userns
 
 
 @pytest.mark.parametrize("task,knobs", [("arithmetic", dict(ops=("+", "-", "*"), max_digits=4)),
-                                        ("countdown", dict(num_numbers=3, max_number=20))])
+                                        ("countdown", dict(num_numbers=3, max_number=20)),
+                                        ("code", dict(max_coef=9))])
 def test_deterministic_and_disjoint(task, knobs):
     train, held = make_splits(task, 300, 50, seed=5, **knobs)
     assert (train, held) == make_splits(task, 300, 50, seed=5, **knobs)
@@ -78,3 +80,24 @@ def test_pretraining_mix_and_exclusion():
                for d in all_right)  # noqa: S307
     with pytest.raises(ValueError, match=r"format_rate \(1.5\)"):
         pretraining_corpus(1, format_rate=1.5)
+
+
+@needs_userns
+def test_code_task_reference_programs_pass_and_near_misses_fail_in_the_sandbox():
+    """The code task's rows are their own reference: the solution passes the row's tests when run in
+    the sandbox, and each kind of wrong program of the pretraining text fails them."""
+    from r1mega.data.synthetic import code_completion
+    from r1mega.rewards.code import code_reward
+
+    train, held = make_splits("code", 24, 6, seed=5)
+    assert not {r["question"] for r in train} & {r["question"] for r in held}
+    cfg = RewardConfig(weights={"code": 1.0}, timeout_s=60, code_test_time_s=2.0)
+    rng = random.Random(0)
+    for row in held[:3]:
+        right = code_completion(row, rng, formatted=True, correct=True)
+        assert code_reward(right, None, row, cfg).score == 1.0, row
+        for _ in range(2):
+            wrong = code_completion(row, rng, formatted=rng.random() < 0.5, correct=False)
+            got = code_reward(wrong, None, row, cfg)
+            failure = got.info.get("first_failure", "")  # the program ran: a wrong answer or a crash
+            assert got.score == 0.0 and ("wrong answer" in failure or "runtime error" in failure), (wrong, got.info)

@@ -61,8 +61,12 @@ def test_summarize_hand_values():
     assert out["maj@k"] == out["cons@k"]           # the former name, still read by the recipes
     assert out["greedy_acc"] == pytest.approx(0.5)
     assert out["mean_response_len"] == pytest.approx(120 / 8)
+    assert out["scoring_errors"] == 0
     bare = summarize([PromptResult(correct=[True, False])])
-    assert set(bare) == {"prompts", "samples", "k", "pass@1", "pass@k"}
+    assert set(bare) == {"prompts", "samples", "k", "pass@1", "pass@k", "scoring_errors"}
+    failed = summarize([PromptResult(correct=[False, True, False], scoring_errors=2),
+                        PromptResult(correct=[True, True, False], scoring_errors=1)])
+    assert failed["scoring_errors"] == 3 and failed["pass@1"] == pytest.approx(0.5)
 
 
 def test_cons_at_k_hand_computed_fractions_and_decimals():

@@ -6,7 +6,7 @@ import pytest
 
 from r1mega.config import ConfigError
 from r1mega.eval.metrics import PromptResult, summarize
-from r1mega.eval.report import as_json, format_table, pool
+from r1mega.eval.report import as_json, format_table, pool, scoring_warning
 
 
 def _bench():
@@ -41,6 +41,18 @@ def test_table_has_a_row_per_benchmark_and_the_r1_columns():
     assert lines[3].split() == ["all", "5", "2", "40.0%", "60.0%", "60.0%", "11.0"]
     assert len({len(line) for line in lines}) == 1                              # fixed width
     assert len(format_table({"math": _bench()["math"]}).splitlines()) == 2      # one benchmark: no "all" row
+
+
+def test_responses_whose_reward_failed_are_a_column_and_a_warning():
+    per = _bench()
+    assert scoring_warning(per) is None and "unscored" not in format_table(per)
+    per["code"] = summarize([PromptResult(correct=[False, True, False, False], scoring_errors=3)])
+    lines = format_table(per).splitlines()
+    assert lines[0].split()[-1] == "unscored"
+    assert [line.split()[-1] for line in lines[1:]] == ["0", "0", "3", "3"]
+    warning = scoring_warning(per)
+    assert "code: 3 of 4" in warning and "math" not in warning and "gsm8k" not in warning
+    assert as_json(per)["all"]["scoring_errors"] == 3
 
 
 def test_json_counts_are_integers():

@@ -154,3 +154,34 @@ def test_code_config_is_validated():
         RewardConfig(weights={"code": 1.0}, timeout_s=10).validate()
     with pytest.raises(ConfigError, match="code_test_time_s"):
         RewardConfig(weights={"code": 1.0}, timeout_s=60, code_test_time_s=0).validate()
+
+
+class _ProgramEngine:
+    """One rollout engine (DP 1) whose every response is the sum program."""
+
+    tp_rank, dp_rank, dp_size, policy_version = 0, 0, 1, 0
+
+    def generate(self, prompts, n=1, *, prompt_texts, expected_version=None, group_offset=0, **sampling):
+        from r1mega.types import Sample
+
+        return [Sample(prompt_ids=list(ids), response_ids=[1, 2, 3], group_id=group_offset + g, finish_reason="stop",
+                       prompt_text=text, response_text=answer(SUM_PY))
+                for g, (ids, text) in enumerate(zip(prompts, prompt_texts)) for _ in range(n)]
+
+
+@needs_userns
+def test_eval_counts_responses_whose_sandbox_failed_instead_of_passing_them_off_as_wrong(monkeypatch, tmp_path):
+    from r1mega.config import load_config
+    from r1mega.data.prompts import PromptRecord
+    from r1mega.eval.evaluate import evaluate_engine
+
+    cfg = load_config(None, ["reward.num_workers=0", "reward.weights={format: 1.0}", "reward.timeout_s=40",
+                             "eval.k=2", "eval.greedy=true"])
+    records = [PromptRecord(index=i, prompt_text=f"add #{i}", prompt_ids=[5, 6], answer=None, metadata=dict(APPS_STDIO))
+               for i in range(2)]
+    ok = evaluate_engine(_ProgramEngine(), records, cfg, prefix="")
+    assert ok["pass@1"] == 1.0 and ok["greedy_acc"] == 1.0 and ok["scoring_errors"] == 0
+    monkeypatch.setenv("R1MEGA_SANDBOX_BIN", str(tmp_path / "missing"))
+    monkeypatch.setattr("r1mega.sandbox.run.os.path.dirname", lambda p: str(tmp_path))
+    broken = evaluate_engine(_ProgramEngine(), records, cfg, prefix="")
+    assert broken["pass@1"] == 0.0 and broken["scoring_errors"] == 2 * (2 + 1)  # k samples + the greedy one

@@ -9,6 +9,12 @@ Tasks (rows are ``{"question", "answer", "task", ...}``, loadable by :func:`r1me
                 expression "3*5+2". Many expressions are right and ``is_equiv`` against the reference
                 would accept a bare "17", so it needs its own reward: ``"countdown"``
                 (:func:`r1mega.rewards.countdown.countdown_reward`, checking with ``countdown_check``).
+    code        "Read two integers a and b ... print the value of 3*a - 2*b + 5." -> a Python program,
+                judged by running it on the row's ``input_output`` tests (APPS layout, stdin/stdout) in
+                the sandbox: the ``code`` reward. ``solution`` holds a reference program; there is no
+                ``answer`` (the tests are the reference). Wrong programs in the pretraining text are
+                near misses (a coefficient, a sign or the operand order changed) or crash (a
+                ValueError on the input line), so a base scores wrong answers and runtime errors.
 
 Generation is deterministic in ``seed``; :func:`make_splits` draws the held-out split first and
 the train split from the rest, so no question is in both.
@@ -36,12 +42,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from fractions import Fraction
 from typing import Iterable, Sequence
 
 from r1mega.data.prompts import DataError, render_prompt
 
-TASKS = ("arithmetic", "countdown")
+TASKS = ("arithmetic", "countdown", "code")
 
 
 # ------------------------------------------------------------------------------------- arithmetic
@@ -146,6 +153,71 @@ def countdown_problem(rng: random.Random, *, num_numbers: int = 3, max_number: i
                      f"(num_numbers={num_numbers}, max_number={max_number})")
 
 
+# ------------------------------------------------------------------------------------------- code
+
+CODE_READ = "a, b = map(int, input().split())"
+
+
+def _code_term(coef: int, var: str) -> str:
+    return var if coef == 1 else f"{coef}*{var}"
+
+
+def code_expression(terms: Sequence[tuple[int, str]], op: str, const: int) -> str:
+    """``3*a - 2*b + 5`` from ((3, "a"), (2, "b")), "-", 5."""
+    (c1, v1), (c2, v2) = terms
+    expr = f"{_code_term(c1, v1)} {op} {_code_term(c2, v2)}"
+    return expr + (f" + {const}" if const > 0 else f" - {-const}" if const < 0 else "")
+
+
+def _code_value(terms, op: str, const: int, a: int, b: int) -> int:
+    (c1, v1), (c2, v2) = terms
+    x, y = c1 * (a if v1 == "a" else b), c2 * (a if v2 == "a" else b)
+    return (x + y if op == "+" else x - y) + const
+
+
+def code_problem(rng: random.Random, *, max_coef: int = 9, max_const: int = 9, max_input: int = 50,
+                 n_tests: int = 3) -> dict:
+    """One code row: read two integers, print a linear expression of them. Tests are stdin/stdout
+    pairs (APPS ``input_output``) on random inputs in [-max_input, max_input]."""
+    if max_coef < 1 or max_const < 0 or max_input < 1 or n_tests < 1:
+        raise ValueError(f"code task knobs must be positive (max_coef={max_coef}, max_const={max_const}, "
+                         f"max_input={max_input}, n_tests={n_tests})")
+    first = rng.choice("ab")
+    terms = ((rng.randint(1, max_coef), first), (rng.randint(1, max_coef), "b" if first == "a" else "a"))
+    op, const = rng.choice("+-"), rng.randint(-max_const, max_const)
+    expr = code_expression(terms, op, const)
+    inputs, outputs = [], []
+    for _ in range(n_tests):
+        a, b = rng.randint(-max_input, max_input), rng.randint(-max_input, max_input)
+        inputs.append(f"{a} {b}\n")
+        outputs.append(f"{_code_value(terms, op, const, a, b)}\n")
+    return {"question": f"Read two integers a and b from one line of input and print the value of {expr}.",
+            "task": "code", "language": "python", "expression": expr,
+            "solution": f"{CODE_READ}\nprint({expr})", "input_output": {"inputs": inputs, "outputs": outputs}}
+
+
+def _wrong_program(rng: random.Random, expr: str) -> str:
+    """A near miss of ``print(expr)``: a coefficient, a sign or the operands changed, or a crash."""
+    kind = rng.choice(["coef", "sign", "swap", "crash"])
+    if kind == "crash":  # int() of "3 4" raises ValueError: a runtime error, not a wrong answer
+        return f"a, b = int(input()), 0\nprint({expr})"
+    if kind == "coef" and re.search(r"\d", expr):
+        digits = [m.start() for m in re.finditer(r"\d", expr)]
+        i = rng.choice(digits)
+        wrong = expr[:i] + str((int(expr[i]) + rng.randint(1, 8)) % 10 or 1) + expr[i + 1:]
+    elif kind == "swap":
+        wrong = expr.translate(str.maketrans("ab", "ba"))
+    else:
+        i = max(expr.find(" + "), expr.find(" - "))
+        wrong = expr[:i] + (" - " if expr[i:i + 3] == " + " else " + ") + expr[i + 3:]
+    def value(e: str, a: int, b: int) -> int:  # e: a linear expression generated above
+        return eval(e, {"__builtins__": {}}, {"a": a, "b": b})  # noqa: S307
+
+    if all(value(wrong, a, b) == value(expr, a, b) for a, b in ((2, 3), (5, -7))):  # e.g. 2*a + 2*b swapped
+        wrong = expr + " + 1"
+    return f"{CODE_READ}\nprint({wrong})"
+
+
 # ------------------------------------------------------------------------------------ splits & io
 
 def generate(task: str, rng: random.Random, **knobs) -> dict:
@@ -154,6 +226,8 @@ def generate(task: str, rng: random.Random, **knobs) -> dict:
         return arithmetic_problem(rng, **knobs)
     if task == "countdown":
         return countdown_problem(rng, **knobs)
+    if task == "code":
+        return code_problem(rng, **knobs)
     raise ValueError(f"unknown synthetic task {task!r}; valid: {', '.join(TASKS)}")
 
 
@@ -201,8 +275,19 @@ def _wrong_answer(rng: random.Random, answer: str) -> str:
     return str(wrong if wrong != value else value + 1)
 
 
+def code_completion(row: dict, rng: random.Random, *, formatted: bool, correct: bool) -> str:
+    """A response to a code row: the plan, then the program in a fenced block."""
+    program = row["solution"] if correct else _wrong_program(rng, row["expression"])
+    block = f"```python\n{program}\n```"
+    if formatted:
+        return f" <think> read a and b, then print {row['expression']}. </think> <answer> {block} </answer>"
+    return f" Read a and b, then print {row['expression']}.\n{block}" if rng.random() < 0.5 else f" {block}"
+
+
 def completion(row: dict, rng: random.Random, *, formatted: bool, correct: bool) -> str:
     """A response to ``row``: worked steps then the answer, in the R1 format or not, right or wrong."""
+    if row["task"] == "code":
+        return code_completion(row, rng, formatted=formatted, correct=correct)
     if row["task"] == "arithmetic":
         steps = arithmetic_steps(row)
     else:
@@ -236,6 +321,6 @@ def pretraining_corpus(n_docs: int, *, seed: int = 0, task: str = "arithmetic", 
         if row["question"] in excluded:
             continue
         formatted, correct = rng.random() < format_rate, rng.random() < correct_rate
-        docs.append(render_prompt(row["question"], template) + completion(row, rng, formatted=formatted,
-                                                                           correct=correct))
+        prompt = render_prompt(row["question"], template, code_language=row.get("language"))
+        docs.append(prompt + completion(row, rng, formatted=formatted, correct=correct))
     return docs

@@ -4,7 +4,10 @@
 Prompts are split over the rollout engines (data parallel); each engine samples and scores its
 share as training does (:mod:`r1mega.rollout.groups`: the first TP rank scores with the
 configured rule rewards), and a response counts as correct by its row's own correctness reward
-(:mod:`r1mega.rewards.correctness`: accuracy for math, code for rows with tests, countdown); per-prompt results are gathered so every rank returns the same metrics.
+(:mod:`r1mega.rewards.correctness`: accuracy for math, code for rows with tests, countdown);
+per-prompt results are gathered so every rank returns the same metrics. A response whose reward
+failed (a sandbox that could not start, a scorer timeout) is not correct and is counted in
+``scoring_errors``: the report flags such a number instead of passing it off as the model's.
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ if TYPE_CHECKING:
 def _pred(sample) -> str | None:
     info = sample.metadata.get("reward_info", {}).get("accuracy", {})
     return info.get("pred") if isinstance(info, dict) else None
+
+
+def _unscored(sample) -> bool:
+    """The sample's reward failed or timed out (r1mega.rewards.scorer's breakdown flags)."""
+    b = sample.reward_breakdown
+    return bool(b.get("error") or b.get("timeout"))
 
 
 def _correct(sample) -> bool:
@@ -60,7 +69,8 @@ def evaluate_engine(engine: RolloutEngine, records: list[PromptRecord], cfg: Con
                 results.append(PromptResult(
                     correct=[_correct(s) for s in group], answers=[_pred(s) for s in group], reference=rec.answer,
                     response_lens=[len(s.response_ids) for s in group],
-                    greedy_correct=_correct(g[0]) if g else None))
+                    greedy_correct=_correct(g[0]) if g else None,
+                    scoring_errors=sum(map(_unscored, group + g))))
     results = gather_groups(engine, results)
     if not results:
         return {}

@@ -91,6 +91,9 @@ class PromptResult:
     """Per sample: response length in tokens."""
     greedy_correct: bool | None = None
     """Correctness of the greedy (temperature 0) response, when one was generated."""
+    scoring_errors: int = 0
+    """Responses (sampled or greedy) whose reward failed or timed out (e.g. the code sandbox could
+    not start): counted as not correct, and reported, since such a number is not the model's."""
 
 
 def summarize(results: Sequence[PromptResult],
@@ -98,7 +101,8 @@ def summarize(results: Sequence[PromptResult],
     """Aggregate metrics: ``prompts``, ``samples``, ``k`` (fewest samples of any prompt), ``pass@1``
     (mean), ``pass@k`` (unbiased, at that k), ``cons@k`` (over prompts with answers and a
     reference; also as ``maj@k``, its former name), ``greedy_acc`` (over prompts with a greedy
-    result) and ``mean_response_len``; a metric with no data is left out."""
+    result), ``mean_response_len`` and ``scoring_errors`` (responses whose reward failed: a count,
+    always present); a metric with no data is left out."""
     if not results:
         raise ValueError("summarize needs at least one prompt result")
     k = min(len(r.correct) for r in results)
@@ -120,4 +124,5 @@ def summarize(results: Sequence[PromptResult],
     lens = [n for r in results if r.response_lens for n in r.response_lens]
     if lens:
         out["mean_response_len"] = sum(lens) / len(lens)
+    out["scoring_errors"] = sum(r.scoring_errors for r in results)
     return out

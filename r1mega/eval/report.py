@@ -17,8 +17,9 @@ from __future__ import annotations
 from typing import Mapping
 
 COLUMNS = (("prompts", "prompts"), ("k", "k"), ("pass@1", "pass@1"), ("cons@k", "cons@k"), ("pass@k", "pass@k"),
-           ("greedy", "greedy_acc"), ("mean len", "mean_response_len"))
-"""(header, metrics key) of each column."""
+           ("greedy", "greedy_acc"), ("mean len", "mean_response_len"), ("unscored", "scoring_errors"))
+"""(header, metrics key) of each column; ``unscored`` (responses whose reward failed) shows only
+when some benchmark has one."""
 
 
 def pool(per_benchmark: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -34,12 +35,14 @@ def pool(per_benchmark: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
         have = [m for m in rows if key in m]
         if len(have) == len(rows):
             out[key] = sum(m[key] * m["prompts"] for m in have) / out["prompts"]
+    if any("scoring_errors" in m for m in rows):
+        out["scoring_errors"] = sum(m.get("scoring_errors", 0) for m in rows)
     if all("mean_response_len" in m for m in rows):
         out["mean_response_len"] = sum(m["mean_response_len"] * m["samples"] for m in rows) / out["samples"]
     return out
 
 
-COUNTS = ("prompts", "samples", "k")
+COUNTS = ("prompts", "samples", "k", "scoring_errors")
 
 
 def as_json(per_benchmark: Mapping[str, Mapping[str, float]]) -> dict:
@@ -53,11 +56,22 @@ def as_json(per_benchmark: Mapping[str, Mapping[str, float]]) -> dict:
 def _cell(key: str, value: float | None) -> str:
     if value is None:
         return "-"
-    if key in ("prompts", "k"):
+    if key in ("prompts", "k", "scoring_errors"):
         return str(int(value))
     if key == "mean_response_len":
         return f"{value:.1f}"
     return f"{100 * value:.1f}%"
+
+
+def scoring_warning(per_benchmark: Mapping[str, Mapping[str, float]]) -> str | None:
+    """A warning naming the benchmarks with responses whose reward failed (None when there are none)."""
+    bad = {name: int(m["scoring_errors"]) for name, m in per_benchmark.items() if m.get("scoring_errors")}
+    if not bad:
+        return None
+    where = ", ".join(f"{name}: {n} of {int(per_benchmark[name]['samples'])}" for name, n in bad.items())
+    return (f"WARNING: responses whose reward failed or timed out ({where}) are counted as wrong, so these "
+            f"numbers understate the model: the log names each cause (for code, a sandbox that could not start "
+            f"is `r1mega sandbox -- true`'s error); fix it and evaluate again")
 
 
 def format_table(per_benchmark: Mapping[str, Mapping[str, float]], *, with_all: bool = True) -> str:
@@ -65,7 +79,10 @@ def format_table(per_benchmark: Mapping[str, Mapping[str, float]], *, with_all: 
     rows = dict(per_benchmark)
     if with_all and len(rows) > 1:
         rows["all"] = pool(per_benchmark)
-    cols = [(h, k) for h, k in COLUMNS if any(k in m for m in rows.values())]
+    def shown(key: str) -> bool:  # "unscored" only when nonzero
+        return any(m.get(key) if key == "scoring_errors" else key in m for m in rows.values())
+
+    cols = [(h, k) for h, k in COLUMNS if shown(k)]
     cells = [["benchmark"] + [h for h, _ in cols]]
     cells += [[name] + [_cell(k, m.get(k)) for _, k in cols] for name, m in rows.items()]
     widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]

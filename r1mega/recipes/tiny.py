@@ -32,6 +32,7 @@ log = logging.getLogger("r1mega.tiny")
 class TinySettings:
     """Sizes of the tiny default. ``quick()`` is the shortened version the test suite runs."""
 
+    task: str = "arithmetic"          # r1mega.data.synthetic task: arithmetic | countdown | code
     n_train: int = 4000               # RL training problems
     n_eval: int = 200                 # held-out problems (in no training or pretraining document)
     n_val: int = 128                  # validation problems of the pretraining stop rule (also unseen)
@@ -46,12 +47,22 @@ class TinySettings:
     heads: int = 2
     ffn: int = 384
     pretrain_steps: int = 1000        # budget: pretraining stops here if the target is not reached
-    pretrain_target: float = 0.9      # stop once this share of validation worked steps is exact (0: off)
+    pretrain_target: float = 0.9      # stop once this share of validation worked steps is exact (0: off;
+                                      # arithmetic only: the other tasks pretrain for pretrain_steps)
     pretrain_eval_every: int = 50     # steps between checks of the stop rule
     pretrain_batch: int = 64
     pretrain_lr: float = 3e-3
     family: str = "qwen2"
     rl_overrides: list = field(default_factory=list)
+
+    def __post_init__(self):
+        from r1mega.data.synthetic import TASKS
+
+        if self.task not in TASKS:
+            raise ValueError(f"tiny task ({self.task!r}) must be one of: {', '.join(TASKS)}")
+        if self.pretrain_target > 0 and self.task != "arithmetic":
+            raise ValueError(f"pretrain_target ({self.pretrain_target}) checks arithmetic's worked steps; the "
+                             f"{self.task!r} task has none: set pretrain_target=0 (pretrain for pretrain_steps)")
 
     @classmethod
     def quick(cls) -> "TinySettings":
@@ -76,9 +87,23 @@ class TinySettings:
                                  "eval.max_prompts=16", "eval.greedy=false", "run.save_every=0"])
 
     @classmethod
+    def code_check(cls) -> "TinySettings":
+        """R1-Zero on code, shortened (about two minutes, tests/test_code_rl.py): Python programs
+        that print a linear expression of two input integers, each sample scored by running its
+        program on the row's tests in the sandbox (the ``code`` reward). The base writes the
+        program in a fenced block, right about half of the time."""
+        return cls(task="code", task_knobs=dict(max_const=0), n_train=64, n_eval=8, n_val=0, format_rate=0.5, correct_rate=0.5,
+                   pretrain_docs=4096, pretrain_steps=400, pretrain_target=0.0, pretrain_batch=32,
+                   vocab_size=512, hidden_size=128, layers=2, ffn=256,
+                   rl_overrides=["run.steps=2", "data.prompts_per_step=4", "algorithm.group_size=4",
+                                 "rollout.max_new_tokens=80", "reward.weights={code: 1.0, format: 0.2}", "reward.timeout_s=30",
+                                 "eval.k=2", "run.save_every=0"])
+
+    @classmethod
     def preset(cls, name: str) -> "TinySettings":
-        """``default``, ``quick`` (the plumbing test) or ``learning_check``."""
-        presets = {"default": cls, "quick": cls.quick, "learning_check": cls.learning_check}
+        """``default``, ``quick`` (the plumbing test), ``learning_check`` or ``code_check``."""
+        presets = {"default": cls, "quick": cls.quick, "learning_check": cls.learning_check,
+                   "code_check": cls.code_check}
         if name not in presets:
             raise ValueError(f"unknown tiny preset {name!r}; valid: {', '.join(presets)}")
         return presets[name]()
@@ -110,10 +135,10 @@ def prepare_data(out: str, s: TinySettings, seed: int) -> TinyData:
     and validation questions are in no pretraining document."""
     from r1mega.data.synthetic import make_splits, pretraining_corpus, write_jsonl
 
-    pool, held = make_splits("arithmetic", s.n_train + s.n_val, s.n_eval, seed=seed, **s.task_knobs)
+    pool, held = make_splits(s.task, s.n_train + s.n_val, s.n_eval, seed=seed, **s.task_knobs)
     train, val = pool[:s.n_train], pool[s.n_train:]
     train_path, eval_path = os.path.join(out, "data", "train.jsonl"), os.path.join(out, "data", "eval.jsonl")
-    docs = pretraining_corpus(s.pretrain_docs, seed=seed, task="arithmetic", format_rate=s.format_rate,
+    docs = pretraining_corpus(s.pretrain_docs, seed=seed, task=s.task, format_rate=s.format_rate,
                               correct_rate=s.correct_rate, exclude=[r["question"] for r in held + val],
                               template=s.template, **s.task_knobs)
     if _rank() == 0:
@@ -224,6 +249,7 @@ def build_base(out: str, s: TinySettings, docs: list[str], cfg, val_rows=()) -> 
                         "validation worked steps exact (target %.1f%%); RL starts from a weaker base",
                         s.pretrain_steps, 100 * checks[-1]["val_steps_exact"], 100 * s.pretrain_target)
     export_hf(policy.modules, policy.arch, base_dir, tokenizer_dir=None)
+    _barrier()  # every rank reads base/ and pretrain.json next
     return base_dir, tok_dir
 
 
@@ -243,6 +269,9 @@ def run_tiny(out: str, *, quick: bool = False, config_path: str | None = None, o
     os.makedirs(out, exist_ok=True)
     overrides = [*s.rl_overrides, *overrides, *([f"run.seed={seed}"] if seed is not None else [])]
     base_cfg = load_config(config_path, [f"run.output_dir={out}", *overrides])
+    from r1mega.parallel.init import init_distributed
+
+    init_distributed(base_cfg.run)  # torchrun: rank 0 writes the data and the tokenizer, the others wait
     data = prepare_data(out, s, base_cfg.run.seed)
     t_pre = time.perf_counter()
     base_dir, tok_dir = build_base(out, s, data.docs, base_cfg, data.val_rows)
