@@ -119,15 +119,19 @@ def main() -> int:
             scorer.close()
     rows.append((f"batch of {batch}: pool of {cores} vs serial", "samples/s", timings[cores], timings[0]))
 
-    head = "| workload | unit | sandboxed | bare | sandboxed / bare time |\n|---|---|---:|---:|---:|"
-    lines = [head] + [f"| {name} | {unit} | {s:.1f} | {b:.1f} | {b / s:.2f}x |" for name, unit, s, b in rows]
+    head = ("| workload | unit | sandboxed | bare | sandboxed / bare time | added per run |\n"
+            "|---|---|---:|---:|---:|---:|")
+    lines = [head] + [f"| {name} | {unit} | {s:.1f} | {b:.1f} | {b / s:.2f}x | {1e3 * (1 / s - 1 / b):.1f} ms |"
+                      for name, unit, s, b in rows]
     lines[-1] = (f"| {rows[-1][0]} | {rows[-1][1]} | {rows[-1][2]:.1f} (pool) | {rows[-1][3]:.1f} (serial) | "
-                 f"{rows[-1][2] / rows[-1][3]:.2f}x faster |")
+                 f"{rows[-1][2] / rows[-1][3]:.2f}x faster | |")
     text_table = "\n".join(lines)
     print(text_table)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        meta_out = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+        from r1mega.recipes.seeds import machine_info
+
+        meta_out = {"date": time.strftime("%Y-%m-%d"), "machine": machine_info()["cpu"],
                     "cores": cores, "python": platform.python_version(),
                     "command": f"python tools/bench_sandbox.py --repeats {args.repeats} --out {os.path.relpath(args.out, ROOT)}"}
         with open(os.path.join(args.out, "sandbox.json"), "w") as f:

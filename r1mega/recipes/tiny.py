@@ -10,6 +10,10 @@
     5. GRPO       R1-Zero: accuracy + format rewards, G samples per prompt, no KL
     6. eval       the same held-out set after RL; summary.json and plots in the run directory
 
+``TinySettings.task`` picks the synthetic task; ``--preset code_check`` is R1-Zero on Python programs
+(the ``code`` task, judged by running them in the sandbox). Under ``torchrun`` every rank takes part
+(rank 0 writes the data and the tokenizer; pretraining and RL are data parallel).
+
 ``r1mega tiny --seed S`` changes the data, the initial weights and every sampling seed;
 ``--seeds N`` runs N of them and reports the spread (:mod:`r1mega.recipes.seeds`).
 
