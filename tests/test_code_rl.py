@@ -3,14 +3,16 @@ sample's program run on its row's tests in the sandbox; then ``r1mega eval`` on 
 
 ``r1mega tiny --preset code_check`` pretrains a tiny base on Python programs for the synthetic code
 task (r1mega.data.synthetic: print a linear expression of two input integers), right half of the
-time and otherwise a near miss or a crash, so the base passes some tests and fails others. Its
-programs reach the reward only through the sandbox: a sample passes when its program, run by
-``python3`` in the sandbox, prints the expected lines. What must hold:
+time and otherwise a near miss or a crash. Its programs reach the reward only through the sandbox,
+scored as the fraction of the row's tests passed; the first test, ``0 0``, is passed by every
+program that runs and prints the expression's constant (0 here), failed by one that crashes. What
+must hold:
 
-* some programs pass and some fail (the reward separates them: there is a signal to learn from);
+* the code reward is above 0 (programs ran in the sandbox and printed) and below 1 (tests failed);
 * no sample's reward is an infrastructure error or a scorer timeout;
-* the step's ``acc/mean`` is the code reward's all-pass rate (the task's own correctness reward);
-* ``r1mega eval`` scores the held-out code prompts with the same reward.
+* the step's ``acc/mean`` (the task's own correctness rule: all tests pass) is at most the
+  fraction reward, and is what the eval's pass@1 measures;
+* ``r1mega eval`` scores the held-out code prompts with the same reward, with no unscored response.
 """
 
 import json
@@ -37,9 +39,8 @@ def test_code_rl_two_ranks_scored_in_the_sandbox_then_eval(tmp_path):
     assert [int(m["step"]) for m in steps] == [1, 2]
     for m in steps:
         assert m["reward/error"] == 0.0 and m["reward/timeout"] == 0.0, m
-        assert m["acc/mean"] == pytest.approx(m["reward/code"]), m  # all-pass code reward = correctness
-    rates = [m["reward/code"] for m in steps] + [m["eval/pass@1"] for m in evals]
-    assert len(evals) == 2 and any(r > 0 for r in rates) and any(r < 1 for r in rates), rates
+        assert 0.0 < m["reward/code"] < 1.0 and m["acc/mean"] <= m["reward/code"], m
+    assert len(evals) == 2 and all(m["eval/scoring_errors"] == 0 for m in evals), evals
 
     table = tmp_path / "eval.json"
     cmd = [sys.executable, "-m", "r1mega.cli", "eval", "--model", str(out / "grpo" / "hf"),
@@ -52,5 +53,5 @@ def test_code_rl_two_ranks_scored_in_the_sandbox_then_eval(tmp_path):
     row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("synth_code"))
     got = json.loads(table.read_text())["benchmarks"]["synth_code"]
     assert row[1:3] == ["8", "4"] and got["samples"] == 32 and got["scoring_errors"] == 0, (row, got)
-    assert 0.0 < got["pass@k"] and got["pass@1"] < 1.0, got  # the base's programs: some pass, some fail
+    assert got["pass@1"] < 1.0, got
     assert "unscored" not in proc.stdout and "WARNING" not in proc.stderr

@@ -161,12 +161,17 @@ class _ProgramEngine:
 
     tp_rank, dp_rank, dp_size, policy_version = 0, 0, 1, 0
 
+    def __init__(self):
+        self.samples = []
+
     def generate(self, prompts, n=1, *, prompt_texts, expected_version=None, group_offset=0, **sampling):
         from r1mega.types import Sample
 
-        return [Sample(prompt_ids=list(ids), response_ids=[1, 2, 3], group_id=group_offset + g, finish_reason="stop",
-                       prompt_text=text, response_text=answer(SUM_PY))
-                for g, (ids, text) in enumerate(zip(prompts, prompt_texts)) for _ in range(n)]
+        out = [Sample(prompt_ids=list(ids), response_ids=[1, 2, 3], group_id=group_offset + g, finish_reason="stop",
+                      prompt_text=text, response_text=answer(SUM_PY))
+               for g, (ids, text) in enumerate(zip(prompts, prompt_texts)) for _ in range(n)]
+        self.samples += out
+        return out
 
 
 @needs_userns
@@ -175,12 +180,14 @@ def test_eval_counts_responses_whose_sandbox_failed_instead_of_passing_them_off_
     from r1mega.data.prompts import PromptRecord
     from r1mega.eval.evaluate import evaluate_engine
 
-    cfg = load_config(None, ["reward.num_workers=0", "reward.weights={format: 1.0}", "reward.timeout_s=40",
-                             "eval.k=2", "eval.greedy=true"])
+    cfg = load_config(None, ["reward.num_workers=0", "reward.weights={format: 1.0}", "reward.timeout_s=60",
+                             "reward.code_test_time_s=10", "reward.code_budget_s=30", "eval.k=2", "eval.greedy=true"])
     records = [PromptRecord(index=i, prompt_text=f"add #{i}", prompt_ids=[5, 6], answer=None, metadata=dict(APPS_STDIO))
                for i in range(2)]
-    ok = evaluate_engine(_ProgramEngine(), records, cfg, prefix="")
-    assert ok["pass@1"] == 1.0 and ok["greedy_acc"] == 1.0 and ok["scoring_errors"] == 0
+    engine = _ProgramEngine()
+    ok = evaluate_engine(engine, records, cfg, prefix="")
+    assert ok["pass@1"] == 1.0 and ok["greedy_acc"] == 1.0 and ok["scoring_errors"] == 0, \
+        (ok, [(s.reward_breakdown, s.metadata.get("reward_info")) for s in engine.samples])
     monkeypatch.setenv("R1MEGA_SANDBOX_BIN", str(tmp_path / "missing"))
     monkeypatch.setattr("r1mega.sandbox.run.os.path.dirname", lambda p: str(tmp_path))
     broken = evaluate_engine(_ProgramEngine(), records, cfg, prefix="")

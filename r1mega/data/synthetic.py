@@ -178,7 +178,9 @@ def _code_value(terms, op: str, const: int, a: int, b: int) -> int:
 def code_problem(rng: random.Random, *, max_coef: int = 9, max_const: int = 9, max_input: int = 50,
                  n_tests: int = 3) -> dict:
     """One code row: read two integers, print a linear expression of them. Tests are stdin/stdout
-    pairs (APPS ``input_output``) on random inputs in [-max_input, max_input]."""
+    pairs (APPS ``input_output``): ``0 0`` (an edge case every program that runs and prints the
+    constant passes: with ``reward.code_scoring: fraction`` it separates a near miss from a crash),
+    then random inputs in [-max_input, max_input]."""
     if max_coef < 1 or max_const < 0 or max_input < 1 or n_tests < 1:
         raise ValueError(f"code task knobs must be positive (max_coef={max_coef}, max_const={max_const}, "
                          f"max_input={max_input}, n_tests={n_tests})")
@@ -187,8 +189,8 @@ def code_problem(rng: random.Random, *, max_coef: int = 9, max_const: int = 9, m
     op, const = rng.choice("+-"), rng.randint(-max_const, max_const)
     expr = code_expression(terms, op, const)
     inputs, outputs = [], []
-    for _ in range(n_tests):
-        a, b = rng.randint(-max_input, max_input), rng.randint(-max_input, max_input)
+    for i in range(n_tests):  # the first test is the edge case 0 0
+        a, b = (0, 0) if i == 0 else (rng.randint(-max_input, max_input), rng.randint(-max_input, max_input))
         inputs.append(f"{a} {b}\n")
         outputs.append(f"{_code_value(terms, op, const, a, b)}\n")
     return {"question": f"Read two integers a and b from one line of input and print the value of {expr}.",

@@ -92,16 +92,18 @@ class TinySettings:
 
     @classmethod
     def code_check(cls) -> "TinySettings":
-        """R1-Zero on code, shortened (about two minutes, tests/test_code_rl.py): Python programs
-        that print a linear expression of two input integers, each sample scored by running its
-        program on the row's tests in the sandbox (the ``code`` reward). The base writes the
-        program in a fenced block, right about half of the time."""
-        return cls(task="code", task_knobs=dict(max_const=0), n_train=64, n_eval=8, n_val=0, format_rate=0.5, correct_rate=0.5,
-                   pretrain_docs=4096, pretrain_steps=400, pretrain_target=0.0, pretrain_batch=32,
-                   vocab_size=512, hidden_size=128, layers=2, ffn=256,
+        """R1-Zero on code, shortened (tests/test_code_rl.py): Python programs that print a linear
+        expression of two input integers, each sample scored by running its program on the row's
+        tests in the sandbox (the ``code`` reward, fraction of tests passed). 200 pretraining steps
+        teach the answer's form (a fenced program reading a and b) but not yet copying the
+        expression: the base's programs run and pass the ``0 0`` test, crash, or (rarely) pass all."""
+        return cls(task="code", task_knobs=dict(max_const=0), n_train=64, n_eval=8, n_val=0, format_rate=0.5,
+                   correct_rate=0.5, pretrain_docs=2048, pretrain_steps=200, pretrain_target=0.0,
+                   pretrain_batch=32, vocab_size=512, hidden_size=128, layers=2, ffn=256,
                    rl_overrides=["run.steps=2", "data.prompts_per_step=4", "algorithm.group_size=4",
-                                 "rollout.max_new_tokens=80", "reward.weights={code: 1.0, format: 0.2}", "reward.timeout_s=30",
-                                 "eval.k=2", "run.save_every=0"])
+                                 "rollout.max_new_tokens=80", "reward.weights={code: 1.0, format: 0.2}",
+                                 "reward.code_scoring=fraction", "reward.timeout_s=30", "eval.k=2",
+                                 "run.save_every=0"])
 
     @classmethod
     def preset(cls, name: str) -> "TinySettings":
