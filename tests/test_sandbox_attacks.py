@@ -102,6 +102,33 @@ def test_cpu_spin_is_stopped_at_the_wall_clock_limit(marker):
     _contained(res, marker)
 
 
+def test_cpu_spin_is_stopped_at_the_cpu_time_limit(marker):
+    res = py("while True: pass", marker, cpu_limit_s=1.0, time_limit_s=10.0)
+    assert res.status == "timeout" and res.exit_code == 124 and res.cpu_s >= 0.9 and res.wall_s < 5.0, res
+    _contained(res, marker)
+
+
+def test_a_fork_bomb_beside_does_not_fail_a_correct_program(marker):
+    """Sandboxes share the CPUs (no cgroups): a fork bomb in one slows a program in the next pool
+    worker many times over. The code reward's verdict is CPU time (its wall clock is 3x + 1 s), so
+    the correct program still passes every test."""
+    import threading
+
+    from r1mega.rewards.code import code_reward
+    from r1mega.rewards.config import RewardConfig
+
+    bomb = threading.Thread(target=py, args=("import os\nwhile True:\n    try: os.fork()\n    except OSError: pass",
+                                             marker), kwargs=dict(time_limit_s=6.0))
+    bomb.start()
+    time.sleep(0.5)  # the bomb is at its process limit, every process spinning
+    cfg = RewardConfig(weights={"code": 1.0}, timeout_s=60, code_test_time_s=1.0, code_budget_s=30)
+    tests = {"input_output": {"inputs": [f"{i} {i + 1}\n" for i in range(4)], "outputs": [f"{2 * i + 1}\n" for i in range(4)]}}
+    got = code_reward("```python\na, b = map(int, input().split())\nprint(a + b)\n```", None, tests, cfg)
+    bomb.join()
+    assert got.score == 1.0, got.info
+    assert not _host_processes(marker)
+
+
 def test_cpu_spin_cpp(marker):
     res = cpp("int main(){ volatile long x=0; for(;;) x++; }", marker, time_limit_s=1.0)
     assert res.status == "timeout"

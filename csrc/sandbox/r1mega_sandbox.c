@@ -26,7 +26,8 @@
  * cause, unless --unisolated is given: then only the rlimits, the environment, the fds, the
  * output cap and the wall clock apply, and a warning says so.
  *
- * Exit status: the program's; 124 when the wall-clock limit killed it; 128+N when signal N did;
+ * Exit status: the program's; 124 when the wall-clock or the CPU-time limit killed it; 128+N when
+ * signal N did;
  * 125 when the sandbox itself failed (never the program's fault). --result FILE gets one JSON
  * object: status ("ok", "exit", "signal", "timeout", "error"), exit_code, signal, wall_s, cpu_s,
  * max_rss_kb, stdout_bytes, stderr_bytes, stdout_truncated, stderr_truncated, error.
@@ -746,6 +747,12 @@ int main(int argc, char **argv) {
     }
     if (WIFSIGNALED(rep.wait_status)) {
         int sig = WTERMSIG(rep.wait_status);
+        /* the CPU-time limit (RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL at the hard one) is a
+           time limit too: 124, "timeout", like the wall clock */
+        if (sig == SIGXCPU || (sig == SIGKILL && rep.cpu_s >= (double)(rlim_t)(opt.cpu_limit_s + 0.999) - 0.05)) {
+            json_result("timeout", 124, sig, wall, &rep, &out, &err, "");
+            return 124;
+        }
         json_result("signal", 128 + sig, sig, wall, &rep, &out, &err, "");
         return 128 + sig;
     }

@@ -11,9 +11,11 @@
 3. C++ is compiled once per sample (``g++ -O2 -std=c++17``, ``reward.code_compile_time_s``); a
    compile error scores 0 with the compiler's message in the info. Python runs as ``python3``.
 4. Each test runs in its own sandbox (:func:`r1mega.sandbox.run.run_sandboxed`) with
-   ``reward.code_test_time_s`` and ``code_memory_mb``; all of a sample's tests share the budget
+   ``code_memory_mb`` and ``reward.code_test_time_s`` of CPU time (the kernel's RLIMIT_CPU, whole
+   seconds, rounded up) within a wall clock of 3x that + 1 s (:func:`wall_limit`): the verdict does
+   not depend on how busy the machine is. All of a sample's tests share the wall-clock budget
    ``reward.code_budget_s``, past which the remaining tests fail. A wrong answer, a runtime error
-   and a timeout fail a test.
+   and a timeout (CPU or wall) fail a test.
 5. A sandbox that cannot run at all (no launcher, no user namespaces) raises
    :class:`SandboxInfrastructureError`: the scorer records it as the sample's error (counted in
    ``reward/error`` and logged with the cause), never as a wrong program.
@@ -73,16 +75,25 @@ def _sandbox(argv, cfg, **kw):
     return res
 
 
-def _run_test(test: CodeTest, lang: str, program: dict, cfg, time_s: float) -> tuple[bool, str]:
+def wall_limit(cpu_s: float) -> float:
+    """A test's wall-clock limit for a CPU-time limit of ``cpu_s``: 3x + 1 s. The verdict is CPU
+    time, so a correct program on a machine slowed by other sandboxes (a hostile sample's fork
+    bomb in the next pool worker) still passes; the wall clock stops a program that sleeps or
+    blocks."""
+    return 3.0 * cpu_s + 1.0
+
+
+def _run_test(test: CodeTest, lang: str, program: dict, cfg, cpu_s: float, wall_s: float) -> tuple[bool, str]:
     """(passed, why not) of one test."""
+    limits = dict(cpu_limit_s=cpu_s, time_limit_s=wall_s)
     if test.kind == "call":
         if lang != "python":
             return False, "call tests need Python"
         res = _sandbox(["python3", "driver.py", test.fn_name], cfg, files={**program, "driver.py": CALL_DRIVER},
-                       stdin=json.dumps(test.input), time_limit_s=time_s)
+                       stdin=json.dumps(test.input), **limits)
     else:
         argv = ["python3", "solution.py"] if lang == "python" else ["./solution"]
-        res = _sandbox(argv, cfg, files=program, stdin=test.input, time_limit_s=time_s)
+        res = _sandbox(argv, cfg, files=program, stdin=test.input, **limits)
     if res.status == "timeout":
         return False, "timeout"
     if res.status != "ok":
@@ -128,7 +139,8 @@ def code_reward(response: str, answer: str | None, meta: dict, cfg) -> RewardRes
             first_failure = first_failure or f"test {i}: the sample's budget (reward.code_budget_s) ran out"
             out_of_budget = True
             break
-        ok, why = _run_test(test, lang, program, cfg, min(cfg.code_test_time_s, left))
+        ok, why = _run_test(test, lang, program, cfg, min(cfg.code_test_time_s, left),
+                            min(wall_limit(cfg.code_test_time_s), left))
         passed += ok
         if not ok:
             first_failure = first_failure or f"test {i}: {why}"

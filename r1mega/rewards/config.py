@@ -52,7 +52,8 @@ class RewardConfig:
                                 "whose row has no `language`).", choices=("python", "cpp"))
     code_scoring: str = option("all_pass", "Code reward: all_pass (1 when every test passes, stopping at the "
                                "first failure) or fraction (share of tests passed).", choices=("all_pass", "fraction"))
-    code_test_time_s: float = option(2.0, "Code reward: wall-clock limit of one test.")
+    code_test_time_s: float = option(2.0, "Code reward: CPU-time limit of one test (whole seconds, rounded up); "
+                                           "its wall clock is 3x this + 1 s.")
     code_budget_s: float = option(8.0, "Code reward: wall-clock budget of all of a sample's tests (and its "
                                   "compilation); tests past it fail. Keep it under `timeout_s`.")
     code_compile_time_s: float = option(20.0, "Code reward: wall-clock limit of compiling a C++ answer.")
