@@ -80,6 +80,7 @@ def linear_grpo_loss(hidden, weight, targets, *, old_logp, advantages, mask, ref
     """Fused LM head + GRPO loss. Returns (loss scalar fp32, stats dict).
 
     Per token: r = exp(logp - old_logp); pg = max(-A r, -A clip(r, 1-clip_low, 1+clip_high));
+    ``old_logp=None``: on-policy, the old policy is this one (old_logp = logp detached, r = 1);
     l = pg + kl_coef * k3(logp, ref_logp) - entropy_coef * entropy; loss = sum_t w_t l_t with the
     aggregation weights of ``agg`` (see ``grpo_math.token_weights``). For triton/torch_chunked the
     gradients of hidden and weight are computed during forward (6 THV FLOP) and backward scales them.
@@ -102,7 +103,8 @@ def linear_grpo_loss(hidden, weight, targets, *, old_logp, advantages, mask, ref
     cfg = dict(clip_low=float(clip_low), clip_high=float(clip_high), kl_coef=float(kl_coef),
                entropy_coef=float(entropy_coef), inv_temp=1.0 / float(temperature), tp_group=tp_group,
                vocab_start=start, impl="triton" if backend == "triton" else "torch_chunked", chunk_t=chunk_size)
-    loss, sums, logp, ent = LinearGRPOFunction.apply(hidden, weight, targets, old_logp.float(), advantages.float(),
+    old = None if old_logp is None else old_logp.float()
+    loss, sums, logp, ent = LinearGRPOFunction.apply(hidden, weight, targets, old, advantages.float(),
                                                      None if ref_logp is None else ref_logp.float(), wt, maskf, cfg)
     stats = stats_from_sums(sums, loss, ref_logp is not None, True)
     stats["logp"], stats["entropy_per_token"] = logp, ent

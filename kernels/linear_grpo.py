@@ -59,7 +59,8 @@ def linear_grpo_forward(x, w, targets, old_logp, adv, ref_logp, wt, mask, *, cli
         stats = combine_across_tp(row_stats(z, tgt, inv_temp, vocab_start), tp_group)
         lse, logp, ent, ez = finalize_stats(stats)
         ref_c = None if ref_logp is None else ref_logp[t0:t1]
-        loss_tok, dlp, dent, parts = grpo_token_terms(logp, old_logp[t0:t1], adv[t0:t1], ref_c, ent,
+        old_c = logp if old_logp is None else old_logp[t0:t1]  # None: on-policy, r = 1
+        loss_tok, dlp, dent, parts = grpo_token_terms(logp, old_c, adv[t0:t1], ref_c, ent,
                                                       clip_low=clip_low, clip_high=clip_high, kl_coef=kl_coef,
                                                       entropy_coef=entropy_coef)
         wc = wt[t0:t1]

@@ -62,7 +62,8 @@ def linear_grpo_loss_eager(hidden, weight, targets, *, old_logp, advantages, mas
     """Eager logprob + entropy from full logits, then ``grpo_loss_eager``."""
     logp, entropy = linear_logprob_eager(hidden, weight, targets, temperature=temperature, with_entropy=True,
                                          compute_dtype=compute_dtype)
-    loss, stats = grpo_loss_eager(logp, old_logp, advantages, mask, ref_logp=ref_logp, entropy=entropy,
+    old = logp.detach() if old_logp is None else old_logp  # None: on-policy (the current policy is the old one)
+    loss, stats = grpo_loss_eager(logp, old, advantages, mask, ref_logp=ref_logp, entropy=entropy,
                                   clip_low=clip_low, clip_high=clip_high, kl_coef=kl_coef,
                                   entropy_coef=entropy_coef, agg=agg, seq_ids=seq_ids, denominator=denominator,
                                   max_response_len=max_response_len, compute_dtype=compute_dtype)

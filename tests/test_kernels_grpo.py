@@ -161,6 +161,40 @@ def test_linear_grpo_loss_vs_fp64(backend, agg):
 
 
 @pytest.mark.parametrize("backend", FAST)
+def test_linear_grpo_on_policy_is_the_loss_with_the_current_logprobs_as_old(backend):
+    """old_logp=None (one update per batch: the old policy is the one trained) == the float64 loss
+    whose old logprobs are the current policy's own, detached: ratio 1, no clipping, the plain
+    policy gradient -A dlogp plus the KL and entropy terms."""
+    seed = _seed()
+    T, H, V = 29, 48, 517
+    x = torch.randn(T, H, dtype=torch.float64) / H ** 0.25
+    w = torch.randn(V, H, dtype=torch.float64) / H ** 0.25
+    y = torch.randint(0, V, (T,))
+    logp0, _ = K.linear_logprob_eager(x, w, y)
+    _, ref, adv, mask, seq = _token_inputs(T, logp0)
+    kw = _kwargs("token_mean", seq, True)
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    l_ref, s_ref = K.linear_grpo_loss_eager(xr, wr, y, old_logp=logp0, advantages=adv, mask=mask, ref_logp=ref, **kw)
+    l_ref.backward()
+    xe, we = x.clone().requires_grad_(), w.clone().requires_grad_()
+    l_none, _ = K.linear_grpo_loss_eager(xe, we, y, old_logp=None, advantages=adv, mask=mask, ref_logp=ref, **kw)
+    l_none.backward()  # the reference itself: None == the detached current logprobs
+    assert torch.allclose(l_none, l_ref) and torch.allclose(xe.grad, xr.grad) and torch.allclose(we.grad, wr.grad)
+    xd, wd = _f32(x).requires_grad_(), _f32(w).requires_grad_()
+    loss, stats = K.linear_grpo_loss(xd, wd, y.to(DEV), old_logp=None, advantages=_f32(adv), mask=mask.to(DEV),
+                                     ref_logp=_f32(ref), backend=backend, chunk_size=8, **dict(kw, seq_ids=seq.to(DEV)))
+    loss.backward()
+    msg = f"seed={seed} backend={backend} on-policy"
+    lp_tol, ent_tol = linear_logprob_bounds(x, w, 1.0)
+    S, G = _terms(logp0, logp0, adv, ref, s_ref["entropy_per_token"].double(), kw["kl_coef"], kw["entropy_coef"])
+    assert_within(loss.item(), l_ref.item(), rel_bound(T, 3) * S + lp_tol * G + kw["entropy_coef"] * ent_tol, msg)
+    g_rel = rel_bound(max(V, T), 3)
+    _close(xd.grad, xr.grad, g_rel, msg + " dX")
+    _close(wd.grad, wr.grad, g_rel, msg + " dW")
+    assert stats["ratio_mean"].item() == 1.0 and stats["clip_frac"].item() == 0.0, msg
+
+
+@pytest.mark.parametrize("backend", FAST)
 def test_linear_grpo_bf16(backend):
     seed = _seed()
     T, H, V = 29, 32, 517

@@ -33,7 +33,8 @@ def reference(tmp_path_factory):
 # K = 257 (the softmax over the vocabulary; its backward sums 257 signed terms into each dX);
 # D = 9 L + 3 forward, twice that for a step: L = 2: 6.4e-4 / 1.3e-3; L = 4: 1.2e-3 / 2.4e-3.
 SHAPE = dict(hidden=64, ffn=96, seq=16, vocab=257, tokens=128)
-STEPS = {"fused": 1, "unfused": 1, "sft": 2, "sft_padded": 1, "sft_packed": 1, "sft_garbage": 1}  # "sft" follows "fused"
+STEPS = {"fused": 1, "unfused": 1, "recompute": 1, "on_policy": 1, "sft": 2, "sft_padded": 1, "sft_packed": 1,
+         "sft_garbage": 1}  # "sft" follows "fused"
 WORKER_DEFAULTS = {"clip_high": 0.28}  # train_step.py's RL config (unfused adds tis_cap=1.5)
 
 
@@ -80,6 +81,25 @@ def test_step_equals_single_process(reference, tmp_path, tp, pp):
     path, ref = reference
     torchrun(WORKER, str(tmp_path), path, str(tp), str(pp), nproc=2)
     _compare(ref, torch.load(tmp_path / "result.pt"), layers=2)
+
+
+def test_one_update_per_batch_needs_no_old_logprob_pass(reference):
+    """trainer.old_logprobs current (auto's choice with one update per batch) skips the forward pass
+    of the old policy: the loss takes the trained policy's own logprobs, detached. The step equals
+    the one whose old logprobs were recomputed first (ratio 1, nothing clipped)."""
+    _, ref = reference
+    a, b = ref["recompute"], ref["on_policy"]
+    fwd, step = transformer_rel(layers=2, **SHAPE)
+    n_params = sum(v.numel() for v in ref["initial"].values())
+    lp = logprob_bound(fwd, logit_cap(ref["initial"]), SHAPE["vocab"])
+    g = _advantage_max(SHAPE["vocab"]) * (1 + WORKER_DEFAULTS["clip_high"])
+    for key in ("loss", "pg_loss"):
+        assert_within(b["stats"][key], a["stats"][key], lp * g, key)
+    assert b["stats"]["clip_frac"] == 0.0 and b["stats"]["ratio_mean"] == 1.0, b["stats"]
+    for k in a["weights"]:
+        assert_within(b["weights"][k], a["weights"][k],
+                      sgd_weights_bound(a["weights"][k], ref["initial"][k], step + n_params * EPS32 / 2), k)
+    assert any(not torch.equal(b["weights"][k], ref["initial"][k]) for k in a["weights"])  # it did train
 
 
 def test_sft_loss_is_response_only_and_packing_changes_nothing(reference):

@@ -55,7 +55,7 @@ sys.path.insert(0, ROOT)
 
 SHAPES = {
     # ~2.6M parameters, 64 completions x 32 tokens: the first measurement
-    "tiny": dict(hidden=128, layers=4, heads=2, kv_heads=1, ffn=512, vocab=2048, group_size=8, prompts_per_step=8,
+    "tiny": dict(hidden=192, layers=4, heads=2, kv_heads=1, ffn=768, vocab=2048, group_size=8, prompts_per_step=8,
                  completion_len=32),
     # ~30M parameters, 128-token completions
     "small": dict(hidden=512, layers=6, heads=8, kv_heads=2, ffn=1536, vocab=8192, group_size=8,

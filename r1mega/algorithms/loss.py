@@ -61,7 +61,7 @@ def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return ((x * m).sum() / m.sum().clamp_min(1)).detach()
 
 
-def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, cfg: AlgorithmConfig,
+def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages: Tensor, mask: Tensor, cfg: AlgorithmConfig,
                 ref_logp: Tensor | None = None, entropy: Tensor | None = None,
                 rollout_logp: Tensor | None = None, max_response_len: int | None = None,
                 denominator: float | Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -75,11 +75,15 @@ def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
     is given and ``cfg.kl_in_reward`` is False (the GRPO placement, arXiv 2402.03300); the entropy
     term only when ``entropy`` (B, T) is given and ``entropy_coef > 0``.
 
-    logp (B, T) carries the gradient; old_logp, ref_logp, rollout_logp (B, T) are constants;
+    logp (B, T) carries the gradient; old_logp, ref_logp, rollout_logp (B, T) are constants
+    (``old_logp=None``: on-policy, one update per batch: the old policy is the current one, so
+    old_logp = logp detached and the ratio is 1);
     advantages (B,) or (B, T). Returns (loss, stats): detached scalars ``pg_loss`` (aggregated like
     the loss), and masked token means ``clip_frac``, ``ratio_mean``, and when applicable
     ``dual_clip_frac``, ``kl``, ``entropy``, ``tis_weight_mean``.
     """
+    if old_logp is None:
+        old_logp = logp.detach()
     if logp.shape != mask.shape or old_logp.shape != mask.shape:
         raise ValueError(f"logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)} and mask "
                          f"{tuple(mask.shape)} must all be (B, T)")

@@ -164,8 +164,11 @@ class TrainerConfig:
     micro_batch_tokens: int = option(4096, "Token budget of one packed micro-batch.")
     mini_batches: int = option(1, "Optimizer steps per rollout batch (the batch is split in this many).")
     epochs: int = option(1, "Passes over each rollout batch (PPO epochs).")
-    old_logprobs: str = option("recompute", "Old-policy logprobs: recomputed by the trainer, or the rollout engine's.",
-                               choices=("recompute", "rollout"))
+    old_logprobs: str = option("auto", "Old-policy logprobs: recompute (a forward pass of the trainer before the "
+                               "update), rollout (the engine's), current (one update per batch: the old policy is "
+                               "the one being trained, so the loss takes its own detached logprobs, ratio 1, and "
+                               "the extra pass is skipped) or auto (current when epochs = mini_batches = 1, else "
+                               "recompute).", choices=("auto", "recompute", "rollout", "current"))
     packing: str = option("auto", "Micro-batch rows: packed (several samples per row, attention confined to each "
                           "sample), padded (one length-sorted sample per row), or auto: packed where Transformer "
                           "Engine gives THD attention, padded on CPU (a packed row there costs a dense T x T mask).",
@@ -182,6 +185,16 @@ class TrainerConfig:
             raise ConfigError(f"trainer.micro_batch_tokens ({self.micro_batch_tokens}) must be >= 1")
         if self.mini_batches < 1 or self.epochs < 1:
             raise ConfigError(f"trainer.mini_batches ({self.mini_batches}) and trainer.epochs ({self.epochs}) must be >= 1")
+        if self.old_logprobs == "current" and self.mini_batches * self.epochs > 1:
+            raise ConfigError(f"trainer.old_logprobs 'current' needs one update per batch, but trainer.mini_batches "
+                              f"({self.mini_batches}) x trainer.epochs ({self.epochs}) > 1: after the first update the "
+                              f"trained policy is no longer the old one; use 'recompute' (or 'auto')")
+
+    def old_logprob_source(self) -> str:
+        """``old_logprobs`` with ``auto`` resolved: current, recompute or rollout."""
+        if self.old_logprobs == "auto":
+            return "current" if self.mini_batches == 1 and self.epochs == 1 else "recompute"
+        return self.old_logprobs
 
 
 @dataclass(kw_only=True)

@@ -94,6 +94,8 @@ def rl_step(run: RLRun) -> dict[str, float]:
         logprob_stats = compute_logprobs(run, [mb for b in batches for mb in b])
     with t("train"):
         train_stats = train_on(run, batches, shares)
+        if cfg.trainer.old_logprob_source() == "current":  # the train forward held the old policy's logprobs
+            logprob_stats = run.policy.gather_logp_stats([mb for b in batches for mb in b])
     with t("sync"):
         sync_stats = sync_weights(run)
     metrics = {**rollout_metrics(samples), **info, **logprob_stats, **train_stats, **sync_stats}
@@ -126,14 +128,19 @@ def score_general(run: RLRun, samples: list) -> None:
 
 
 def compute_logprobs(run: RLRun, mbs: list) -> dict[str, float]:
-    """Old-policy (and reference) logprobs; reports the trainer/engine mismatch."""
+    """Old-policy (and reference) logprobs; reports the trainer/engine mismatch. With one update per
+    batch (``trainer.old_logprobs`` current, auto's choice) the old policy is the trained one: no
+    pass here, the loss uses its own logprobs and the train step reports the mismatch."""
     cfg = run.cfg
-    if cfg.trainer.old_logprobs == "recompute" or cfg.rollout.parity_tokens > 0:
+    source = cfg.trainer.old_logprob_source()
+    if source == "recompute" or (source == "rollout" and cfg.rollout.parity_tokens > 0):
         run.policy.logprobs(mbs, "old")
     if run.policy.ref_chunks is not None:
         run.policy.logprobs(mbs, "ref")
+    if source == "current":
+        return {}
     stats = run.policy.gather_logp_stats(mbs)
-    if cfg.trainer.old_logprobs == "rollout":
+    if source == "rollout":
         for mb in mbs:
             mb.old_logp = None  # the loss takes the engine's logprobs
     return stats

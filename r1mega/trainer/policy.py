@@ -204,8 +204,10 @@ class Policy:
         def add(name, value, weight):
             stats_acc[name] = stats_acc.get(name, 0.0) + float(value) * weight
 
+        on_policy = self.cfg.trainer.old_logprob_source() == "current"
+
         def head(out, w, start, mb):
-            old = mb.old_logp if mb.old_logp is not None else mb.rollout_logp
+            old = None if on_policy else mb.old_logp if mb.old_logp is not None else mb.rollout_logp
             ref = mb.ref_logp if a.kl_coef > 0 and not a.kl_in_reward else None
             n = float(mb.mask.sum())
             if self.fused:
@@ -218,8 +220,11 @@ class Policy:
                 for k in ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean"):
                     if k in st:
                         add(k, st[k], n)
+                logp = st["logp"]
             else:
-                loss = self._unfused_loss(out, w, start, mb, old, ref, denominator, max_response_len, add, n)
+                loss, logp = self._unfused_loss(out, w, start, mb, old, ref, denominator, max_response_len, add, n)
+            if on_policy:  # the logprobs of the policy before this update: the old policy's (parity stats)
+                mb.old_logp = logp.detach().float()
             add("loss", loss.detach(), 1.0)
             add("tokens", n, 1.0)
             return loss * scale
@@ -285,13 +290,14 @@ class Policy:
         # pg_loss as a token mean of the clipped PG term (as the fused kernel reports it): policy_loss's
         # own pg_loss is this micro-batch's share of the aggregated loss, which depends on the split
         from r1mega.algorithms.loss import clipped_pg_loss
-        pg = clipped_pg_loss(rows(logp).detach(), rows(old), rows(mb.advantages), a.clip_low, a.clip_high,
+        pg = clipped_pg_loss(rows(logp).detach(), rows(logp.detach() if old is None else old), rows(mb.advantages),
+                             a.clip_low, a.clip_high,
                              a.dual_clip)[0]
         st["pg_loss"] = (pg * mask).sum() / mask.sum().clamp(min=1)
         for k in ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean", "tis_weight_mean"):
             if k in st:
                 add(k, st[k], n)
-        return loss
+        return loss, logp
 
     def sum_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
         """Each key summed over every rank, each tensor-parallel group counted once (its ranks hold

@@ -107,9 +107,13 @@ def main():
     from r1mega.trainer.samples import denominator
 
     result = {}
-    for name, extra in (("fused", []), ("unfused", ["algorithm.tis_cap=1.5", "algorithm.loss_agg=seq_mean_token_sum"])):
+    # fused / unfused: a second epoch's step (old logprobs recomputed, then perturbed); recompute and
+    # on_policy: one update per batch, old logprobs recomputed vs the trained policy's own (no extra pass)
+    for name, extra in (("fused", []), ("unfused", ["algorithm.tis_cap=1.5", "algorithm.loss_agg=seq_mean_token_sum"]),
+                        ("recompute", []), ("on_policy", ["trainer.old_logprobs=current"])):
         cfg = load_config(None, [f"parallel.tensor={tp}", f"parallel.pipeline={pp}", "optimizer.name=sgd", "parallel.distributed_optimizer=false", "optimizer.lr=0.5",
-                                 "trainer.micro_batch_tokens=48", "algorithm.clip_high=0.28", *extra, *overrides])
+                                 "trainer.micro_batch_tokens=48", "algorithm.clip_high=0.28",
+                                 "trainer.old_logprobs=recompute", *extra, *overrides])
         arch = read_hf_config(hf)
         layout = init_parallel(cfg.parallel, arch, seed=1)
         chunks, arch = load_hf(hf, cfg.model, layout)
@@ -125,8 +129,9 @@ def main():
             result["rank_layers"] = every
         ss = samples(arch.vocab_size)
         mbs = policy.pack(ss)
-        policy.logprobs(mbs, "old")
-        for mb in mbs:  # a second epoch's ratio: perturb old logprobs so clipping happens
+        if name != "on_policy":
+            policy.logprobs(mbs, "old")
+        for mb in mbs if name in ("fused", "unfused") else ():  # a second epoch's ratio: perturb old logprobs so clipping happens
             if mb.old_logp is not None:
                 mb.old_logp = mb.old_logp + 0.3 * torch.sin(1.7 * mb.seq_ids + 0.37 * mb.targets)  # layout-independent
         stats = policy.train_step(mbs, denominator(ss, cfg.algorithm.loss_agg, 9), 9)
