@@ -11,13 +11,17 @@ steps; the runs are interleaved (TRL, r1mega, r1mega, TRL, ...) so drift of the 
 alike. The first ``--warmup`` steps of every run are left out of the medians.
 
 Per system: the median step time, its phases, the start-up (process launch to the first step),
-peak memory (the resident set of the process and its children, sampled every 50 ms) and the
+peak memory (the proportional set size of the process and its children, sampled every 50 ms) and the
 mean completion length; then the ratio of the median step times (TRL / r1mega: above 1, r1mega is
 faster) and the ratio of each interleaved pair.
 
 Phases. r1mega's come from its step timer (``time/*`` metrics). TRL's from wrapping its own
 methods (benchmarks/peer/trl_runner.py): generation = ``generate``; scoring = forwards without
 gradients (the reference model) + the reward function; train = the rest of the step.
+
+Floor ratios: each phase's measured time over its floor, the phase's FLOPs (:func:`phase_flops`)
+at this machine's fp32 matmul rate measured at the start (:func:`matmul_gflops`). 1.0 would be
+every FLOP at matmul speed; generation's decode is latency-bound on small models and sits far above.
 
 The same work on both sides:
 * the model, tokenizer and prompts (plain text, no template); fp32; one process, CPU;
@@ -80,9 +84,11 @@ def build_workload(work: str, s: dict, seed: int) -> tuple[str, str, int]:
     rows, _ = make_splits("arithmetic", 512, 0, seed=seed, ops=["+", "-"], max_digits=3)
     prompts = write_jsonl([{"question": r["question"], "answer": r["answer"]} for r in rows],
                           os.path.join(work, "prompts.jsonl"))
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model).parameters())  # tied: counted once
+    tok = AutoTokenizer.from_pretrained(model)
+    s["prompt_tokens"] = sum(len(tok(r["question"])["input_ids"]) for r in rows) / len(rows)
     return model, prompts, params
 
 
@@ -110,7 +116,9 @@ def r1mega_config(work: str, model: str, prompts: str, s: dict, steps: int, beta
 
 
 class PeakRSS:
-    """Peak resident set of a process and its descendants, sampled every ``every`` seconds."""
+    """Peak memory of a process and its descendants, sampled every ``every`` seconds: the sum of their
+    proportional set sizes (PSS: a page shared by n processes counts 1/n in each), so a forked child
+    (a checkpoint writer, a worker) does not count its parent's pages twice."""
 
     def __init__(self, pid: int, every: float = 0.05):
         import psutil
@@ -129,7 +137,7 @@ class PeakRSS:
                 total = 0
                 for p in procs:
                     try:
-                        total += p.memory_info().rss
+                        total += p.memory_full_info().pss
                     except psutil.Error:
                         pass
                 self.peak = max(self.peak, total)
@@ -170,7 +178,7 @@ def run_trl(py: str, work: str, model: str, prompts: str, s: dict, steps: int, b
     res = json.load(open(out))
     steps_out = [{"step_s": x["step_s"], "generation": x["generation_s"], "scoring": x["scoring_s"],
                   "train": x["train_s"], "sync": 0.0, "other": 0.0} for x in res["steps"]]
-    return {"steps": steps_out, "startup_s": res["first_step_wall"] - launched, "peak_rss": peak, "wall_s": wall,
+    return {"steps": steps_out, "startup_s": res["first_step_wall"] - launched, "peak_memory": peak, "wall_s": wall,
             "completion_len": res["completion_len_mean"], "versions": res["versions"],
             "threads": res["torch_threads"]}
 
@@ -191,11 +199,51 @@ def run_r1mega(work: str, model: str, prompts: str, s: dict, steps: int, beta: f
                   "sync": m.get("time/sync", 0.0), "other": m.get("time/other", 0.0)} for m in recs]
     first_start = recs[0]["ts"] - recs[0]["time/step"]
     lens = [m["response/len_mean"] for m in recs if "response/len_mean" in m]
-    return {"steps": steps_out, "startup_s": first_start - launched, "peak_rss": peak, "wall_s": wall,
+    return {"steps": steps_out, "startup_s": first_start - launched, "peak_memory": peak, "wall_s": wall,
             "completion_len": sum(lens) / len(lens) if lens else None}
 
 
 PHASES = ("generation", "scoring", "train", "sync", "other")
+
+
+def matmul_gflops(s: dict, repeats: int = 20) -> float:
+    """This machine's fp32 matmul rate at the model's MLP shape ((512 tokens, hidden) x (hidden, ffn)),
+    with torch's default threads: the rate every phase's floor is measured against (best of 3)."""
+    import torch
+
+    a, b = torch.randn(512, s["hidden"]), torch.randn(s["hidden"], s["ffn"])
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * 512 * s["hidden"] * s["ffn"] * repeats / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def phase_flops(s: dict, completion_len: float, old_pass: bool) -> dict[str, float]:
+    """FLOPs of one step's phases. A forward costs 2 x (parameters that multiply: every layer and the
+    LM head; not the embedding lookup) per token, plus attention 4 x layers x hidden x context per
+    token (QK^T and AV). Generation: one forward per prompt and response token; scoring: the
+    reference's forward (and the old policy's when ``old_pass``); train: forward + backward = 3 forwards."""
+    h, L, f, v = s["hidden"], s["layers"], s["ffn"], s["vocab"]
+    kv = h // s["heads"] * s["kv_heads"]
+    per_token = 2 * (L * (2 * h * h + 2 * h * kv + 3 * h * f) + v * h)
+    p, c = s["prompt_tokens"], completion_len
+    tokens = p + c
+    attention = 4 * L * h * tokens * tokens / 2  # sum over positions of the context length
+    fwd = (s["group_size"] * s["prompts_per_step"]) * (per_token * tokens + attention)
+    return {"generation": fwd, "scoring": fwd * (2 if old_pass else 1), "train": 3 * fwd}
+
+
+def floor_ratios(summary: dict, s: dict, gflops: float, old_pass: bool) -> dict[str, float]:
+    """measured / (FLOPs / matmul rate) per phase, and for the step."""
+    fl = phase_flops(s, summary["completion_len"], old_pass)
+    out = {k: summary["phases_median_s"][k] / (fl[k] / (gflops * 1e9)) for k in fl}
+    out["step"] = summary["median_step_s"] / (sum(fl.values()) / (gflops * 1e9))
+    return out
 
 
 def summarize(runs: list[dict], warmup: int) -> dict:
@@ -205,7 +253,7 @@ def summarize(runs: list[dict], warmup: int) -> dict:
     med = {p: statistics.median(x[p] for x in steps) for p in PHASES}
     return {"median_step_s": statistics.median(x["step_s"] for x in steps), "phases_median_s": med,
             "startup_s": statistics.median(r["startup_s"] for r in runs),
-            "peak_rss_gb": max(r["peak_rss"] for r in runs) / 2**30,
+            "peak_memory_gb": max(r["peak_memory"] for r in runs) / 2**30,
             "process_wall_s": statistics.median(r["wall_s"] for r in runs),
             "completion_len": statistics.mean(r["completion_len"] for r in runs if r["completion_len"] is not None),
             "steps_counted": len(steps)}
@@ -221,6 +269,7 @@ def machine() -> dict:
 
 def table(res: dict) -> str:
     t, r = res["trl"], res["r1mega"]
+    fr, ft = r.get("floor_ratio"), t.get("floor_ratio")
     lines = ["| | r1mega | TRL GRPOTrainer |", "|---|---:|---:|",
              f"| median step | {r['median_step_s']:.3f} s | {t['median_step_s']:.3f} s |"]
     names = {"generation": "generation", "scoring": "scoring (reward + reference/old logprobs)", "train": "train",
@@ -228,8 +277,10 @@ def table(res: dict) -> str:
     for p in PHASES:
         lines.append(f"| {names[p]} | {r['phases_median_s'][p]:.3f} s | {t['phases_median_s'][p]:.3f} s |")
     lines += [f"| start-up to the first step | {r['startup_s']:.1f} s | {t['startup_s']:.1f} s |",
-              f"| peak memory (process tree) | {r['peak_rss_gb']:.2f} GB | {t['peak_rss_gb']:.2f} GB |",
+              f"| peak memory (PSS, process tree) | {r['peak_memory_gb']:.2f} GB | {t['peak_memory_gb']:.2f} GB |",
               f"| mean completion length | {r['completion_len']:.1f} | {t['completion_len']:.1f} |"]
+    if fr and ft:
+        lines += [f"| floor ratio: {p} | {fr[p]:.2f} | {ft[p]:.2f} |" for p in ("generation", "scoring", "train", "step")]
     return "\n".join(lines)
 
 
@@ -260,6 +311,7 @@ def main() -> int:
     work = args.work or tempfile.mkdtemp(prefix="r1mega-peer-")
     os.makedirs(work, exist_ok=True)
     model, prompts, params = build_workload(work, s, args.seed)
+    gflops = matmul_gflops(s)
     print(f"peer benchmark: {params / 1e6:.1f}M-parameter Qwen2, {s['prompts_per_step']} prompts x "
           f"{s['group_size']} completions x {s['completion_len']} tokens per step; {args.runs} interleaved runs "
           f"of {args.steps} steps each (first {args.warmup} left out); work dir {work}", flush=True)
@@ -276,6 +328,8 @@ def main() -> int:
             print(f"  run {i + 1}/{args.runs} {system}: median step {step:.3f} s ({time.perf_counter() - t0:.0f} s "
                   f"in all)", flush=True)
     res = {name: summarize(r, args.warmup) for name, r in runs.items()}
+    res["r1mega"]["floor_ratio"] = floor_ratios(res["r1mega"], s, gflops, old_pass=False)  # old_logprobs auto -> current
+    res["trl"]["floor_ratio"] = floor_ratios(res["trl"], s, gflops, old_pass=False)      # num_iterations 1: no old pass
     pairs = [statistics.median(x["step_s"] for x in t["steps"][args.warmup:])
              / statistics.median(x["step_s"] for x in r["steps"][args.warmup:])
              for t, r in zip(runs["trl"], runs["r1mega"])]
@@ -284,7 +338,7 @@ def main() -> int:
     result = {"command": cmd, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
               "trl_versions": runs["trl"][0]["versions"], "trl_threads": runs["trl"][0]["threads"],
               "shape": s, "parameters": params, "runs": args.runs, "steps": args.steps, "warmup": args.warmup,
-              "beta": args.beta, "speedup_trl_over_r1mega": ratio, "pair_ratios": pairs, **res,
+              "beta": args.beta, "matmul_gflops": gflops, "speedup_trl_over_r1mega": ratio, "pair_ratios": pairs, **res,
               "differences": DIFFERENCES, "raw": runs}
     text = (f"# r1mega vs TRL GRPOTrainer: {args.shape} shape\n\n`{cmd}` on {result['date']} "
             f"({result['machine'].get('cpu')}, {result['machine'].get('cores')} cores; torch {result['machine'].get('torch')}, "
@@ -292,7 +346,9 @@ def main() -> int:
             f"{params / 1e6:.1f}M-parameter Qwen2 (fp32), {s['prompts_per_step']} prompts x {s['group_size']} "
             f"completions x up to {s['completion_len']} tokens per step, KL to a reference (beta {args.beta}), one "
             f"update per step. Medians over {res['r1mega']['steps_counted']} steps of each system "
-            f"({args.runs} interleaved runs of {args.steps} steps, the first {args.warmup} of each left out).\n\n"
+            f"({args.runs} interleaved runs of {args.steps} steps, the first {args.warmup} of each left out). "
+            f"Floor ratio: measured time / (the phase's FLOPs at this machine's fp32 matmul rate, "
+            f"{gflops:.0f} GFLOP/s at the model's MLP shape).\n\n"
             f"**r1mega's step is {ratio:.2f}x {'faster' if ratio >= 1 else 'slower'} than TRL's** "
             f"(TRL / r1mega median step time; per pair: {', '.join(f'{p:.2f}' for p in pairs)}).\n\n"
             f"{table(res)}\n\nDifferences that remain: " + "; ".join(DIFFERENCES) + ".\n")
