@@ -11,7 +11,7 @@ steps; the runs are interleaved (TRL, r1mega, r1mega, TRL, ...) so drift of the 
 alike. The first ``--warmup`` steps of every run are left out of the medians.
 
 Per system: the median step time, its phases, the start-up (process launch to the first step),
-peak memory (the proportional set size of the process and its children, sampled every 50 ms) and the
+peak memory (the kernel's peak resident set of the process, ``ru_maxrss``) and the
 mean completion length; then the ratio of the median step times (TRL / r1mega: above 1, r1mega is
 faster) and the ratio of each interleaved pair.
 
@@ -50,7 +50,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -115,55 +114,21 @@ def r1mega_config(work: str, model: str, prompts: str, s: dict, steps: int, beta
     return path
 
 
-class PeakRSS:
-    """Peak memory of a process and its descendants, sampled every ``every`` seconds: the sum of their
-    proportional set sizes (PSS: a page shared by n processes counts 1/n in each), so a forked child
-    (a checkpoint writer, a worker) does not count its parent's pages twice."""
-
-    def __init__(self, pid: int, every: float = 0.05):
-        import psutil
-
-        self.proc, self.peak, self.every = psutil.Process(pid), 0, every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        import psutil
-
-        while not self._stop.is_set():
-            try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-                total = 0
-                for p in procs:
-                    try:
-                        total += p.memory_full_info().pss
-                    except psutil.Error:
-                        pass
-                self.peak = max(self.peak, total)
-            except psutil.Error:
-                pass
-            self._stop.wait(self.every)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-
 def _launch(cmd: list[str], env: dict, log: str) -> tuple[float, int, float]:
-    """Run ``cmd``; (launch wall time, peak RSS bytes, process wall seconds). Raises on failure."""
+    """Run ``cmd``; (launch wall time, peak memory bytes, process wall seconds). Raises on failure.
+
+    Peak memory is the kernel's own count, ``ru_maxrss`` from ``wait4``: the largest resident set the
+    process (or a child it waited for) reached. No sampling, so nothing steals CPU from the run."""
     launched = time.time()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        rss = PeakRSS(proc.pid)
-        rc = proc.wait()
-        peak = rss.stop()
-    if rc != 0:
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
         with open(log) as f:
             tail = f.read()[-4000:]
-        raise RuntimeError(f"{cmd[:4]} failed ({rc}); its log {log}:\n{tail}")
-    return launched, peak, time.time() - launched
+        raise RuntimeError(f"{cmd[:4]} failed ({proc.returncode}); its log {log}:\n{tail}")
+    return launched, usage.ru_maxrss * 1024, time.time() - launched
 
 
 def run_trl(py: str, work: str, model: str, prompts: str, s: dict, steps: int, beta: float, seed: int, i: int) -> dict:
@@ -277,7 +242,7 @@ def table(res: dict) -> str:
     for p in PHASES:
         lines.append(f"| {names[p]} | {r['phases_median_s'][p]:.3f} s | {t['phases_median_s'][p]:.3f} s |")
     lines += [f"| start-up to the first step | {r['startup_s']:.1f} s | {t['startup_s']:.1f} s |",
-              f"| peak memory (PSS, process tree) | {r['peak_memory_gb']:.2f} GB | {t['peak_memory_gb']:.2f} GB |",
+              f"| peak memory (max resident set) | {r['peak_memory_gb']:.2f} GB | {t['peak_memory_gb']:.2f} GB |",
               f"| mean completion length | {r['completion_len']:.1f} | {t['completion_len']:.1f} |"]
     if fr and ft:
         lines += [f"| floor ratio: {p} | {fr[p]:.2f} | {ft[p]:.2f} |" for p in ("generation", "scoring", "train", "step")]
