@@ -468,6 +468,11 @@ static int init_main(void *arg) {
     if (read(a->sync_fd, &byte, 1) != 1) _exit(EXIT_SANDBOX);
     close(a->sync_fd);
     struct report rep = {0};
+    /* a session of its own: with the kernel's autogroup scheduling (CONFIG_SCHED_AUTOGROUP, on by
+     * default) every session is one scheduling group, so a sandbox full of spinning processes (a
+     * fork bomb at its RLIMIT_NPROC) gets one group's share of the CPUs, not one share per process,
+     * and a program in the next sandbox still runs at a fair speed */
+    if (setsid() < 0) {}
     if (sethostname("sandbox", 7) != 0) {}
     build_root();
     pid_t prog = fork();
@@ -631,7 +636,7 @@ int main(int argc, char **argv) {
                         "seccomp isolation; it can read your files and reach the network\n");
         child = fork();
         if (child == 0) {
-            setpgid(0, 0);
+            setsid();  /* its own session (and process group, killed as one): one autogroup, as isolated runs */
             char scratch[] = "/tmp/r1mega-sandbox-XXXXXX";  /* left behind: nothing cleans up unisolated runs */
             if (!mkdtemp(scratch)) die("mkdtemp: %s", strerror(errno));
             for (int i = 0; i < opt.n_files; i++) copy_in(opt.files[i], opt.file_fd[i], scratch);
