@@ -99,7 +99,7 @@ class TinySettings:
         expression: the base's programs run and pass the ``0 0`` test, crash, or (rarely) pass all."""
         return cls(task="code", task_knobs=dict(max_const=0), n_train=64, n_eval=8, n_val=0, format_rate=0.5,
                    correct_rate=0.5, pretrain_docs=2048, pretrain_steps=200, pretrain_target=0.0,
-                   pretrain_batch=32, vocab_size=512, hidden_size=128, layers=2, ffn=256,
+                   pretrain_batch=16, vocab_size=512, hidden_size=128, layers=2, ffn=256,
                    rl_overrides=["run.steps=2", "data.prompts_per_step=4", "algorithm.group_size=4",
                                  "rollout.max_new_tokens=80", "reward.weights={code: 1.0, format: 0.2}",
                                  "reward.code_scoring=fraction", "reward.timeout_s=30", "eval.k=2",
