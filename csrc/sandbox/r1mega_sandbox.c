@@ -276,9 +276,14 @@ static void install_seccomp(void) {
         die("seccomp: %s", strerror(errno));
 }
 
-static void exec_program(int isolated) {
+/* RLIMIT_CPU counts whole seconds: the limit rounded up, at least 1 */
+static rlim_t cpu_limit_whole_s(void) {
     rlim_t cpu = (rlim_t)(opt.cpu_limit_s + 0.999);
-    set_limit(RLIMIT_CPU, cpu < 1 ? 1 : cpu);
+    return cpu < 1 ? 1 : cpu;
+}
+
+static void exec_program(int isolated) {
+    set_limit(RLIMIT_CPU, cpu_limit_whole_s());
     set_limit(RLIMIT_AS, (rlim_t)opt.memory_mb << 20);
     set_limit(RLIMIT_FSIZE, (rlim_t)opt.file_size_mb << 20);
     set_limit(RLIMIT_NOFILE, (rlim_t)opt.nofile);
@@ -754,7 +759,7 @@ int main(int argc, char **argv) {
         int sig = WTERMSIG(rep.wait_status);
         /* the CPU-time limit (RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL at the hard one) is a
            time limit too: 124, "timeout", like the wall clock */
-        if (sig == SIGXCPU || (sig == SIGKILL && rep.cpu_s >= (double)(rlim_t)(opt.cpu_limit_s + 0.999) - 0.05)) {
+        if (sig == SIGXCPU || (sig == SIGKILL && rep.cpu_s >= (double)cpu_limit_whole_s() - 0.05)) {
             json_result("timeout", 124, sig, wall, &rep, &out, &err, "");
             return 124;
         }

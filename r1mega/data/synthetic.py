@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 from fractions import Fraction
 from typing import Iterable, Sequence
 
@@ -180,12 +179,13 @@ def code_problem(rng: random.Random, *, max_coef: int = 9, max_const: int = 9, m
     """One code row: read two integers, print a linear expression of them. Tests are stdin/stdout
     pairs (APPS ``input_output``): ``0 0`` (an edge case every program that runs and prints the
     constant passes: with ``reward.code_scoring: fraction`` it separates a near miss from a crash),
-    then random inputs in [-max_input, max_input]."""
+    then random inputs in [-max_input, max_input]. ``terms``, ``op`` and ``const`` are the expression's
+    parts (for near misses)."""
     if max_coef < 1 or max_const < 0 or max_input < 1 or n_tests < 1:
         raise ValueError(f"code task knobs must be positive (max_coef={max_coef}, max_const={max_const}, "
                          f"max_input={max_input}, n_tests={n_tests})")
     first = rng.choice("ab")
-    terms = ((rng.randint(1, max_coef), first), (rng.randint(1, max_coef), "b" if first == "a" else "a"))
+    terms = [[rng.randint(1, max_coef), first], [rng.randint(1, max_coef), "b" if first == "a" else "a"]]
     op, const = rng.choice("+-"), rng.randint(-max_const, max_const)
     expr = code_expression(terms, op, const)
     inputs, outputs = [], []
@@ -194,30 +194,28 @@ def code_problem(rng: random.Random, *, max_coef: int = 9, max_const: int = 9, m
         inputs.append(f"{a} {b}\n")
         outputs.append(f"{_code_value(terms, op, const, a, b)}\n")
     return {"question": f"Read two integers a and b from one line of input and print the value of {expr}.",
-            "task": "code", "language": "python", "expression": expr,
+            "task": "code", "language": "python", "expression": expr, "terms": terms, "op": op, "const": const,
             "solution": f"{CODE_READ}\nprint({expr})", "input_output": {"inputs": inputs, "outputs": outputs}}
 
 
-def _wrong_program(rng: random.Random, expr: str) -> str:
-    """A near miss of ``print(expr)``: a coefficient, a sign or the operands changed, or a crash."""
+def _wrong_program(rng: random.Random, row: dict) -> str:
+    """A near miss of the row's program: a coefficient, the sign or the operands changed (never to
+    an expression of the same value), or a crash."""
     kind = rng.choice(["coef", "sign", "swap", "crash"])
     if kind == "crash":  # int() of "3 4" raises ValueError: a runtime error, not a wrong answer
-        return f"a, b = int(input()), 0\nprint({expr})"
-    if kind == "coef" and re.search(r"\d", expr):
-        digits = [m.start() for m in re.finditer(r"\d", expr)]
-        i = rng.choice(digits)
-        wrong = expr[:i] + str((int(expr[i]) + rng.randint(1, 8)) % 10 or 1) + expr[i + 1:]
+        return f"a, b = int(input()), 0\nprint({row['expression']})"
+    terms, op, const = [list(t) for t in row["terms"]], row["op"], row["const"]
+    if kind == "coef":
+        t = rng.randrange(2)
+        terms[t][0] = rng.choice([c for c in range(1, 10) if c != terms[t][0]])
     elif kind == "swap":
-        wrong = expr.translate(str.maketrans("ab", "ba"))
+        terms = [[c, "b" if v == "a" else "a"] for c, v in terms]
     else:
-        i = max(expr.find(" + "), expr.find(" - "))
-        wrong = expr[:i] + (" - " if expr[i:i + 3] == " + " else " + ") + expr[i + 3:]
-    def value(e: str, a: int, b: int) -> int:  # e: a linear expression generated above
-        return eval(e, {"__builtins__": {}}, {"a": a, "b": b})  # noqa: S307
-
-    if all(value(wrong, a, b) == value(expr, a, b) for a, b in ((2, 3), (5, -7))):  # e.g. 2*a + 2*b swapped
-        wrong = expr + " + 1"
-    return f"{CODE_READ}\nprint({wrong})"
+        op = "-" if op == "+" else "+"
+    if all(_code_value(terms, op, const, a, b) == _code_value(row["terms"], row["op"], const, a, b)
+           for a, b in ((2, 3), (5, -7))):  # a swap of 2*a + 2*b, say
+        const += 1
+    return f"{CODE_READ}\nprint({code_expression(terms, op, const)})"
 
 
 # ------------------------------------------------------------------------------------ splits & io
@@ -279,7 +277,7 @@ def _wrong_answer(rng: random.Random, answer: str) -> str:
 
 def code_completion(row: dict, rng: random.Random, *, formatted: bool, correct: bool) -> str:
     """A response to a code row: the plan, then the program in a fenced block."""
-    program = row["solution"] if correct else _wrong_program(rng, row["expression"])
+    program = row["solution"] if correct else _wrong_program(rng, row)
     block = f"```python\n{program}\n```"
     if formatted:
         return f" <think> read a and b, then print {row['expression']}. </think> <answer> {block} </answer>"

@@ -275,6 +275,7 @@ class Policy:
                                    tp_group=self.tp_group, vocab_start=start,
                                    backend=self.cfg.trainer.logprob_backend,
                                    schedule=self.cfg.trainer.logprob_schedule)
+        old = logp.detach() if old is None else old  # on-policy: the old policy is this one (ratio 1)
         _, counts = torch.unique_consecutive(mb.seq_ids, return_counts=True)
         sizes = counts.tolist()
 
@@ -290,8 +291,7 @@ class Policy:
         # pg_loss as a token mean of the clipped PG term (as the fused kernel reports it): policy_loss's
         # own pg_loss is this micro-batch's share of the aggregated loss, which depends on the split
         from r1mega.algorithms.loss import clipped_pg_loss
-        pg = clipped_pg_loss(rows(logp).detach(), rows(logp.detach() if old is None else old), rows(mb.advantages),
-                             a.clip_low, a.clip_high,
+        pg = clipped_pg_loss(rows(logp).detach(), rows(old), rows(mb.advantages), a.clip_low, a.clip_high,
                              a.dual_clip)[0]
         st["pg_loss"] = (pg * mask).sum() / mask.sum().clamp(min=1)
         for k in ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean", "tis_weight_mean"):
