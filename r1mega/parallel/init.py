@@ -54,7 +54,9 @@ def init_distributed(run: RunConfig | None = None) -> tuple[int, int]:
         os.environ["MASTER_PORT"] = str(_free_port())
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
-        backend = "nccl"
+        # NCCL for CUDA tensors (Megatron's collectives), gloo for the CPU tensors of our bookkeeping
+        # (stats, sample counts, checkpoint agreement): one process group, a backend per device type
+        backend = "cpu:gloo,cuda:nccl"
         nccl_error_handling(run)
     else:
         backend = "gloo"

@@ -256,15 +256,17 @@ def forward_rewards(model, mb, sequence_parallel: bool) -> torch.Tensor:
     """One Megatron ``forward_step`` body: the chunk's output (T, B, H) on inner stages; on the last
     stage the (B,) fp32 rewards at the rows' last tokens."""
     m = unwrap(model)
+    dev = next(m.parameters()).device  # the batch is built on CPU; the model may live on a GPU
+    tokens, position_ids = mb.tokens.to(dev, non_blocking=True), mb.position_ids.to(dev, non_blocking=True)
     if not m.post_process:
-        return model(mb.tokens, mb.position_ids, attention_mask=None)
+        return model(tokens, position_ids, attention_mask=None)
     with hidden_states_only(m):
-        h = model(mb.tokens, mb.position_ids, attention_mask=None)  # (T, B, H), after the final norm
+        h = model(tokens, position_ids, attention_mask=None)        # (T, B, H), after the final norm
     if sequence_parallel:
         from megatron.core.tensor_parallel import gather_from_sequence_parallel_region
         h = gather_from_sequence_parallel_region(h, tensor_parallel_output_grad=False)  # (T/tp, B, H) -> (T, B, H)
     B = mb.tokens.shape[0]
-    h_last = h[mb.last, torch.arange(B)]                                               # (B, H)
+    h_last = h[torch.as_tensor(mb.last, device=dev), torch.arange(B, device=dev)]      # (B, H)
     return m.value_head(h_last)                                                        # (B,)
 
 

@@ -82,7 +82,7 @@ class RewardModelScorer:
         out = torch.zeros(len(seqs), dtype=torch.float32)
 
         def on_rewards(mb, rewards):
-            out[torch.as_tensor(mb.ids, dtype=torch.long)] = rewards[:mb.rows].float()
+            out[torch.as_tensor(mb.ids, dtype=torch.long)] = rewards[:mb.rows].float().cpu()
             return rewards.new_zeros(())
 
         was_training = [c.training for c in rm.chunks]

@@ -19,6 +19,7 @@ Two layouts:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -40,6 +41,15 @@ class MicroBatch:
     segments: list[int] | None = None    # packed (B == 1): lengths of the samples in the row, then padding
     old_logp: torch.Tensor | None = None  # (N,) fp32 filled by trainer.logprobs
     ref_logp: torch.Tensor | None = None  # (N,) fp32 filled by trainer.logprobs
+
+    def to(self, device: torch.device | str) -> "MicroBatch":
+        """This micro-batch with every tensor on ``device`` (the trainer's GPU; the same object on CPU)."""
+        device = torch.device(device)
+        if self.tokens.device == device:
+            return self
+        moved = {f: getattr(self, f).to(device, non_blocking=True) for f in _TENSOR_FIELDS
+                 if getattr(self, f) is not None}
+        return dataclasses.replace(self, **moved)
 
     @property
     def num_tokens(self) -> int:
@@ -65,6 +75,10 @@ class MicroBatch:
         if self.segments is None:
             raise ValueError("cu_seqlens is defined for packed micro-batches only")
         return torch.tensor([0] + self.segments, dtype=torch.int32).cumsum(0, dtype=torch.int32)
+
+
+_TENSOR_FIELDS = ("tokens", "position_ids", "select", "targets", "seq_ids", "advantages", "mask", "rollout_logp",
+                  "old_logp", "ref_logp")
 
 
 def plan_micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:

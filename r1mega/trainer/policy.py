@@ -71,6 +71,8 @@ class Policy:
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
         from r1mega.models.megatron_gpt import have_te
         self._te = have_te()
+        # where the model lives: micro-batches are moved there once, when packed
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
     @property
     def packing(self) -> bool:
@@ -80,11 +82,12 @@ class Policy:
         return mode == "packed" or (mode == "auto" and self._te)
 
     def pack(self, samples, pad_id: int = 0) -> list[MicroBatch]:
-        """``samples`` as this policy's micro-batches: packed or padded rows (``trainer.packing``),
-        and a multiple of the pipeline size under the interleaved schedule."""
+        """``samples`` as this policy's micro-batches on its device: packed or padded rows
+        (``trainer.packing``), and a multiple of the pipeline size under the interleaved schedule."""
         from r1mega.trainer.batch import pack
-        return pack(samples, self.cfg.trainer.micro_batch_tokens, pad_id=pad_id, packed=self.packing,
-                    multiple_of=self.layout.pipeline if self.layout.virtual_pipeline else 1)
+        return [mb.to(self.device) for mb in pack(samples, self.cfg.trainer.micro_batch_tokens, pad_id=pad_id,
+                                                  packed=self.packing,
+                                                  multiple_of=self.layout.pipeline if self.layout.virtual_pipeline else 1)]
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -353,9 +356,10 @@ def _pad_to(mb: MicroBatch, B: int, T: int) -> MicroBatch:
         return mb
     if mb.segments is not None and B != 1:
         raise ValueError("packed micro-batches are single rows; mixing them with padded ones is not supported")
-    tokens = torch.zeros((B, T), dtype=mb.tokens.dtype)
+    dev = mb.tokens.device
+    tokens = torch.zeros((B, T), dtype=mb.tokens.dtype, device=dev)
     tokens[:b, :t] = mb.tokens
-    position_ids = torch.arange(T).unsqueeze(0).expand(B, -1).contiguous()
+    position_ids = torch.arange(T, device=dev).unsqueeze(0).expand(B, -1).contiguous()
     position_ids[:b, :t] = mb.position_ids
     rows, cols = mb.select // t, mb.select % t  # flat b*t + j -> b*T + j
     segments = None if mb.segments is None else mb.segments + [T - t]  # the padding is one more segment

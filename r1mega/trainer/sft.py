@@ -91,7 +91,8 @@ def eval_loss(policy, examples: list[Sample], pad_id: int, *, confident: float =
             acc["loss"] -= float((mb.old_logp * mb.mask).sum())
             acc["tokens"] += float(mb.mask.sum())
             missed = ((mb.old_logp <= floor) & (mb.mask > 0)).double()  # (N,)
-            per_example = torch.zeros(len(mine), dtype=torch.float64).index_add_(0, mb.seq_ids, missed)
+            per_example = torch.zeros(len(mine), dtype=torch.float64, device=missed.device).index_add_(
+                0, mb.seq_ids, missed)
             acc["exact"] += float((per_example[mb.sample_ids] == 0).sum())
             acc["examples"] += len(mb.sample_ids)
     st = policy.sum_over_ranks(acc)
