@@ -116,11 +116,10 @@ def tile_stats(z: torch.Tensor, tgt_local: torch.Tensor) -> torch.Tensor:
     """Statistics of a logits tile. z: (T, Vt) fp32 already divided by temperature;
     tgt_local: (T,) target index inside the tile (out of range when not in it). Returns (4, T)."""
     m = z.max(dim=1).values  # (T,)
-    zc = z - m[:, None]  # (T, Vt)
-    e = torch.exp(zc)
+    e = torch.sub(z, m[:, None]).exp_()  # (T, Vt): the one temporary
     s = e.sum(dim=1)
-    w = torch.linalg.vecdot(e, zc)  # sum_j e_j zc_j without another (T, Vt) temporary
-    del zc, e
+    w = torch.linalg.vecdot(e, z) - m * s  # sum_j e_j (z_j - m), without a (z - m) tile
+    del e
     inside = (tgt_local >= 0) & (tgt_local < z.shape[1])
     tl = torch.where(inside, z.gather(1, tgt_local.clamp(0, z.shape[1] - 1)[:, None])[:, 0], torch.zeros_like(m))
     return torch.stack([m, s, w, tl])
@@ -148,18 +147,18 @@ def finalize_stats(stats: torch.Tensor):
     return lse, logp, entropy, ez
 
 
-def softmax_grad(z: torch.Tensor, tgt_local: torch.Tensor, lse, ez, g_logp, g_ent) -> torch.Tensor:
-    """dL/dz for a logits tile (T, Vt) given global lse and E_p[z] (T,), and upstream
-    gradients of logp and entropy (T,) (g_ent may be None):
-        dlogp/dz_j = 1[j = target] - p_j,  dH/dz_j = -p_j (z_j - E_p[z])."""
-    dz = torch.sub(z, lse[:, None]).exp_().neg_()  # -p, (T, Vt)
-    if g_ent is not None:
-        t = torch.sub(z, ez[:, None]).mul_(g_ent[:, None]).add_(g_logp[:, None])  # g_lp + g_ent (z - E z)
-        dz.mul_(t)
-        del t
+def softmax_grad_(z: torch.Tensor, tgt_local: torch.Tensor, lse, ez, g_logp, g_ent, scale: float = 1.0) -> torch.Tensor:
+    """``scale`` x dL/dz for a logits tile z (T, Vt), written over z and returned, given global lse and
+    E_p[z] (T,) and upstream gradients of logp and entropy (T,) (g_ent may be None):
+        dlogp/dz_j = 1[j = target] - p_j,  dH/dz_j = -p_j (z_j - E_p[z]).
+    Three passes over the tile and no (T, Vt) temporary without an entropy term; six and one with."""
+    if g_ent is not None:  # -scale (g_lp + g_ent (z - E z)), before z is overwritten
+        t = torch.sub(z, ez[:, None]).mul_((-scale) * g_ent[:, None]).add_((-scale) * g_logp[:, None])
     else:
-        dz.mul_(g_logp[:, None])
+        t = (-scale) * g_logp[:, None]
+    z.sub_(lse[:, None]).exp_().mul_(t)  # -scale p (g_lp + ...)
+    del t
     inside = (tgt_local >= 0) & (tgt_local < z.shape[1])
     rows = torch.nonzero(inside, as_tuple=True)[0]
-    dz[rows, tgt_local[rows]] += g_logp[rows]
-    return dz
+    z[rows, tgt_local[rows]] += scale * g_logp[rows]
+    return z

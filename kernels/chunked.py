@@ -2,14 +2,14 @@
 
 Peak extra memory is O(chunk_t x chunk_v) plus the fp32 dW accumulator; backward recomputes
 the logits tile by tile. This is the CPU training path and the structure the Triton kernels
-follow (``linear_logprob.py``). The math is in ``_common`` (tile_stats / softmax_grad).
+follow (``linear_logprob.py``). The math is in ``_common`` (tile_stats / softmax_grad_).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._common import combine_stats, mm_f32, softmax_grad, tile_stats
+from ._common import combine_stats, mm_f32, softmax_grad_, tile_stats
 
 CPU_BUDGET_BYTES = 32 << 20  # fp32 logits tile budget on CPU
 GPU_BUDGET_BYTES = 1 << 30
@@ -67,9 +67,8 @@ def chunked_grads(x, w, targets, lse, ez, g_logp, g_ent, inv_temp: float, vocab_
         for v0 in range(0, Vs, chunk_v):
             v1 = min(Vs, v0 + chunk_v)
             z = mm_f32(xc, w[v0:v1].T).mul_(inv_temp)  # (c, cv)
-            dz = softmax_grad(z, tgt[t0:t1] - v0, lse[t0:t1], ez[t0:t1], g_logp[t0:t1], ge)
-            dz.mul_(inv_temp)  # d z / d logits
-            del z
+            dz = softmax_grad_(z, tgt[t0:t1] - v0, lse[t0:t1], ez[t0:t1], g_logp[t0:t1], ge, scale=inv_temp)
+            del z  # dz is z, overwritten; inv_temp: d z / d logits
             if need_dx:
                 dx[t0:t1] += mm_f32(dz, w[v0:v1])
             if need_dw:

@@ -69,7 +69,7 @@ def linear_grpo_forward(x, w, targets, old_logp, adv, ref_logp, wt, mask, *, cli
         logp_all[t0:t1], ent_all[t0:t1] = logp, ent
         if need_dx or need_dw:
             glp = (wc * dlp).contiguous()
-            gent = (wc * dent).contiguous()
+            gent = (wc * dent).contiguous() if entropy_coef else None  # None: the row grad skips the term
             dz = row_grad_(z, tgt, lse, ez, glp, gent, inv_temp, vocab_start)  # (c, Vs) dL/dlogits
             dx_c = logits_grad_gemms(dz, xc, w, dw, need_dx)
             if need_dx:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import HAS_TRITON, NEG_BIG, check_triton_device, softmax_grad, tile_stats
+from ._common import HAS_TRITON, NEG_BIG, check_triton_device, softmax_grad_, tile_stats
 
 if HAS_TRITON:
     import triton
@@ -101,8 +101,10 @@ def triton_row_stats(z, tgt, inv_temp, vocab_start):
 
 
 def triton_row_grad_(z, tgt, lse, ez, glp, gent, inv_temp, vocab_start):
-    """Overwrite z [C, V] with dL/dlogits; lse, ez, glp, gent are fp32 (C,)."""
+    """Overwrite z [C, V] with dL/dlogits; lse, ez, glp, gent are fp32 (C,) (gent None: zeros)."""
     _check_rows(z, tgt)
+    if gent is None:
+        gent = torch.zeros_like(glp)
     C, V = z.shape
     if C:
         _row_grad_kernel[(C,)](z, tgt, lse, ez, glp, gent, V, z.stride(0), float(inv_temp), int(vocab_start),
@@ -115,7 +117,7 @@ def torch_row_stats(z, tgt, inv_temp, vocab_start):
 
 
 def torch_row_grad_(z, tgt, lse, ez, glp, gent, inv_temp, vocab_start):
+    """Overwrite z [C, V] with dL/dlogits (gent None: no entropy term)."""
     if inv_temp != 1.0:
         z.mul_(inv_temp)
-    dz = softmax_grad(z, tgt.long() - vocab_start, lse, ez, glp, gent)
-    return z.copy_(dz.mul_(inv_temp))
+    return softmax_grad_(z, tgt.long() - vocab_start, lse, ez, glp, gent, scale=inv_temp)

@@ -19,6 +19,10 @@ class ModelConfig:
     dtype: str = option("float32", "Compute dtype of the trainer.", choices=DTYPES)
     fp8: bool = option(False, "FP8 GEMMs through Transformer Engine (Hopper-class GPU and TE required).")
     recompute: bool = option(False, "Full activation recomputation of each transformer layer.")
+    attention: str = option("sdpa", "Core attention of Megatron's local layers (used where Transformer Engine is "
+                            "absent): sdpa (torch's fused scaled_dot_product_attention: no S x S score matrix) "
+                            "or megatron_local (Megatron's unfused DotProductAttention).",
+                            choices=("sdpa", "megatron_local"))
     max_seq_len: int = option(2048, "Longest prompt + response the trainer will see (sets RoPE cache size).")
     rope_theta: float | None = option(None, "Override the RoPE base (long-context training); None keeps the HF value.")
 

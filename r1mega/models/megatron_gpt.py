@@ -100,11 +100,23 @@ def transformer_config(arch: ModelArch, model_cfg: ModelConfig, layout: Layout):
     return cfg
 
 
-def layer_spec(arch: ModelArch, cfg=None, vp_stage: int | None = None):
-    """Transformer Engine layers where TE and a GPU exist, Megatron's local layers elsewhere.
+def layer_spec(arch: ModelArch, cfg=None, vp_stage: int | None = None, attention: str = "sdpa"):
+    """Transformer Engine layers where TE and a GPU exist, Megatron's local layers elsewhere, with
+    their core attention per ``attention`` (``model.attention``: sdpa, see :mod:`sdpa_attention`,
+    or megatron_local; MLA keeps its own, see :func:`mla_core_attention`).
 
     MoE models get a block spec (this stage's layers, MoE or dense per ``arch.moe_layers``).
     """
+    spec = _layer_spec(arch, cfg, vp_stage)
+    if have_te() or arch.is_mla or attention == "megatron_local":
+        return spec
+    from r1mega.models.sdpa_attention import SDPAttention
+    for layer in getattr(spec, "layer_specs", [spec]):
+        layer.submodules.self_attention.submodules.core_attention = SDPAttention
+    return spec
+
+
+def _layer_spec(arch: ModelArch, cfg=None, vp_stage: int | None = None):
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
     if arch.is_moe:
@@ -166,7 +178,7 @@ def build_gpt(arch: ModelArch, model_cfg: ModelConfig, layout: Layout, vp_stage:
     max_len = max(model_cfg.max_seq_len, 2)
     model = GPTModel(
         config=cfg,
-        transformer_layer_spec=layer_spec(arch, cfg, vp_stage),
+        transformer_layer_spec=layer_spec(arch, cfg, vp_stage, attention=model_cfg.attention),
         vocab_size=layout.padded_vocab_size,
         max_sequence_length=max_len,
         pre_process=pre,
