@@ -111,6 +111,31 @@ def linear_grpo_loss(hidden, weight, targets, *, old_logp, advantages, mask, ref
     return loss, stats
 
 
+def linear_nll_loss(hidden, weight, targets, *, mask, denominator, temperature=1.0, tp_group=None, vocab_start=None,
+                    backend="auto", chunk_size=None):
+    """Fused LM head + negative log-likelihood (SFT): loss = -sum_t mask_t logp_t / denominator.
+    Returns (loss scalar fp32, logp (T,) fp32 detached).
+
+    For triton/torch_chunked the gradients are made during forward (6 THV FLOP, no logits
+    recompute) by the fused GRPO kernel on-policy with advantages 1: there r = 1 and
+    dl/dlogp_t = -w_t = -mask_t / denominator, exactly the NLL's gradient. The kernel's own loss
+    value is then the constant -sum(w); the returned loss carries the NLL's value on top of the
+    kernel's gradient.
+    """
+    backend = resolve_backend(backend)
+    if backend == "eager":
+        if tp_group is not None:
+            raise ValueError("backend='eager' does not support tp_group; use 'torch_chunked' or 'triton'")
+        logp, _ = linear_logprob_eager(hidden, weight, targets, temperature=temperature)
+        return -(logp.float() * mask.float()).sum() / denominator, logp.detach().float()
+    ones = torch.ones(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    grad_loss, st = linear_grpo_loss(hidden, weight, targets, old_logp=None, advantages=ones, mask=mask,
+                                     temperature=temperature, agg="token_mean", denominator=denominator,
+                                     tp_group=tp_group, vocab_start=vocab_start, backend=backend, chunk_size=chunk_size)
+    nll = -(st["logp"] * mask.float()).sum() / denominator
+    return grad_loss + (nll - grad_loss.detach()), st["logp"]
+
+
 def grpo_loss(logp, old_logp, advantages, mask, *, ref_logp=None, entropy=None, clip_low=0.2, clip_high=0.2,
               kl_coef=0.0, entropy_coef=0.0, agg="token_mean", seq_ids=None, denominator=None, max_response_len=None,
               backend="auto"):

@@ -93,6 +93,39 @@ def test_linear_logprob_fwd_bwd_vs_fp64(backend, dtype):
     assert _rel(wd.grad, dw_ref) <= g_tol, f"{msg} dW rel err {_rel(wd.grad, dw_ref):.2e}"
 
 
+NLL_BACKENDS = ["eager", "torch_chunked", pytest.param("triton", marks=needs_triton)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("backend", NLL_BACKENDS)
+def test_linear_nll_loss_value_and_grads_vs_fp64(backend, dtype):
+    """SFT's loss -sum(mask logp) / denominator: value, logp and both gradients against float64; the
+    fused backends make the gradients in forward (through the on-policy GRPO kernel)."""
+    seed = _seed()
+    T, H, V = 29, 48, 777
+    temperature = float(torch.empty(()).uniform_(0.7, 1.3))
+    x, w, y = _inputs(T, H, V, dtype, scale=2.0)
+    mask = (torch.rand(T) > 0.3).float()
+    mask[0] = 1.0
+    den = float(mask.sum()) + 3.0  # a global count: more than this call's tokens
+    xr, wr = x.double().requires_grad_(), w.double().requires_grad_()
+    lp_ref, _ = K.linear_logprob_eager(xr, wr, y, temperature=temperature)
+    loss_ref = -(lp_ref * mask.double()).sum() / den
+    loss_ref.backward()
+
+    xd, wd = x.to(DEV).requires_grad_(), w.to(DEV).requires_grad_()
+    loss, lp = K.linear_nll_loss(xd, wd, y.to(DEV), mask=mask.to(DEV), denominator=den, temperature=temperature,
+                                 backend=backend)
+    (loss * 1.7).backward()  # backward scales the gradients made in forward
+    msg = f"seed={seed} backend={backend} dtype={dtype}"
+    lp_tol, _ = linear_logprob_bounds(x, w, temperature)
+    assert_within(lp.cpu(), lp_ref.detach(), lp_tol, f"{msg} logp")
+    assert abs(float(loss) - float(loss_ref)) <= lp_tol * float(mask.sum()) / den + 1e-6, msg
+    g_tol = _grad_rel(dtype, V, T)
+    assert _rel(xd.grad / 1.7, xr.grad) <= g_tol, f"{msg} dX rel err {_rel(xd.grad / 1.7, xr.grad):.2e}"
+    assert _rel(wd.grad / 1.7, wr.grad) <= g_tol, f"{msg} dW rel err {_rel(wd.grad / 1.7, wr.grad):.2e}"
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_logp_only_and_single_input_grads(backend):
     """with_entropy=False returns None; gradient of weight only (hidden frozen) still right."""

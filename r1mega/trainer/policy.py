@@ -238,16 +238,14 @@ class Policy:
     def sft_step(self, mbs: list[MicroBatch], denominator: float) -> dict[str, float]:
         """One optimizer step of supervised fine-tuning: -sum(mask * logp) / denominator over the
         scored (response) tokens, ``denominator`` = the global count of masked tokens."""
-        from r1mega_kernels import linear_logprob
+        from r1mega_kernels import linear_nll_loss
 
         scale = len(mbs) * self.layout.data
         acc: dict[str, float] = {}
 
-        def head(out, w, start, mb):
-            logp, _ = linear_logprob(out, w, mb.targets, tp_group=self.tp_group, vocab_start=start,
-                                     backend=self.cfg.trainer.logprob_backend,
-                                     schedule=self.cfg.trainer.logprob_schedule)
-            loss = -(logp * mb.mask).sum() / denominator
+        def head(out, w, start, mb):  # gradients made in the forward pass: no logits recompute
+            loss, _ = linear_nll_loss(out, w, mb.targets, mask=mb.mask, denominator=denominator, tp_group=self.tp_group,
+                                      vocab_start=start, backend=self.cfg.trainer.logprob_backend)
             acc["loss"] = acc.get("loss", 0.0) + float(loss.detach())
             acc["tokens"] = acc.get("tokens", 0.0) + float(mb.mask.sum())
             return loss * scale
