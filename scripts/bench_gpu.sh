@@ -92,7 +92,7 @@ for part in "${parts[@]}"; do
     gpu:grpo_loss) "$PY" tools/bench_kernels.py --device cuda --ops grpo_loss --tokens 1048576 4194304 --vocab 32 \
                      --hidden 16 --name "${gpu}_grpo_loss" --out-dir "$out" ;;
     smoke:*) TRITON_INTERPRET=1 "$PY" tools/bench_kernels.py --device cpu --ops "$part" --tokens 64 --vocab 256 --hidden 32 \
-               --backends "${smoke_backends[@]}" --warmup 0 --repeats 1 --name "smoke_${part}" --out-dir "$out" ;;
+               --backends "${smoke_backends[@]}" --check --warmup 0 --repeats 1 --name "smoke_${part}" --out-dir "$out" ;;
     gpu:*) "$PY" tools/bench_kernels.py --device cuda --ops "$part" --name "${gpu}_${part}" --out-dir "$out" ;;
   esac
 done

@@ -157,7 +157,7 @@ def child(cfg):
     out = dict(cfg)
     with torch.no_grad():
         out["matmul_s"] = _time(lambda: x @ w.T, device, cfg["warmup"], cfg["repeats"])
-    if device == "cuda" and op != "grpo_loss":
+    if cfg.get("fp64_check") and op != "grpo_loss":
         out["check"] = _fp64_check(inp, backend, device)
     fn = _op(op, backend, inp)
     fn()  # warm-up (compiles kernels, creates .grad buffers so they count as baseline)
@@ -249,6 +249,8 @@ def main(argv=None):
                     help="triton:<schedule> picks a linear_logprob schedule (default: all on GPU)")
     ap.add_argument("--warmup", type=int, help="warm-up runs (default: GPU 3; CPU 1)")
     ap.add_argument("--repeats", type=int, help="timed runs, median reported (default: GPU 10; CPU 1)")
+    ap.add_argument("--check", action="store_true",
+                    help="check each config's logprobs against float64 before timing (always on CUDA)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in each child (0: torch default)")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per config")
     ap.add_argument("--name", default=None, help="output stem under --out-dir (default: <device>_kernels)")
@@ -277,7 +279,7 @@ def main(argv=None):
                     if ":" in be and not op.startswith("logprob"):
                         continue  # schedules are a linear_logprob choice
                     cfg = dict(device=device, op=op, backend=be, T=T, H=hidden, V=V, dtype=dtype, warmup=warmup,
-                               repeats=repeats, threads=args.threads)
+                               repeats=repeats, threads=args.threads, fp64_check=args.check or gpu)
                     r = run_config(cfg, args.timeout)
                     results.append(r)
                     if "error" in r:

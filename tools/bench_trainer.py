@@ -343,7 +343,7 @@ def check_agreement(res: dict, tol: float) -> dict:
 def table(result: dict) -> str:
     s, r, e = result["spec"], result["r1mega"], result["eager"]
     lines = [f"# Trainer step: r1mega vs transformers + torch eager ({result['device_name']})", "",
-             f"{s['model']} (random weights, {result['params'] / 1e9:.2f}B parameters), {s['dtype']}, TP=1; "
+             f"{s['model']} (random weights, {result['params'] / 1e6:,.1f}M parameters), {s['dtype']}, TP=1; "
              f"batch {s['batch']} x ({s['prompt']} prompt + {s['response']} response) tokens in "
              f"{r['micro_batches']} micro-batches; median of {s['repeats']} steps after {s['warmup']} warm-up. "
              f"r1mega: LM-head backend `{r['backend']}`, Transformer Engine {'on' if r['te'] else 'off (local layers)'}. "
@@ -435,7 +435,12 @@ def main(argv=None):
                          f"({spec['prompt'] + spec['response']} tokens)")
     tol = args.tolerance or (2e-2 if spec["dtype"] == "bfloat16" else 1e-4)
     m = MODELS[spec["model"]]
-    device_name = torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine())
+    if device == "cuda":
+        device_name = torch.cuda.get_device_name()
+    else:
+        from r1mega.recipes.seeds import machine_info
+        info = machine_info()
+        device_name = f"{info['cpu']}, {info['cores']} cores, {info['torch_cpu_capability']}"
     peak = next((v for k, v in PEAKS.items() if k in device_name.lower()), None) if device == "cuda" else None
     matmul_n = 8192 if device == "cuda" else 512
     matmul = matmul_tflops(device, getattr(torch, spec["dtype"]), matmul_n)
