@@ -88,11 +88,11 @@ for part in "${parts[@]}"; do
     smoke:trainer) "$PY" tools/bench_trainer.py --smoke --name smoke_trainer --out "$out" ;;
     gpu:trainer) "$PY" tools/bench_trainer.py --device cuda --model qwen2.5-1.5b --name "${gpu}_trainer" --out "$out" ;;
     smoke:grpo_loss) TRITON_INTERPRET=1 "$PY" tools/bench_kernels.py --device cpu --ops grpo_loss --tokens 512 --vocab 32 \
-                       --hidden 16 --backends "${smoke_backends[@]}" --warmup 0 --repeats 1 --name smoke_grpo_loss --out-dir "$out" ;;
+                       --hidden 16 --backends "${smoke_backends[@]}" --in-process --warmup 0 --repeats 1 --name smoke_grpo_loss --out-dir "$out" ;;
     gpu:grpo_loss) "$PY" tools/bench_kernels.py --device cuda --ops grpo_loss --tokens 1048576 4194304 --vocab 32 \
                      --hidden 16 --name "${gpu}_grpo_loss" --out-dir "$out" ;;
     smoke:*) TRITON_INTERPRET=1 "$PY" tools/bench_kernels.py --device cpu --ops "$part" --tokens 64 --vocab 256 --hidden 32 \
-               --backends "${smoke_backends[@]}" --check --warmup 0 --repeats 1 --name "smoke_${part}" --out-dir "$out" ;;
+               --backends "${smoke_backends[@]}" --check --in-process --warmup 0 --repeats 1 --name "smoke_${part}" --out-dir "$out" ;;
     gpu:*) "$PY" tools/bench_kernels.py --device cuda --ops "$part" --name "${gpu}_${part}" --out-dir "$out" ;;
   esac
 done

@@ -226,6 +226,47 @@ def test_tis_weights_by_hand_and_in_loss():
     assert "tis_weight_mean" not in off
 
 
+def test_rollout_is_sequence_mask_and_geometric_truncate_by_hand():
+    """algorithm.rollout_is in the loss: sequence-level MIS drops a whole sequence (w = 0, still in the
+    token-mean normaliser), geometric truncation caps the per-token geometric mean."""
+    old = t([[-1.0, -1.0, -1.0], [-2.0, -2.0, 0.0]])
+    rollout = t([[-1.5, -1.5, -1.0], [-2.2, -1.9, 5.0]])                    # last token of row 2: padding
+    mask = t([[1, 1, 1], [1, 1, 0]])
+    adv = t([1.0, -1.0])
+    # sequence ratios: row 1 exp(0.5 + 0.5 + 0) = e^1 > upper 2 -> dropped; row 2 exp(0.2 - 0.1) = e^0.1 kept
+    cfg = AlgorithmConfig(rollout_is="mask", rollout_is_level="sequence", rollout_is_upper=2.0)
+    logp = old.clone().requires_grad_()
+    loss, st = policy_loss(logp, None, adv, mask, cfg, rollout_logp=rollout)
+    w2 = math.exp(0.1)
+    assert float(loss.detach()) == pytest.approx((0 + 0 + 0 + w2 + w2) / 5)   # -A w r with A = -1 on row 2
+    assert float(st["is_masked_frac"]) == pytest.approx(3 / 5) and float(st["is_weight_mean"]) == pytest.approx(w2)
+    loss.backward()
+    torch.testing.assert_close(logp.grad, t([[0.0, 0.0, 0.0], [w2 / 5, w2 / 5, 0.0]]))
+    # geometric mean per token: row 1 exp(1 / 3) = 1.40 < cap 1.5 -> kept as is; row 2 exp(0.1 / 2)
+    cfg = AlgorithmConfig(rollout_is="truncate", rollout_is_level="geometric", rollout_is_upper=1.5)
+    loss, st = policy_loss(old, None, adv, mask, cfg, rollout_logp=rollout)
+    g1, g2 = math.exp(1 / 3), math.exp(0.05)
+    assert float(loss) == pytest.approx((-3 * g1 + 2 * g2) / 5)
+    assert float(st["is_masked_frac"]) == 0.0
+    cfg = AlgorithmConfig(rollout_is="truncate", rollout_is_level="geometric", rollout_is_upper=1.2)
+    loss, _ = policy_loss(old, None, adv, mask, cfg, rollout_logp=rollout)  # row 1 capped at 1.2
+    assert float(loss) == pytest.approx((-3 * 1.2 + 2 * g2) / 5)
+
+
+def test_rollout_is_config_refusals():
+    with pytest.raises(ConfigError, match="two corrections of the same ratio"):
+        AlgorithmConfig(rollout_is="truncate", tis_cap=2.0).validate()
+    with pytest.raises(ConfigError, match="rollout_is_lower .* applies to rollout_is=mask only"):
+        AlgorithmConfig(rollout_is="truncate", rollout_is_lower=0.5).validate()
+    with pytest.raises(ConfigError, match=r"rollout_is_lower \(3.0\) must be in \[0, rollout_is_upper = 2.0\]"):
+        AlgorithmConfig(rollout_is="mask", rollout_is_lower=3.0).validate()
+    with pytest.raises(ConfigError, match="rollout_is_upper .* finite number > 0"):
+        AlgorithmConfig(rollout_is="mask", rollout_is_upper=0.0).validate()
+    from r1mega.algorithms.config import IS_LEVEL_NAMES
+    from r1mega.algorithms.offpolicy import IS_LEVELS
+    assert tuple(IS_LEVELS) == IS_LEVEL_NAMES
+
+
 def test_per_token_advantages_and_stats_keys():
     logp, old, ref, rollout, ent, adv, mask, _ = _batch()
     adv_bt = adv[:, None].expand_as(mask).clone()

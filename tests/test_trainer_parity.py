@@ -33,8 +33,8 @@ def reference(tmp_path_factory):
 # K = 257 (the softmax over the vocabulary; its backward sums 257 signed terms into each dX);
 # D = 9 L + 3 forward, twice that for a step: L = 2: 6.4e-4 / 1.3e-3; L = 4: 1.2e-3 / 2.4e-3.
 SHAPE = dict(hidden=64, ffn=96, seq=16, vocab=257, tokens=128)
-STEPS = {"fused": 1, "unfused": 1, "recompute": 1, "on_policy": 1, "sft": 2, "sft_padded": 1, "sft_packed": 1,
-         "sft_garbage": 1}  # "sft" follows "fused"
+STEPS = {"fused": 1, "unfused": 1, "recompute": 1, "on_policy": 1, "rollout_is": 1, "sft": 2, "sft_padded": 1,
+         "sft_packed": 1, "sft_garbage": 1}  # "sft" follows "fused"
 WORKER_DEFAULTS = {"clip_high": 0.28}  # train_step.py's RL config (unfused adds tis_cap=1.5)
 
 
@@ -65,6 +65,8 @@ def _compare(ref, got, layers):
                              ("grad_norm", ((2 ** n - 1) * step + norm_rel) * abs(a["stats"]["grad_norm"]))):
             if key in a["stats"]:
                 assert_within(b["stats"][key], a["stats"][key], allowed, f"{name} {key}")
+        if "is_masked_frac" in a["stats"]:  # the same sequences dropped; the mean over micro-batches rounds
+            assert b["stats"]["is_masked_frac"] == pytest.approx(a["stats"]["is_masked_frac"], rel=1e-6), name
         for key in ("clip_frac", "tokens"):  # counts: exact (no ratio within rounding of a clip boundary)
             if key in a["stats"]:
                 assert b["stats"][key] == a["stats"][key], (name, key)
@@ -74,6 +76,7 @@ def _compare(ref, got, layers):
                           sgd_weights_bound(a["weights"][k], ref["initial"][k], step + norm_rel, steps=n),
                           f"{name}: {k}")
     assert ref["fused"]["stats"]["grad_norm"] > 0 and ref["fused"]["stats"]["clip_frac"] > 0
+    assert 0 < ref["rollout_is"]["stats"]["is_masked_frac"] < 1, ref["rollout_is"]["stats"]  # some dropped, some kept
 
 
 @pytest.mark.parametrize("tp,pp", [(2, 1), (1, 2)], ids=["tp2", "pp2"])

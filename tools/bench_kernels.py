@@ -182,7 +182,7 @@ def child(cfg):
         out["peak_extra_bytes"] = _rss_kb("VmHWM") * 1024 - base
     else:
         out["peak_extra_bytes"] = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_max)
-    print("RESULT " + json.dumps(out), flush=True)
+    return out
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -249,6 +249,9 @@ def main(argv=None):
                     help="triton:<schedule> picks a linear_logprob schedule (default: all on GPU)")
     ap.add_argument("--warmup", type=int, help="warm-up runs (default: GPU 3; CPU 1)")
     ap.add_argument("--repeats", type=int, help="timed runs, median reported (default: GPU 10; CPU 1)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run every config in this process (smoke runs: no per-config memory isolation, so "
+                         "the peak-memory column is meaningless)")
     ap.add_argument("--check", action="store_true",
                     help="check each config's logprobs against float64 before timing (always on CUDA)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in each child (0: torch default)")
@@ -258,7 +261,8 @@ def main(argv=None):
                                                       "benchmarks", "results"))
     args = ap.parse_args(argv)
     if args._child:
-        return child(json.loads(args._child))
+        print("RESULT " + json.dumps(child(json.loads(args._child))), flush=True)
+        return
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     gpu = device == "cuda"
     if gpu and not torch.cuda.is_available():
@@ -280,7 +284,7 @@ def main(argv=None):
                         continue  # schedules are a linear_logprob choice
                     cfg = dict(device=device, op=op, backend=be, T=T, H=hidden, V=V, dtype=dtype, warmup=warmup,
                                repeats=repeats, threads=args.threads, fp64_check=args.check or gpu)
-                    r = run_config(cfg, args.timeout)
+                    r = child(cfg) if args.in_process else run_config(cfg, args.timeout)
                     results.append(r)
                     if "error" in r:
                         print(f"{op:15s} T={T:6d} V={V:6d} {be:19s} ERROR {r['error']}", flush=True)

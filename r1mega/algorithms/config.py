@@ -11,6 +11,7 @@ from r1mega.config.base import ConfigError, option
 ADVANTAGE_NAMES = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline")
 KL_ESTIMATOR_NAMES = ("k1", "k2", "k3")
 LOSS_AGG_NAMES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant_norm")
+IS_LEVEL_NAMES = ("token", "sequence", "geometric")  # offpolicy.IS_LEVELS
 
 
 @dataclass(kw_only=True)
@@ -29,6 +30,16 @@ class AlgorithmConfig:
     entropy_coef: float = option(0.0, "Entropy bonus coefficient.")
     loss_agg: str = option("token_mean", "Loss aggregation mode.", choices=LOSS_AGG_NAMES)
     tis_cap: float | None = option(None, "Truncated importance sampling cap C: tokens weighted by min(pi_old / pi_rollout, C) (None: off).")
+    rollout_is: str | None = option(None, "Importance sampling w = pi_old / pi_rollout of the engine's samples (its numerics "
+                                    "or its staleness; r1mega.algorithms.offpolicy): truncate (TIS: w capped at "
+                                    "rollout_is_upper) or mask (MIS: tokens or sequences whose w leaves [rollout_is_lower, "
+                                    "rollout_is_upper] get no gradient); None: off. algorithm.tis_cap is token-level truncate.",
+                                    choices=("truncate", "mask"))
+    rollout_is_level: str = option("token", "Where w is taken: token, sequence (the product of the sequence's token "
+                                   "ratios, on each of its tokens) or geometric (their geometric mean).",
+                                   choices=IS_LEVEL_NAMES)
+    rollout_is_upper: float = option(2.0, "TIS cap / MIS upper bound of w.")
+    rollout_is_lower: float | None = option(None, "MIS lower bound of w (None: no lower bound).")
     dynamic_sampling: bool = option(False, "DAPO dynamic sampling: drop groups whose rewards are all equal.")
     overlong_filter: bool = option(False, "DAPO overlong filtering: truncated samples get no policy-gradient signal.")
     overlong_buffer: int = option(1024, "DAPO soft overlong punishment: length of the penalty ramp before the max length.")
@@ -59,6 +70,20 @@ class AlgorithmConfig:
             raise ConfigError(f"algorithm.entropy_coef ({self.entropy_coef}) must be >= 0")
         if self.tis_cap is not None and not self.tis_cap > 0:
             raise ConfigError(f"algorithm.tis_cap ({self.tis_cap}) must be > 0 (or null to disable)")
+        if self.rollout_is is not None:
+            if self.tis_cap is not None:
+                raise ConfigError(f"algorithm.tis_cap ({self.tis_cap}) and algorithm.rollout_is ({self.rollout_is!r}) "
+                                  f"are two corrections of the same ratio: set one (tis_cap C is rollout_is=truncate, "
+                                  f"rollout_is_level=token, rollout_is_upper=C)")
+            if not 0 < self.rollout_is_upper < float("inf"):
+                raise ConfigError(f"algorithm.rollout_is_upper ({self.rollout_is_upper}) must be a finite number > 0")
+            if self.rollout_is_lower is not None:
+                if self.rollout_is != "mask":
+                    raise ConfigError(f"algorithm.rollout_is_lower ({self.rollout_is_lower}) applies to "
+                                      f"rollout_is=mask only (truncate caps from above); set it to null")
+                if not 0 <= self.rollout_is_lower <= self.rollout_is_upper:
+                    raise ConfigError(f"algorithm.rollout_is_lower ({self.rollout_is_lower}) must be in "
+                                      f"[0, rollout_is_upper = {self.rollout_is_upper}]")
         if self.overlong_buffer < 0:
             raise ConfigError(f"algorithm.overlong_buffer ({self.overlong_buffer}) must be >= 0")
         if self.overlong_penalty < 0:

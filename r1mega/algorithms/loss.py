@@ -71,7 +71,9 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages: Tensor, mask:
         loss = aggregate(cfg.loss_agg, l, mask, max_response_len, denominator)
 
     pg from :func:`clipped_pg_loss`; w from :func:`tis_weights` when ``cfg.tis_cap`` is set and
-    ``rollout_logp`` is given (else 1); the KL term is added only when ``kl_coef > 0``, ``ref_logp``
+    ``rollout_logp`` is given, or from :func:`r1mega.algorithms.offpolicy.importance_weights` when
+    ``cfg.rollout_is`` is (TIS or MIS at token, sequence or geometric level; MIS-dropped tokens get
+    w = 0 and stay in the normaliser), else 1; the KL term is added only when ``kl_coef > 0``, ``ref_logp``
     is given and ``cfg.kl_in_reward`` is False (the GRPO placement, arXiv 2402.03300); the entropy
     term only when ``entropy`` (B, T) is given and ``entropy_coef > 0``.
 
@@ -80,7 +82,8 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages: Tensor, mask:
     old_logp = logp detached and the ratio is 1);
     advantages (B,) or (B, T). Returns (loss, stats): detached scalars ``pg_loss`` (aggregated like
     the loss), and masked token means ``clip_frac``, ``ratio_mean``, and when applicable
-    ``dual_clip_frac``, ``kl``, ``entropy``, ``tis_weight_mean``.
+    ``dual_clip_frac``, ``kl``, ``entropy``, ``tis_weight_mean``, ``is_weight_mean`` (over the kept
+    tokens), ``is_masked_frac``.
     """
     if old_logp is None:
         old_logp = logp.detach()
@@ -98,6 +101,15 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages: Tensor, mask:
         w = tis_weights(old_logp, rollout_logp.detach(), cfg.tis_cap)
         pg = pg * w
         stats["tis_weight_mean"] = _masked_mean(w, mask)
+    elif cfg.rollout_is is not None and rollout_logp is not None:
+        from r1mega.algorithms.offpolicy import importance_weights
+        bounds = dict(cap=cfg.rollout_is_upper) if cfg.rollout_is == "truncate" else \
+            dict(lower=cfg.rollout_is_lower, upper=cfg.rollout_is_upper)
+        w, kept = importance_weights(old_logp, rollout_logp, mask, level=cfg.rollout_is_level, mode=cfg.rollout_is,
+                                     **bounds)
+        pg = pg * w  # dropped tokens weigh 0 and stay in the (global) normaliser
+        stats["is_weight_mean"] = _masked_mean(w, kept)
+        stats["is_masked_frac"] = 1.0 - _masked_mean(kept.to(logp.dtype), mask)
     per_token = pg
     stats["pg_loss"] = aggregate(cfg.loss_agg, pg.detach(), mask, max_response_len, denominator)
     if ref_logp is not None:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from r1mega.parallel.layout import Layout
 
 # Options the fused kernel implements; anything else takes the unfused path.
-_FUSED_OK = dict(kl_estimator="k3", dual_clip=None, tis_cap=None)
+_FUSED_OK = dict(kl_estimator="k3", dual_clip=None, tis_cap=None, rollout_is=None)
 
 
 @contextlib.contextmanager
@@ -287,7 +287,7 @@ class Policy:
 
         mask = rows(mb.mask)
         loss, st = policy_loss(rows(logp), rows(old), rows(mb.advantages), mask, a, ref_logp=rows(ref),
-                               entropy=rows(ent), rollout_logp=rows(mb.rollout_logp) if a.tis_cap else None,
+                               entropy=rows(ent), rollout_logp=rows(mb.rollout_logp) if a.tis_cap or a.rollout_is else None,
                                max_response_len=max_response_len, denominator=denominator)
         # pg_loss as a token mean of the clipped PG term (as the fused kernel reports it): policy_loss's
         # own pg_loss is this micro-batch's share of the aggregated loss, which depends on the split
@@ -295,7 +295,8 @@ class Policy:
         pg = clipped_pg_loss(rows(logp).detach(), rows(old), rows(mb.advantages), a.clip_low, a.clip_high,
                              a.dual_clip)[0]
         st["pg_loss"] = (pg * mask).sum() / mask.sum().clamp(min=1)
-        for k in ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean", "tis_weight_mean"):
+        for k in ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean", "tis_weight_mean", "is_weight_mean",
+                  "is_masked_frac"):
             if k in st:
                 add(k, st[k], n)
         return loss, logp
@@ -312,7 +313,8 @@ class Policy:
 
     def _reduce_stats(self, acc: dict[str, float]) -> dict[str, float]:
         """Token-weighted means over micro-batches, summed from the last stage and all DP ranks."""
-        keys = ["loss", "tokens", "pg_loss", "kl", "entropy", "clip_frac", "ratio_mean", "tis_weight_mean"]
+        keys = ["loss", "tokens", "pg_loss", "kl", "entropy", "clip_frac", "ratio_mean", "tis_weight_mean",
+                "is_weight_mean", "is_masked_frac"]
         sums = self.sum_over_ranks({**{k: acc.get(k, 0.0) for k in keys},
                                     **{f"present:{k}": float(k in acc) for k in keys}})
         out = {}

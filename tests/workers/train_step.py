@@ -110,7 +110,11 @@ def main():
     # fused / unfused: a second epoch's step (old logprobs recomputed, then perturbed); recompute and
     # on_policy: one update per batch, old logprobs recomputed vs the trained policy's own (no extra pass)
     for name, extra in (("fused", []), ("unfused", ["algorithm.tis_cap=1.5", "algorithm.loss_agg=seq_mean_token_sum"]),
-                        ("recompute", []), ("on_policy", ["trainer.old_logprobs=current"])):
+                        ("recompute", []), ("on_policy", ["trainer.old_logprobs=current"]),
+                        # sequence-level MIS by the geometric mean of pi_old / pi_rollout: the random model's
+                        # logprobs (~ -5.5) against the samples' rollout ones (-3 .. 0) drop about half the sequences
+                        ("rollout_is", ["algorithm.rollout_is=mask", "algorithm.rollout_is_level=geometric",
+                                        "algorithm.rollout_is_lower=0.018", "algorithm.rollout_is_upper=1.0"])):
         cfg = load_config(None, [f"parallel.tensor={tp}", f"parallel.pipeline={pp}", "optimizer.name=sgd", "parallel.distributed_optimizer=false", "optimizer.lr=0.5",
                                  "trainer.micro_batch_tokens=48", "algorithm.clip_high=0.28",
                                  "trainer.old_logprobs=recompute", *extra, *overrides])
