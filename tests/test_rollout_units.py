@@ -92,3 +92,22 @@ def test_sampling_params_from_config():
         make_sampling_params(cfg, 1, tempreature=1.0)
     with pytest.raises(ConfigError, match="needs a tokenizer"):
         make_sampling_params(cfg, 1, has_tokenizer=False)
+
+
+def test_kv_cache_is_sized_to_the_step():
+    """rollout.kv_cache_memory_mb unset: a step's sequences x context x KV bytes a token, +25%, >= 32 MiB.
+    4 layers x 2 KV heads x head_dim 64 x (K, V) x fp32 = 4096 B a token; 64 sequences x 512 tokens."""
+    from r1mega.models import read_hf_config
+    from r1mega.rollout.groups import step_kv_cache_mb
+
+    arch = read_hf_config({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "vocab_size": 300,
+                           "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 4,
+                           "num_attention_heads": 4, "num_key_value_heads": 2})
+    assert step_kv_cache_mb(arch, 64, 512, 1, "float32") == 160        # 64 * 512 * 4096 * 1.25 / 2**20
+    assert step_kv_cache_mb(arch, 64, 512, 2, "float32") == 80         # one KV head per TP rank
+    assert step_kv_cache_mb(arch, 64, 512, 1, "bfloat16") == 80
+    assert step_kv_cache_mb(arch, 65, 512, 1, "float32") == 163        # rounded up: 162.5
+    assert step_kv_cache_mb(arch, 4, 64, 1, "float32") == 32           # the floor
+    from r1mega.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match=r"rollout.kv_cache_memory_mb \(0\) must be >= 1"):
+        load_config(None, ["rollout.kv_cache_memory_mb=0"])

@@ -91,7 +91,9 @@ class RolloutConfig:
     stop: list[str] = option(factory=list, help="Stop strings (need a tokenizer).")
     stop_token_ids: list[int] = option(factory=list, help="Extra stop token ids besides the tokenizer's EOS.")
     seed: int = option(1234, "Engine seed; data-parallel engine d uses seed + d.")
-    kv_cache_memory_mb: int = option(256, "KV-cache size on CPU (MiB); GPUs use gpu_memory_utilization.")
+    kv_cache_memory_mb: int | None = option(None, "KV-cache size on CPU (MiB; GPUs use gpu_memory_utilization). None: "
+                                            "what one step's sequences can fill (prompts_per_step x group_size x the "
+                                            "context length, +25%, at least 32 MiB; `r1mega generate`: 256 MiB).")
     gpu_memory_utilization: float = option(0.5, "Share of GPU memory vLLM may take (colocated with the trainer).")
     enforce_eager: bool = option(True, "Disable CUDA graphs / torch.compile in the engine.")
     sync_bucket_mb: float = option(64.0, "Weight-sync bucket size (MiB): at most this much is gathered at once.")
@@ -112,6 +114,9 @@ class RolloutConfig:
             raise ConfigError(f"rollout.max_new_tokens ({self.max_new_tokens}) must be >= 1")
         if self.sync_bucket_mb <= 0:
             raise ConfigError(f"rollout.sync_bucket_mb ({self.sync_bucket_mb}) must be > 0")
+        if self.kv_cache_memory_mb is not None and self.kv_cache_memory_mb < 1:
+            raise ConfigError(f"rollout.kv_cache_memory_mb ({self.kv_cache_memory_mb}) must be >= 1 (or null: sized "
+                              f"to the step)")
 
 
 @dataclass(kw_only=True)

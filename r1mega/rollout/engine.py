@@ -37,6 +37,7 @@ from r1mega.rollout.weight_sync import SyncStats, WeightIter, WeightSync
 from r1mega.types import Sample
 
 _TAGS = ("weights", "kv_cache")
+DEFAULT_KV_CACHE_MB = 256  # CPU KV cache when rollout.kv_cache_memory_mb is unset and nothing sized it
 
 
 class StalePolicyError(RuntimeError):
@@ -126,7 +127,7 @@ class RolloutEngine:
         if self.on_gpu:
             kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=True)
         else:
-            kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_memory_mb) << 20
+            kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_memory_mb or DEFAULT_KV_CACHE_MB) << 20
             # Per-request seeded sampling and chunked prefill do not mix on CPU: when a prompt's
             # prefill is split over steps, vLLM rewinds the request's generator with
             # set_offset(), which CPU generators refuse ("CPU Generator does not use offset").

@@ -14,6 +14,8 @@ rollout: the above between waking the engine and putting it back to sleep.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +37,27 @@ def make_engine(cfg: Config, model_path: str) -> RolloutEngine:
 
     cfg.check_rollout_lengths()
     extra = {"tokenizer": cfg.model.tokenizer_path} if cfg.model.tokenizer_path else {}
-    return RolloutEngine(model_path, cfg.rollout, rollout_tensor=cfg.parallel.rollout_tensor, dtype=cfg.model.dtype,
-                         max_model_len=cfg.rollout.max_model_len or cfg.model.max_seq_len, **extra)
+    context = cfg.rollout.max_model_len or cfg.model.max_seq_len
+    rollout = cfg.rollout
+    if rollout.kv_cache_memory_mb is None:
+        from r1mega.models import read_hf_config
+        rollout = dataclasses.replace(rollout, kv_cache_memory_mb=step_kv_cache_mb(
+            read_hf_config(model_path), cfg.data.prompts_per_step * cfg.algorithm.group_size, context,
+            cfg.parallel.rollout_tensor, cfg.model.dtype))
+    return RolloutEngine(model_path, rollout, rollout_tensor=cfg.parallel.rollout_tensor, dtype=cfg.model.dtype,
+                         max_model_len=context, **extra)
+
+
+def step_kv_cache_mb(arch, sequences: int, context: int, rollout_tensor: int, dtype: str) -> int:
+    """CPU KV cache (MiB) for ``sequences`` sequences of up to ``context`` tokens on one engine rank,
+    +25%, at least 32 MiB: a step's samples all in flight at once, and no more (vLLM touches every
+    page of its KV cache at start: an oversized cache is resident memory for nothing). Larger
+    batches (evaluation) still run, in waves."""
+    from r1mega.plan.estimate import kv_bytes_per_token
+
+    act_bytes = 2 if dtype in ("bfloat16", "float16") else 4
+    need = kv_bytes_per_token(arch, rollout_tensor, act_bytes) * sequences * context * 1.25
+    return max(32, math.ceil(need / 2**20))
 
 
 def sample_groups(engine: RolloutEngine, records: Sequence[PromptRecord], n: int, *,
