@@ -47,6 +47,9 @@ class Sample:
     """Per-token loss mask over ``response_ids`` (multi-turn SFT: 0 on user/tool turns inside the
     response); None means every response token carries loss."""
     metadata: dict[str, Any] = field(default_factory=dict)
+    token_versions: list[int] | None = None
+    """The policy version that generated each response token, where they differ (a partial rollout
+    continued under newer weights, r1mega.rollout.partial); None: all ``policy_version``."""
 
     @property
     def truncated(self) -> bool:
