@@ -253,3 +253,29 @@ def test_large_seeded_batch_does_not_chunk_prefill(engine):
                for _ in range(96)]
     samples = engine.generate(prompts, n=4, max_new_tokens=4)
     assert len(samples) == 384 and all(1 <= len(s.response_ids) <= 4 for s in samples)
+
+
+def test_partial_rollout_continued_in_pieces_equals_one_shot(engine):
+    """Greedy: 4 tokens, then pieces of at most 3 (continue_samples: prompt + response so far as the
+    context) until each response stops or reaches 9 tokens, equals one 9-token generation: the same
+    tokens, the same logprobs to fp32 rounding (prefill vs decode), every token's version recorded."""
+    from r1mega.rollout.partial import extend, is_finished
+
+    full = engine.generate(PROMPTS, n=1, temperature=0.0, max_new_tokens=9)
+    parts = engine.generate(PROMPTS, n=1, temperature=0.0, max_new_tokens=4)
+    rounds = 0
+    while todo := [i for i, s in enumerate(parts) if not is_finished(s, 9)]:
+        pieces = engine.continue_samples([parts[i] for i in todo], chunk=3, max_new_tokens=9, temperature=0.0)
+        assert all(len(p.response_ids) <= 3 for p in pieces)
+        for i, p in zip(todo, pieces):
+            parts[i] = extend(parts[i], p)
+        rounds += 1
+    assert rounds >= 2  # 4 + 3 + 2: the pieces did the work
+    for a, b in zip(parts, full):
+        assert a.response_ids == b.response_ids and a.finish_reason == b.finish_reason
+        torch.testing.assert_close(torch.tensor(a.rollout_logprobs), torch.tensor(b.rollout_logprobs),
+                                   atol=1e-4, rtol=0)
+        assert a.token_versions == [engine.policy_version] * len(a.response_ids)
+    with pytest.raises(ValueError, match="one limit >= 1 per prompt"):
+        engine.generate(PROMPTS, n=1, max_new_tokens_each=[2, 2])
+

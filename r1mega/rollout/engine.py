@@ -269,7 +269,8 @@ class RolloutEngine:
     def generate(self, prompts: Sequence[Sequence[int]], n: int = 1, *,
                  expected_version: int | None = None, group_offset: int = 0,
                  prompt_texts: Sequence[str] | None = None, seed: int | None = None,
-                 use_tqdm: bool = False, **overrides: Any) -> list[Sample]:
+                 use_tqdm: bool = False, max_new_tokens_each: Sequence[int] | None = None,
+                 **overrides: Any) -> list[Sample]:
         """Sample ``n`` responses per prompt; returns ``len(prompts) * n`` Samples, prompt-major.
 
         ``prompts``: token ids (this DP rank's share; identical on the ranks of one TP
@@ -278,7 +279,8 @@ class RolloutEngine:
         (see :meth:`check_version`). ``overrides``: per-call sampling fields (see
         :func:`~r1mega.rollout.sampling.make_sampling_params`). ``seed``: base of this call's
         request seeds instead of the engine's (same seed, version and prompts -> same
-        samples). An empty list returns ``[]`` without touching the engine.
+        samples). ``max_new_tokens_each``: a response limit per prompt (partial rollout) instead
+        of one for all. An empty list returns ``[]`` without touching the engine.
         """
         if self._asleep:
             raise RuntimeError(f"generate while the engine is asleep ({sorted(self._asleep)}); "
@@ -288,8 +290,12 @@ class RolloutEngine:
                                       **overrides)
         prompts = [list(map(int, p)) if not isinstance(p, str) else p for p in prompts]
         self._check_same_prompts(prompts, n)  # first: a rank raising alone would hang the others
-        check_prompts(prompts, max_model_len=self.max_model_len, max_new_tokens=params.max_tokens,
-                      vocab_size=self.vocab_size)
+        if max_new_tokens_each is not None and (len(max_new_tokens_each) != len(prompts)
+                                                or min(max_new_tokens_each, default=1) < 1):
+            raise ValueError(f"max_new_tokens_each needs one limit >= 1 per prompt ({len(prompts)} prompts), "
+                             f"got {list(max_new_tokens_each)}")
+        check_prompts(prompts, max_model_len=self.max_model_len, vocab_size=self.vocab_size,
+                      max_new_tokens=params.max_tokens if max_new_tokens_each is None else max_new_tokens_each)
         if prompt_texts is not None and len(prompt_texts) != len(prompts):
             raise ValueError(f"prompt_texts ({len(prompt_texts)}) and prompts ({len(prompts)}) "
                              "must have the same length")
@@ -300,6 +306,8 @@ class RolloutEngine:
         for i in range(len(prompts)):  # vLLM seeds the n children of a request with seed + j
             p = params.clone()
             p.seed = request_seed(base, self.policy_version, call, i)
+            if max_new_tokens_each is not None:
+                p.max_tokens = int(max_new_tokens_each[i])
             per_request.append(p)
         self._calls += 1
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], per_request,
@@ -310,6 +318,21 @@ class RolloutEngine:
                 samples.append(self._to_sample(prompts[i], comp, group_offset + i,
                                                prompt_texts[i] if prompt_texts else ""))
         return samples
+
+    def continue_samples(self, samples: Sequence[Sample], *, chunk: int, max_new_tokens: int,
+                         expected_version: int | None = None, **overrides: Any) -> list[Sample]:
+        """Partial rollout: each unfinished sample continued by at most ``chunk`` new tokens under the
+        engine's current weights (:func:`r1mega.rollout.partial.continuation_request`). Returns the
+        pieces, one per sample in order (prompt_ids = the context sent, response_ids = the new
+        tokens, with their logprobs and this engine's version), for
+        :func:`r1mega.rollout.partial.extend`. A stop string that straddles two pieces is not seen
+        (stop token ids are)."""
+        from r1mega.rollout.partial import continuation_request
+
+        requests = [continuation_request(s, chunk, max_new_tokens) for s in samples]
+        pieces = self.generate([r[0] for r in requests], n=1, expected_version=expected_version,
+                               max_new_tokens_each=[r[1] for r in requests], **overrides)
+        return [p.replace(group_id=s.group_id) for p, s in zip(pieces, samples)]
 
     def _to_sample(self, prompt: list[int], comp, group_id: int, prompt_text: str) -> Sample:
         ids = list(comp.token_ids)

@@ -73,23 +73,25 @@ def make_sampling_params(cfg: RolloutConfig, n: int = 1, *, seed: int | None = N
         seed=seed, logprobs=0, detokenize=has_tokenizer)
 
 
-def check_prompts(prompts: Sequence[Sequence[int]], *, max_model_len: int, max_new_tokens: int,
+def check_prompts(prompts: Sequence[Sequence[int]], *, max_model_len: int, max_new_tokens: int | Sequence[int],
                   vocab_size: int | None = None) -> None:
     """Refuse prompts vLLM would reject or silently cut short, naming the prompt and values.
 
-    A prompt must be non-empty and leave room for ``max_new_tokens`` within ``max_model_len``
+    A prompt must be non-empty and leave room for ``max_new_tokens`` (one limit, or one per prompt)
+    within ``max_model_len``
     (otherwise vLLM ends the response early at the context limit and it would look like a
     normal 'length' finish). Token ids must lie in ``[0, vocab_size)`` when that is known.
     """
-    for i, ids in enumerate(prompts):
+    limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    for i, (ids, max_new) in enumerate(zip(prompts, limits)):
         if isinstance(ids, str):
             raise TypeError(f"prompt {i} is a string; the rollout engine takes token ids "
                             "(tokenize with the policy's tokenizer first)")
         if len(ids) == 0:
             raise ValueError(f"prompt {i} is empty (0 tokens)")
-        if len(ids) + max_new_tokens > max_model_len:
+        if len(ids) + max_new > max_model_len:
             raise ValueError(
-                f"prompt {i} has {len(ids)} tokens; with rollout.max_new_tokens ({max_new_tokens}) "
+                f"prompt {i} has {len(ids)} tokens; with rollout.max_new_tokens ({max_new}) "
                 f"that exceeds the engine's max_model_len ({max_model_len}); shorten the prompt "
                 f"(data.max_prompt_len) or raise rollout.max_model_len")
         if vocab_size is not None and (min(ids) < 0 or max(ids) >= vocab_size):
