@@ -111,3 +111,14 @@ def param_counts(a: ModelArch) -> ParamCounts:
     emb = a.vocab_size * a.hidden_size
     return ParamCounts(layers=tuple(layer_params(a, i) for i in range(a.num_layers)), embedding=emb,
                        lm_head=0 if a.tie_embeddings else emb, final_norm=a.hidden_size)
+
+
+def kv_bytes_per_token(a: ModelArch, rollout_tensor: int, act_bytes: int) -> float:
+    """KV cache per token on one GPU (or CPU rank) of a rollout engine: GQA 2 * max(1, g/r) * d * L
+    elements (vLLM replicates KV heads when r > g); MLA (r_kv + r_rope) * L, the same on every TP rank."""
+    if a.is_mla:
+        per_layer = a.kv_lora_rank + a.qk_rope_head_dim
+    else:
+        per_layer = 2 * max(1, a.num_kv_heads // rollout_tensor) * a.head_dim
+    return per_layer * a.num_layers * act_bytes
+

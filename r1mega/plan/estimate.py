@@ -38,7 +38,7 @@ import math
 from dataclasses import dataclass, field
 
 from r1mega.models.arch import ModelArch
-from r1mega.models.params import ParamCounts, param_counts
+from r1mega.models.params import ParamCounts, kv_bytes_per_token, param_counts  # noqa: F401 (re-exported)
 
 GiB = float(1 << 30)
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -169,16 +169,6 @@ def in_flight_chunks(pipeline: int, virtual: int | None, rank: int, micro_batche
 
 
 # ---------------------------------------------------------------------------- rollout engine
-def kv_bytes_per_token(spec: ModelArch, rollout_tensor: int, act_bytes: int) -> float:
-    """KV cache per token on one GPU of an engine: GQA 2 * max(1, g/r) * d * L elements (vLLM
-    replicates KV heads when r > g); MLA (r_kv + r_rope) * L, the same on every TP rank."""
-    if spec.is_mla:
-        per_layer = spec.kv_lora_rank + spec.qk_rope_head_dim
-    else:
-        per_layer = 2 * max(1, spec.num_kv_heads // rollout_tensor) * spec.head_dim
-    return per_layer * spec.num_layers * act_bytes
-
-
 def engine_weight_bytes(spec: ModelArch, counts: ParamCounts, rollout_tensor: int, act_bytes: int) -> float:
     """One GPU's share of the engine's weights: everything split over the engine's TP ranks
     except the replicated vectors (norms, router, MLA down-projections)."""

@@ -53,7 +53,7 @@ def step_kv_cache_mb(arch, sequences: int, context: int, rollout_tensor: int, dt
     +25%, at least 32 MiB: a step's samples all in flight at once, and no more (vLLM touches every
     page of its KV cache at start: an oversized cache is resident memory for nothing). Larger
     batches (evaluation) still run, in waves."""
-    from r1mega.plan.estimate import kv_bytes_per_token
+    from r1mega.models.params import kv_bytes_per_token
 
     act_bytes = 2 if dtype in ("bfloat16", "float16") else 4
     need = kv_bytes_per_token(arch, rollout_tensor, act_bytes) * sequences * context * 1.25
