@@ -102,7 +102,7 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages: Tensor, mask:
         pg = pg * w
         stats["tis_weight_mean"] = _masked_mean(w, mask)
     elif cfg.rollout_is is not None and rollout_logp is not None:
-        from r1mega.algorithms.offpolicy import importance_weights
+        from r1mega.algorithms.offpolicy import importance_weights  # here: offpolicy imports this module
         bounds = dict(cap=cfg.rollout_is_upper) if cfg.rollout_is == "truncate" else \
             dict(lower=cfg.rollout_is_lower, upper=cfg.rollout_is_upper)
         w, kept = importance_weights(old_logp, rollout_logp, mask, level=cfg.rollout_is_level, mode=cfg.rollout_is,

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 # Options the fused kernel implements; anything else takes the unfused path.
 _FUSED_OK = dict(kl_estimator="k3", dual_clip=None, tis_cap=None, rollout_is=None)
+# Per-token loss statistics a train step reports (token-weighted means over micro-batches and ranks)
+_LOSS_STATS = ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean", "tis_weight_mean", "is_weight_mean",
+               "is_masked_frac")
 
 
 @contextlib.contextmanager
@@ -220,7 +223,7 @@ class Policy:
                     entropy_coef=a.entropy_coef, temperature=self.temperature, agg=a.loss_agg,
                     seq_ids=mb.seq_ids, denominator=denominator, max_response_len=max_response_len,
                     tp_group=self.tp_group, vocab_start=start, backend=self.cfg.trainer.logprob_backend)
-                for k in ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean"):
+                for k in _LOSS_STATS:
                     if k in st:
                         add(k, st[k], n)
                 logp = st["logp"]
@@ -295,8 +298,7 @@ class Policy:
         pg = clipped_pg_loss(rows(logp).detach(), rows(old), rows(mb.advantages), a.clip_low, a.clip_high,
                              a.dual_clip)[0]
         st["pg_loss"] = (pg * mask).sum() / mask.sum().clamp(min=1)
-        for k in ("pg_loss", "kl", "entropy", "clip_frac", "ratio_mean", "tis_weight_mean", "is_weight_mean",
-                  "is_masked_frac"):
+        for k in _LOSS_STATS:
             if k in st:
                 add(k, st[k], n)
         return loss, logp
@@ -313,8 +315,7 @@ class Policy:
 
     def _reduce_stats(self, acc: dict[str, float]) -> dict[str, float]:
         """Token-weighted means over micro-batches, summed from the last stage and all DP ranks."""
-        keys = ["loss", "tokens", "pg_loss", "kl", "entropy", "clip_frac", "ratio_mean", "tis_weight_mean",
-                "is_weight_mean", "is_masked_frac"]
+        keys = ["loss", "tokens", *_LOSS_STATS]
         sums = self.sum_over_ranks({**{k: acc.get(k, 0.0) for k in keys},
                                     **{f"present:{k}": float(k in acc) for k in keys}})
         out = {}
