@@ -119,3 +119,27 @@ def test_dp2_reference_kl_evaluation_and_reward_model_rewards(assets, tmp_path):
     evaluated = [m for m in read_metrics(tmp_path / "run") if "eval/pass@1" in m]
     # eval.before_train (default true) adds step 0, the starting policy
     assert [int(m["step"]) for m in evaluated] == [0, 1, 2] and all(m["eval/prompts"] == 4 for m in evaluated)
+
+
+def test_partial_rollout_two_engines_then_resumed_on_one(assets, tmp_path):
+    """rollout.mode=partial: chunks of 4 tokens, a step ends once half its groups are complete, so
+    responses continue across weight updates. Two rollout engines train DP=2 for 3 steps; the run
+    resumes for 2 more on one TP=2 engine (the buffer dealt over the new layout). Every generated
+    group is trained once or is still in flight: none lost at the resume, none used twice. The
+    engine/trainer parity holds on the current policy's tokens every step; older tokens are stale."""
+    # a quarter of the vocabulary stops a response: lengths from 1 to the 12-token limit
+    stops = "rollout.stop_token_ids=[" + ",".join(str(i) for i in range(0, 512, 4)) + "]"
+    common = ("rollout.mode=partial", "rollout.partial_chunk=4", "rollout.partial_min_groups=0.5", stops,
+              "algorithm.rollout_is=truncate", "run.save_every=1")
+    first, _ = _run(assets, tmp_path, 2, *common, "run.steps=3", "run.export_hf=false")
+    assert first["error"] is None, first["error"]
+    result, steps = _run(assets, tmp_path, 2, *common, "run.steps=5", "parallel.rollout_tensor=2")
+    _check(result, steps, 5, assets[0])
+    assert all(m["rollout/logprob_diff_max"] < 1e-3 for m in steps)   # fresh tokens: fp32 rounding only
+    stale = [m for m in steps if m["offpolicy/staleness_max"] > 0]
+    assert stale and all(m["rollout/logprob_diff_stale_mean"] > 1e-2 for m in stale)
+    assert all(m["offpolicy/staleness_mean"] == 0 for m in steps if m not in stale)
+    trained = sum(m["partial/trained_groups"] for m in steps)
+    left = steps[-1]["partial/in_flight_groups"] + steps[-1]["partial/waiting_groups"]
+    assert trained + left == 5 * 4 and left > 0     # 4 prompts per step
+    assert all(1 <= m["partial/trained_groups"] <= 4 for m in steps)

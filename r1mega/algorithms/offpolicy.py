@@ -257,14 +257,7 @@ def offpolicy_metrics(versions: Tensor | Sequence[int], current_version: int, we
         raise ValueError(f"versions: must all be <= current_version={current_version} "
                          f"(max version {int(versions.max())})")
 
-    out: dict[str, float] = {}
-    hist = torch.bincount(lag.clamp(max=max_lag).long(), minlength=max_lag + 1)
-    for k in range(max_lag):
-        out[f"offpolicy/staleness_lag_{k}"] = float(hist[k])
-    out[f"offpolicy/staleness_lag_{max_lag}+"] = float(hist[max_lag])
-    out["offpolicy/staleness_mean"] = float(lag.double().mean()) if lag.numel() else 0.0
-    out["offpolicy/staleness_max"] = float(lag.max()) if lag.numel() else 0.0
-
+    out = staleness_metrics(lag, max_lag=max_lag)
     kept = _selected(new_mask)
     w = weights.detach().double()[kept]
     if w.numel():
@@ -278,4 +271,25 @@ def offpolicy_metrics(versions: Tensor | Sequence[int], current_version: int, we
     out["offpolicy/is_masked_frac"] = (n - float(kept.sum())) / n if n else 0.0
     truncated = float((kept & (weights.detach() >= cap)).sum()) if cap is not None else 0.0
     out["offpolicy/is_truncated_frac"] = truncated / n if n else 0.0
+    return out
+
+
+def staleness_metrics(lag: Tensor | Sequence[int], *, max_lag: int = 8) -> dict[str, float]:
+    """The staleness part of :func:`offpolicy_metrics` from the lags themselves (N,): one per
+    counted token or sample, each the number of policy updates between the version that generated
+    it and the one being trained (>= 0). Keys: ``offpolicy/staleness_lag_k`` (k < max_lag),
+    ``offpolicy/staleness_lag_{max_lag}+`` (counts), ``offpolicy/staleness_mean``, ``_max``
+    (0 when empty)."""
+    if not isinstance(max_lag, int) or max_lag < 1:
+        raise ValueError(f"max_lag={max_lag!r}: must be an int >= 1")
+    lag = torch.as_tensor(lag, dtype=torch.long).reshape(-1)
+    if (lag < 0).any():
+        raise ValueError(f"lag: must be >= 0 (a token newer than the policy being trained), got min {int(lag.min())}")
+    out: dict[str, float] = {}
+    hist = torch.bincount(lag.clamp(max=max_lag), minlength=max_lag + 1)
+    for k in range(max_lag):
+        out[f"offpolicy/staleness_lag_{k}"] = float(hist[k])
+    out[f"offpolicy/staleness_lag_{max_lag}+"] = float(hist[max_lag])
+    out["offpolicy/staleness_mean"] = float(lag.double().mean()) if lag.numel() else 0.0
+    out["offpolicy/staleness_max"] = float(lag.max()) if lag.numel() else 0.0
     return out

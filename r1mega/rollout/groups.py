@@ -9,7 +9,9 @@ and rejection sampling.
 Each rollout-DP engine gets its own prompts (the caller shards them by ``engine.dp_rank``); the
 ranks of one TP engine pass identical prompts and get identical samples, so only the first
 scores them and contributes them to the gather. :func:`rollout_groups` is the RL step's
-rollout: the above between waking the engine and putting it back to sleep.
+rollout: the above between waking the engine and putting it back to sleep;
+:func:`partial_rollout_groups` its partial form (``rollout.mode=partial``), which carries
+unfinished responses to the next step in a :class:`~r1mega.rollout.partial.PartialBuffer`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
+from r1mega.rollout.partial import PartialBuffer, extend
 from r1mega.types import Sample
 
 if TYPE_CHECKING:
@@ -41,8 +44,10 @@ def make_engine(cfg: Config, model_path: str) -> RolloutEngine:
     rollout = cfg.rollout
     if rollout.kv_cache_memory_mb is None:
         from r1mega.models import read_hf_config
+        # partial rollout: the step's new groups and those carried from earlier steps in flight at once
+        in_flight = 2 if rollout.mode == "partial" else 1
         rollout = dataclasses.replace(rollout, kv_cache_memory_mb=step_kv_cache_mb(
-            read_hf_config(model_path), cfg.data.prompts_per_step * cfg.algorithm.group_size, context,
+            read_hf_config(model_path), in_flight * cfg.data.prompts_per_step * cfg.algorithm.group_size, context,
             cfg.parallel.rollout_tensor, cfg.model.dtype))
     return RolloutEngine(model_path, rollout, rollout_tensor=cfg.parallel.rollout_tensor, dtype=cfg.model.dtype,
                          max_model_len=context, **extra)
@@ -104,3 +109,53 @@ def rollout_groups(engine: RolloutEngine, prompts: Sequence[PromptRecord], n: in
     samples = sample_groups(engine, prompts, n, expected_version=version, group_offset=engine.dp_rank * len(prompts))
     engine.sleep()
     return samples
+
+
+@dataclasses.dataclass
+class PartialStats:
+    """One engine's partial-rollout step: what it generated and what it left in flight."""
+
+    rounds: int = 0
+    generated_tokens: int = 0
+    trained_groups: int = 0
+    in_flight_groups: int = 0    # left in the buffer, unfinished
+    waiting_groups: int = 0      # left in the buffer, complete (beyond this step's batch)
+
+
+def partial_rollout_groups(engine: RolloutEngine, buffer: PartialBuffer, prompts: Sequence[PromptRecord], n: int, *,
+                           version: int, chunk: int, min_share: float) -> tuple[list[Sample], PartialStats]:
+    """The RL step's partial rollout (r1mega.rollout.partial): this engine's new prompts join the
+    buffer as ``n`` empty responses each; rounds of at most ``chunk`` new tokens per unfinished
+    response run (at least one) until ``min_share`` of ``len(prompts)`` groups are complete or
+    nothing is left to generate. Returns the oldest complete groups, at most ``len(prompts)``, with
+    step-local group ids (as :func:`rollout_groups` numbers them), and the step's statistics."""
+    quota = len(prompts)
+    offset = engine.dp_rank * quota
+    buffer.add_groups([Sample(prompt_ids=list(r.prompt_ids), response_ids=[], group_id=offset + i,
+                              rollout_logprobs=[], finish_reason="length", policy_version=version,
+                              prompt_text=r.prompt_text, answer=r.answer, kind=r.kind, metadata=dict(r.metadata))
+                       for i, r in enumerate(prompts) for _ in range(n)])
+    need = math.ceil(min_share * quota - 1e-9)
+    stats = PartialStats()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    engine.wake_up()
+    while True:
+        todo = buffer.unfinished()
+        if not todo:
+            break
+        pieces = engine.continue_samples([s for _, _, s in todo], chunk=chunk, max_new_tokens=buffer.max_new_tokens,
+                                         expected_version=version)
+        for (key, i, s), piece in zip(todo, pieces):
+            buffer.update(key, i, extend(s, piece))
+            stats.generated_tokens += len(piece.response_ids)
+        stats.rounds += 1
+        if len(buffer.complete_keys()) >= need:
+            break
+    engine.sleep()
+    groups = buffer.pop_complete(limit=quota)
+    stats.trained_groups = len(groups)
+    stats.waiting_groups = len(buffer.complete_keys())
+    stats.in_flight_groups = len(buffer) - stats.waiting_groups
+    samples = [s.replace(group_id=offset + j) for j, group in enumerate(groups) for s in group]
+    return samples, stats

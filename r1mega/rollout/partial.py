@@ -60,7 +60,8 @@ def extend(s: Sample, piece: Sample) -> Sample:
         rollout_logprobs=list(s.rollout_logprobs) + list(piece.rollout_logprobs),
         token_versions=token_versions(s) + [piece.policy_version] * len(piece.response_ids),
         finish_reason=piece.finish_reason, policy_version=piece.policy_version,
-        response_text=s.response_text + piece.response_text)
+        response_text=s.response_text + piece.response_text, metadata={**s.metadata, **piece.metadata})
+
 
 
 @dataclasses.dataclass
@@ -107,10 +108,15 @@ class PartialBuffer:
             raise KeyError(f"no group {key} in the partial-rollout buffer")
         self.groups[key][index] = sample
 
-    def pop_complete(self) -> list[list[Sample]]:
-        """Remove and return the groups whose G samples are all finished, in key order."""
-        done = [k for k, group in self.groups.items() if all(is_finished(s, self.max_new_tokens) for s in group)]
-        return [self.groups.pop(k) for k in done]
+    def complete_keys(self) -> list[int]:
+        """Keys of the groups whose G samples are all finished, in key order."""
+        return [k for k, group in self.groups.items() if all(is_finished(s, self.max_new_tokens) for s in group)]
+
+    def pop_complete(self, limit: int | None = None) -> list[list[Sample]]:
+        """Remove and return the groups whose G samples are all finished, in key order (the oldest
+        ``limit`` of them if given; the others stay)."""
+        done = self.complete_keys()
+        return [self.groups.pop(k) for k in done[:limit]]
 
     # ---- checkpoints: nothing generated is lost or used twice across a resume
     def state_dict(self) -> dict:
@@ -122,3 +128,25 @@ class PartialBuffer:
         groups = {int(k): [Sample(**s) for s in group] for k, group in state["groups"]}
         return cls(group_size=state["group_size"], max_new_tokens=state["max_new_tokens"], groups=groups,
                    next_key=state["next_key"])
+
+
+def redistribute(states: list[dict], parts: int, *, group_size: int, max_new_tokens: int) -> list[PartialBuffer]:
+    """The buffers of a checkpoint (one state per engine) for ``parts`` engines: the same buffers
+    when the number of engines is unchanged, else every group, oldest first within each engine,
+    dealt over the new engines in contiguous shares (keys renumbered). Refuses states saved with
+    another group size or response limit: their groups could not be trained as they are."""
+    for i, st in enumerate(states):
+        if st["group_size"] != group_size or st["max_new_tokens"] != max_new_tokens:
+            raise ValueError(f"the checkpoint's partial-rollout buffer {i} holds groups of group_size "
+                             f"{st['group_size']} with max_new_tokens {st['max_new_tokens']}, but this run has "
+                             f"algorithm.group_size={group_size}, rollout.max_new_tokens={max_new_tokens}: set them "
+                             f"back to resume (or resume with rollout.mode=sync to drop the groups in flight)")
+    if len(states) == parts:
+        return [PartialBuffer.from_state_dict(st) for st in states]
+    groups = [g for st in states for g in PartialBuffer.from_state_dict(st).groups.values()]
+    out = []
+    for p in range(parts):
+        mine = groups[len(groups) * p // parts:len(groups) * (p + 1) // parts]
+        out.append(PartialBuffer(group_size=group_size, max_new_tokens=max_new_tokens,
+                                 groups=dict(enumerate(mine)), next_key=len(mine)))
+    return out

@@ -41,6 +41,7 @@ class MicroBatch:
     segments: list[int] | None = None    # packed (B == 1): lengths of the samples in the row, then padding
     old_logp: torch.Tensor | None = None  # (N,) fp32 filled by trainer.logprobs
     ref_logp: torch.Tensor | None = None  # (N,) fp32 filled by trainer.logprobs
+    versions: torch.Tensor | None = None  # (N,) long: the policy version of each token (partial rollout), else None
 
     def to(self, device: torch.device | str) -> "MicroBatch":
         """This micro-batch with every tensor on ``device`` (the trainer's GPU; the same object on CPU)."""
@@ -78,7 +79,7 @@ class MicroBatch:
 
 
 _TENSOR_FIELDS = ("tokens", "position_ids", "select", "targets", "seq_ids", "advantages", "mask", "rollout_logp",
-                  "old_logp", "ref_logp")
+                  "old_logp", "ref_logp", "versions")
 
 
 def plan_micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
@@ -161,8 +162,9 @@ def build_micro_batch(samples: list[Sample], ids: list[int], pad_id: int = 0, *,
         starts = [b * T for b in range(B)]  # flat offset of each sample's first token
     tokens = torch.full((B * T,), pad_id, dtype=torch.long)
     position_ids = torch.zeros(B * T, dtype=torch.long)
-    select, targets, seq_ids, adv, mask, rlp = [], [], [], [], [], []
+    select, targets, seq_ids, adv, mask, rlp, versions = [], [], [], [], [], [], []
     have_rollout = all(s.rollout_logprobs is not None for s in rows)
+    have_versions = any(s.token_versions is not None for s in rows)
     for i, s, start in zip(ids, rows, starts):
         seq = s.prompt_ids + s.response_ids
         tokens[start:start + len(seq)] = torch.tensor(seq, dtype=torch.long)
@@ -177,6 +179,8 @@ def build_micro_batch(samples: list[Sample], ids: list[int], pad_id: int = 0, *,
         adv.append(torch.full((R,), float(s.advantage)))
         if have_rollout:
             rlp.append(torch.tensor(s.rollout_logprobs, dtype=torch.float32))
+        if have_versions:
+            versions.append(torch.tensor(s.token_versions or [s.policy_version] * R, dtype=torch.long))
     segments = None
     if packed:
         used = sum(lengths)
@@ -189,7 +193,7 @@ def build_micro_batch(samples: list[Sample], ids: list[int], pad_id: int = 0, *,
     return MicroBatch(tokens=tokens.view(B, T), position_ids=position_ids.view(B, T), select=torch.cat(select),
                       targets=torch.cat(targets), seq_ids=torch.cat(seq_ids), advantages=torch.cat(adv),
                       mask=torch.cat(mask), rollout_logp=torch.cat(rlp) if have_rollout else None,
-                      sample_ids=list(ids), segments=segments)
+                      sample_ids=list(ids), segments=segments, versions=torch.cat(versions) if have_versions else None)
 
 
 def split_to_multiple(plan: list[list[int]], multiple_of: int) -> list[list[int]]:

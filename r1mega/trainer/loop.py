@@ -19,8 +19,8 @@ import torch
 
 from r1mega.config import Config
 from r1mega.parallel import watchdog
-from r1mega.rollout.groups import gather_groups, make_engine, rollout_groups, score_groups
-from r1mega.trainer.samples import denominator, prepare, rollout_metrics, shard
+from r1mega.rollout.groups import gather_groups, make_engine, partial_rollout_groups, rollout_groups, score_groups
+from r1mega.trainer.samples import denominator, mask_stale_tokens, prepare, rollout_metrics, shard, staleness
 
 if TYPE_CHECKING:
     from r1mega.data.prompts import PromptRecord
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from r1mega.parallel.layout import Layout
     from r1mega.reward_model import RewardModelScorer
     from r1mega.rollout.engine import RolloutEngine
+    from r1mega.rollout.partial import PartialBuffer
     from r1mega.trainer.policy import Policy
+    from r1mega.types import Sample
 
 log = logging.getLogger("r1mega.train")
 
@@ -54,6 +56,8 @@ class RLRun:
     timer: StepTimer
     run_dir: str
     reward_model: RewardModelScorer | None = None
+    partial: PartialBuffer | None = None
+    """``rollout.mode=partial``: this engine's groups in flight (checkpointed with the run)."""
     version: int = 0
     step: int = 0
     bad_steps: int = 0
@@ -81,12 +85,13 @@ def rl_step(run: RLRun) -> dict[str, float]:
     t.start()
     with t("rollout"):
         prompts = next_prompts(run)                            # this engine's share of the step's prompts
-        local = rollout_groups(run.engine, prompts, cfg.algorithm.group_size, version=run.version)
+        local, partial_stats = rollout(run, prompts)           # whole responses, or complete groups (partial)
     with t("reward"):
         score_groups(run.engine, local, cfg.reward, skip_kinds=("general",))  # rule rewards
         samples = gather_groups(run.engine, local)             # every engine's groups, on every rank
         score_general(run, samples)                            # reward model (general prompts)
     samples, info = prepare(samples, cfg)                      # shaping, filters, advantages
+    info.update(partial_stats, **stale_tokens(run, samples))   # partial rollout: token versions
     shares = shard(samples, run.layout.data, cfg.trainer.mini_batches)
     mine = shares[run.policy.dp_rank]
     with t("logprob"):
@@ -95,7 +100,7 @@ def rl_step(run: RLRun) -> dict[str, float]:
     with t("train"):
         train_stats = train_on(run, batches, shares)
         if cfg.trainer.old_logprob_source() == "current":  # the train forward held the old policy's logprobs
-            logprob_stats = run.policy.gather_logp_stats([mb for b in batches for mb in b])
+            logprob_stats = run.policy.gather_logp_stats([mb for b in batches for mb in b], run.version)
     with t("sync"):
         sync_stats = sync_weights(run)
     metrics = {**rollout_metrics(samples), **info, **logprob_stats, **train_stats, **sync_stats}
@@ -111,6 +116,32 @@ def next_prompts(run: RLRun) -> list[PromptRecord]:
     """This rollout engine's prompts for the step (the sampler shards by rollout DP rank)."""
     from r1mega.data.prompts import batch_records
     return batch_records(run.records, run.sampler.next_batch())
+
+
+def rollout(run: RLRun, prompts: list[PromptRecord]) -> tuple[list[Sample], dict[str, float]]:
+    """This engine's samples for the step: ``rollout.mode=sync`` generates the prompts' whole
+    responses; ``partial`` continues the buffer and returns its complete groups (with the step's
+    partial-rollout metrics, summed over the engines: a collective)."""
+    cfg, G = run.cfg, run.cfg.algorithm.group_size
+    if run.partial is None:
+        return rollout_groups(run.engine, prompts, G, version=run.version), {}
+    local, st = partial_rollout_groups(run.engine, run.partial, prompts, G, version=run.version,
+                                       chunk=cfg.rollout.partial_chunk, min_share=cfg.rollout.partial_min_groups)
+    every = gather_groups(run.engine, [st])
+    return local, {"partial/rounds_max": float(max(e.rounds for e in every)),
+                   **{f"partial/{k}": float(sum(getattr(e, k) for e in every))
+                      for k in ("generated_tokens", "trained_groups", "in_flight_groups", "waiting_groups")}}
+
+
+def stale_tokens(run: RLRun, samples: list[Sample]) -> dict[str, float]:
+    """Partial rollout: the staleness of the loss tokens (policy updates between the version that
+    generated a token and the one being trained); with ``rollout.partial_tokens=current`` the older
+    tokens are masked out of the loss first."""
+    if run.partial is None:
+        return {}
+    if run.cfg.rollout.partial_tokens == "current":
+        mask_stale_tokens(samples, run.version)
+    return staleness(samples, run.version)
 
 
 def score_general(run: RLRun, samples: list) -> None:
@@ -139,7 +170,7 @@ def compute_logprobs(run: RLRun, mbs: list) -> dict[str, float]:
         run.policy.logprobs(mbs, "ref")
     if source == "current":
         return {}
-    stats = run.policy.gather_logp_stats(mbs)
+    stats = run.policy.gather_logp_stats(mbs, run.version)
     if source == "rollout":
         for mb in mbs:
             mb.old_logp = None  # the loss takes the engine's logprobs
@@ -243,10 +274,18 @@ def setup(cfg: Config, *, engine: RolloutEngine | None = None) -> RLRun:
         engine = make_engine(cfg, cfg.model.hf_path)
     sampler = PromptSampler(len(records), cfg.data.prompts_per_step, dp_rank=engine.dp_rank, dp_size=engine.dp_size,
                             seed=cfg.run.seed, shuffle=cfg.data.shuffle)
+    partial = None
+    if cfg.rollout.mode == "partial":
+        from r1mega.rollout.partial import PartialBuffer
+        partial = PartialBuffer(group_size=cfg.algorithm.group_size, max_new_tokens=cfg.rollout.max_new_tokens)
+        a = cfg.algorithm
+        if rank == 0 and cfg.rollout.partial_tokens == "all" and a.rollout_is is None and a.tis_cap is None:
+            log.warning("rollout.mode=partial trains tokens of older policy versions without a correction: set "
+                        "algorithm.rollout_is (truncate or mask) or rollout.partial_tokens=current")
     run = RLRun(cfg=cfg, layout=layout, arch=arch, policy=policy, engine=engine, tokenizer=tokenizer,
                 records=records, eval_records=eval_records, sampler=sampler, logger=None,
                 timer=StepTimer(on_enter=watchdog.report),
-                run_dir=run_dir, reward_model=reward_model)
+                run_dir=run_dir, reward_model=reward_model, partial=partial)
     resumed = resume(run, resume_from, changes) if resume_from is not None else False
     run.logger = MetricsLogger(run_dir, tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project,
                                config_dict=to_dict(cfg), rank=rank, resume_step=run.step if resumed else None)
@@ -273,9 +312,28 @@ def resume(run: RLRun, path: str, changes: list[str]) -> bool:
     run.step, run.version = int(extra["step"]), int(extra["policy_version"])
     run.sampler.load_state_dict(extra["sampler"])
     run.bad_steps = int(extra.get("bad_steps", 0))
+    load_partial(run, extra.get("partial"))
     if run.rank == 0:
         log.info("resumed from %s at step %d (policy version %d)", path, run.step, run.version)
     return True
+
+
+def load_partial(run: RLRun, states: list[dict] | None) -> None:
+    """Put the checkpoint's in-flight groups back: each engine its own buffer, or, when the number
+    of engines changed, all groups dealt over the new engines in order. Nothing generated is lost
+    or used twice."""
+    from r1mega.rollout.partial import redistribute
+
+    if not states:
+        return
+    if run.partial is None:
+        n = sum(len(s["groups"]) for s in states)
+        if run.rank == 0 and n:
+            log.warning("the checkpoint holds %d partial-rollout groups in flight, but rollout.mode=%s: they are "
+                        "dropped (resume with rollout.mode=partial to finish them)", n, run.cfg.rollout.mode)
+        return
+    run.partial = redistribute(states, run.engine.dp_size, group_size=run.partial.group_size,
+                               max_new_tokens=run.partial.max_new_tokens)[run.engine.dp_rank]
 
 
 def save(run: RLRun) -> str:
@@ -284,6 +342,8 @@ def save(run: RLRun) -> str:
 
     extra = {"step": run.step, "policy_version": run.version, "sampler": run.sampler.state_dict(),
              "bad_steps": run.bad_steps, "config": to_dict(run.cfg)}
+    if run.partial is not None:  # every engine's buffer, on every rank: a resume may change the layout
+        extra["partial"] = gather_groups(run.engine, [run.partial.state_dict()])
     return save_checkpoint(checkpoint_root(run), run.step, chunks=run.policy.modules, optimizer=run.policy.optimizer,
                            scheduler=run.policy.scheduler, extra=extra, keep_last=run.cfg.run.keep_last)
 

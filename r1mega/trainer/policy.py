@@ -329,25 +329,34 @@ class Policy:
         return out
 
     # ------------------------------------------------------------------ stats helpers
-    def gather_logp_stats(self, mbs: list[MicroBatch]) -> dict[str, float]:
-        """Mismatch |logp_trainer - logp_rollout| over all scored tokens (reduced to every rank)."""
-        s, m, n = 0.0, 0.0, 0
+    def gather_logp_stats(self, mbs: list[MicroBatch], version: int | None = None) -> dict[str, float]:
+        """Mismatch |logp_trainer - logp_rollout| over the scored tokens (reduced to every rank): the
+        engine/trainer parity. Tokens a partial rollout generated under an older policy than
+        ``version`` are left out of it and reported apart (``logprob_diff_stale_mean``): they differ
+        by the policy updates since, not by numerics."""
+        acc = torch.zeros(4, dtype=torch.float64)  # fresh sum, fresh count, stale sum, stale count
+        m = 0.0
         for mb in mbs:
             if mb.old_logp is None or mb.rollout_logp is None:
                 continue
             d = (mb.old_logp - mb.rollout_logp).abs()
-            s += float(d.sum())
-            m = max(m, float(d.max())) if d.numel() else m
-            n += d.numel()
-        vec = torch.tensor([s, float(n)], dtype=torch.float64)
+            stale = (mb.versions.to(d.device) != version) if mb.versions is not None and version is not None \
+                else torch.zeros_like(d, dtype=torch.bool)
+            fresh = d[~stale]
+            acc += torch.tensor([float(fresh.sum()), fresh.numel(), float(d[stale].sum()), int(stale.sum())],
+                                dtype=torch.float64)
+            m = max(m, float(fresh.max())) if fresh.numel() else m
         mx = torch.tensor([m], dtype=torch.float64)
         if self.layout.tensor > 1:
-            vec /= self.layout.tensor
-        dist.all_reduce(vec)
+            acc /= self.layout.tensor
+        dist.all_reduce(acc)
         dist.all_reduce(mx, op=dist.ReduceOp.MAX)
-        if vec[1] == 0:
-            return {}
-        return {"rollout/logprob_diff_mean": vec[0].item() / vec[1].item(), "rollout/logprob_diff_max": mx.item()}
+        out = {}
+        if acc[1] > 0:
+            out.update({"rollout/logprob_diff_mean": acc[0].item() / acc[1].item(), "rollout/logprob_diff_max": mx.item()})
+        if acc[3] > 0:
+            out["rollout/logprob_diff_stale_mean"] = acc[2].item() / acc[3].item()
+        return out
 
 
 def _pad_to(mb: MicroBatch, B: int, T: int) -> MicroBatch:

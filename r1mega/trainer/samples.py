@@ -98,3 +98,34 @@ def rollout_metrics(samples: list[Sample]) -> dict[str, float]:
             out[f"reward/mean_{kind}"] = sum(rs) / len(rs)
             out[f"batch/frac_{kind}"] = len(rs) / n
     return out
+
+
+def mask_stale_tokens(samples: list[Sample], version: int) -> None:
+    """Partial rollout, ``rollout.partial_tokens=current``: in place, the response tokens generated
+    by an older policy version than ``version`` get loss mask 0 (on top of any mask they have)."""
+    from r1mega.rollout.partial import token_versions
+
+    for s in samples:
+        if s.token_versions is None and s.policy_version == version:
+            continue
+        current = [int(v == version) for v in token_versions(s)]
+        s.response_mask = current if s.response_mask is None else [a * b for a, b in zip(s.response_mask, current)]
+
+
+def staleness(samples: list[Sample], version: int) -> dict[str, float]:
+    """Staleness of the loss tokens against the trained ``version``
+    (:func:`r1mega.algorithms.offpolicy.staleness_metrics`, counted over the tokens the loss
+    takes), and the share of response tokens masked out as stale."""
+    from r1mega.algorithms.offpolicy import staleness_metrics
+    from r1mega.rollout.partial import token_versions
+
+    lags, masked, total = [], 0, 0
+    for s in samples:
+        if not s.loss_mask:
+            continue
+        mask = s.response_mask or [1] * len(s.response_ids)
+        vs = token_versions(s)
+        lags.extend(version - v for v, m in zip(vs, mask) if m)
+        masked += sum(1 for v, m in zip(vs, mask) if not m and v != version)
+        total += len(vs)
+    return {**staleness_metrics(lags), "offpolicy/stale_masked_frac": masked / total if total else 0.0}
