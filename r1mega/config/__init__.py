@@ -61,6 +61,19 @@ class Config:
             raise ConfigError(f"reward.model_path ({self.reward.model_path!r}) needs parallel.context = 1, got "
                               f"{self.parallel.context}: the reward is read at each sequence's last token, which "
                               f"context parallelism splits off")
+        async_mode = self.rollout.mode == "async"
+        if async_mode != (self.parallel.rollout_ranks > 0):
+            raise ConfigError(f"rollout.mode={self.rollout.mode} with parallel.rollout_ranks={self.parallel.rollout_ranks}: "
+                              f"async rollout needs ranks of its own (parallel.rollout_ranks >= 1), and only async "
+                              f"uses them")
+        if async_mode:
+            if self.parallel.rollout_tensor != 1:
+                raise ConfigError(f"rollout.mode=async runs one engine per rollout rank: parallel.rollout_tensor must "
+                                  f"be 1 (got {self.parallel.rollout_tensor})")
+            if self.data.eval:
+                raise ConfigError(f"rollout.mode=async does not evaluate (the trainer ranks hold no engine): set "
+                                  f"data.eval=null (got {self.data.eval!r}) and evaluate the exported policy (run.export_hf) "
+                                  f"with `r1mega eval`")
         if world_size is not None:
             arch = None
             if self.model.hf_path and os.path.exists(self.model.hf_path):
@@ -68,8 +81,9 @@ class Config:
                 arch = read_hf_config(self.model.hf_path)
                 check_trainable(arch)
             layout = _check_layout(self.parallel, world_size, arch)
-            for what, dp in (("trainer data-parallel size", layout.data),
-                             ("number of rollout engines (world / parallel.rollout_tensor)", layout.rollout_data)):
+            engines = (("number of rollout ranks (parallel.rollout_ranks)", self.parallel.rollout_ranks) if async_mode
+                       else ("number of rollout engines (world / parallel.rollout_tensor)", layout.rollout_data))
+            for what, dp in (("trainer data-parallel size", layout.data), engines):
                 if self.data.prompts_per_step % dp:
                     raise ConfigError(f"data.prompts_per_step ({self.data.prompts_per_step}) must be a multiple of "
                                       f"the {what} ({dp})")

@@ -94,7 +94,8 @@ class RolloutEngine:
 
     def __init__(self, model_path: str, cfg: RolloutConfig, *, rollout_tensor: int = 1,
                  dtype: str = "float32", max_model_len: int | None = None,
-                 skip_tokenizer: bool = False, version: int = 0, **llm_kwargs: Any):
+                 skip_tokenizer: bool = False, version: int = 0,
+                 data_parallel: tuple[int, int] | None = None, **llm_kwargs: Any):
         cfg.validate()
         self.cfg = cfg
         self.model_path = model_path
@@ -105,6 +106,10 @@ class RolloutEngine:
         world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
         self.tp_size = rollout_tensor
         self.tp_rank, self.dp_rank, self.dp_size = rollout_layout(world, rank, rollout_tensor)
+        if data_parallel is not None:  # an engine on a rollout-only rank (async): its index among them
+            if distributed or rollout_tensor != 1:
+                raise ValueError("data_parallel is for a single-process engine outside the trainer's process group")
+            self.dp_rank, self.dp_size = data_parallel
         self.seed = cfg.seed + self.dp_rank
         self.on_gpu = torch.cuda.is_available()
 

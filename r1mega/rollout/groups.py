@@ -34,8 +34,9 @@ if TYPE_CHECKING:
     from r1mega.rollout.engine import RolloutEngine
 
 
-def make_engine(cfg: Config, model_path: str) -> RolloutEngine:
-    """This rank's colocated vLLM engine for the HF model at ``model_path``."""
+def make_engine(cfg: Config, model_path: str, *, data_parallel: tuple[int, int] | None = None) -> RolloutEngine:
+    """This rank's vLLM engine for the HF model at ``model_path`` (colocated; or, with
+    ``data_parallel`` = (index, count), one of the rollout-only ranks of async RL)."""
     from r1mega.rollout.engine import RolloutEngine
 
     cfg.check_rollout_lengths()
@@ -50,7 +51,7 @@ def make_engine(cfg: Config, model_path: str) -> RolloutEngine:
             read_hf_config(model_path), in_flight * cfg.data.prompts_per_step * cfg.algorithm.group_size, context,
             cfg.parallel.rollout_tensor, cfg.model.dtype))
     return RolloutEngine(model_path, rollout, rollout_tensor=cfg.parallel.rollout_tensor, dtype=cfg.model.dtype,
-                         max_model_len=context, **extra)
+                         max_model_len=context, data_parallel=data_parallel, **extra)
 
 
 def step_kv_cache_mb(arch, sequences: int, context: int, rollout_tensor: int, dtype: str) -> int:

@@ -41,7 +41,7 @@ class MicroBatch:
     segments: list[int] | None = None    # packed (B == 1): lengths of the samples in the row, then padding
     old_logp: torch.Tensor | None = None  # (N,) fp32 filled by trainer.logprobs
     ref_logp: torch.Tensor | None = None  # (N,) fp32 filled by trainer.logprobs
-    versions: torch.Tensor | None = None  # (N,) long: the policy version of each token (partial rollout), else None
+    versions: torch.Tensor | None = None  # (N,) long: the policy version that generated each token
 
     def to(self, device: torch.device | str) -> "MicroBatch":
         """This micro-batch with every tensor on ``device`` (the trainer's GPU; the same object on CPU)."""
@@ -164,7 +164,6 @@ def build_micro_batch(samples: list[Sample], ids: list[int], pad_id: int = 0, *,
     position_ids = torch.zeros(B * T, dtype=torch.long)
     select, targets, seq_ids, adv, mask, rlp, versions = [], [], [], [], [], [], []
     have_rollout = all(s.rollout_logprobs is not None for s in rows)
-    have_versions = any(s.token_versions is not None for s in rows)
     for i, s, start in zip(ids, rows, starts):
         seq = s.prompt_ids + s.response_ids
         tokens[start:start + len(seq)] = torch.tensor(seq, dtype=torch.long)
@@ -179,8 +178,7 @@ def build_micro_batch(samples: list[Sample], ids: list[int], pad_id: int = 0, *,
         adv.append(torch.full((R,), float(s.advantage)))
         if have_rollout:
             rlp.append(torch.tensor(s.rollout_logprobs, dtype=torch.float32))
-        if have_versions:
-            versions.append(torch.tensor(s.token_versions or [s.policy_version] * R, dtype=torch.long))
+        versions.append(torch.tensor(s.token_versions or [s.policy_version] * R, dtype=torch.long))
     segments = None
     if packed:
         used = sum(lengths)
@@ -193,7 +191,7 @@ def build_micro_batch(samples: list[Sample], ids: list[int], pad_id: int = 0, *,
     return MicroBatch(tokens=tokens.view(B, T), position_ids=position_ids.view(B, T), select=torch.cat(select),
                       targets=torch.cat(targets), seq_ids=torch.cat(seq_ids), advantages=torch.cat(adv),
                       mask=torch.cat(mask), rollout_logp=torch.cat(rlp) if have_rollout else None,
-                      sample_ids=list(ids), segments=segments, versions=torch.cat(versions) if have_versions else None)
+                      sample_ids=list(ids), segments=segments, versions=torch.cat(versions))
 
 
 def split_to_multiple(plan: list[list[int]], multiple_of: int) -> list[list[int]]:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from r1mega.parallel.layout import Layout
     from r1mega.reward_model import RewardModelScorer
     from r1mega.rollout.engine import RolloutEngine
+    from r1mega.rollout.async_rollout import Link
     from r1mega.rollout.partial import PartialBuffer
     from r1mega.trainer.policy import Policy
     from r1mega.types import Sample
@@ -47,7 +48,7 @@ class RLRun:
     layout: Layout
     arch: ModelArch
     policy: Policy
-    engine: RolloutEngine
+    engine: RolloutEngine | None  # None on the trainer ranks of async RL
     tokenizer: Tokenizer
     records: list[PromptRecord]
     eval_records: list[PromptRecord] | None
@@ -58,6 +59,10 @@ class RLRun:
     reward_model: RewardModelScorer | None = None
     partial: PartialBuffer | None = None
     """``rollout.mode=partial``: this engine's groups in flight (checkpointed with the run)."""
+    link: Link | None = None
+    """``rollout.mode=async``: the channels to the rollout ranks (this trainer rank holds no engine)."""
+    restored: dict | None = None
+    """Async, on resume: the checkpoint's finished batches, to be queued again."""
     version: int = 0
     step: int = 0
     bad_steps: int = 0
@@ -72,10 +77,13 @@ class RLResult:
     """What :func:`train` returns: the finished run (its engine stays up and synced to the final
     policy; the caller shuts it down) and the last step's metrics (with the final evaluation)."""
 
-    run: RLRun
+    run: RLRun | None
+    """None on a rollout rank of async RL (see ``rollout_engine``)."""
     metrics: dict[str, float]
     preempted: str | None = None
     """The signal (SIGTERM / SIGUSR1) that stopped the run early after a checkpoint, else None."""
+    rollout_engine: RolloutEngine | None = None
+    """Async RL, on a rollout rank: its engine, holding the final policy (left running)."""
 
 
 def rl_step(run: RLRun) -> dict[str, float]:
@@ -85,13 +93,14 @@ def rl_step(run: RLRun) -> dict[str, float]:
     t.start()
     with t("rollout"):
         prompts = next_prompts(run)                            # this engine's share of the step's prompts
-        local, partial_stats = rollout(run, prompts)           # whole responses, or complete groups (partial)
+        local, rollout_stats = rollout(run, prompts)           # whole responses; complete groups (partial);
+                                                               # the rollout ranks' batch (async)
     with t("reward"):
-        score_groups(run.engine, local, cfg.reward, skip_kinds=("general",))  # rule rewards
-        samples = gather_groups(run.engine, local)             # every engine's groups, on every rank
+        samples = score_and_gather(run, local)                 # rule rewards; every engine's groups, every rank
         score_general(run, samples)                            # reward model (general prompts)
     samples, info = prepare(samples, cfg)                      # shaping, filters, advantages
-    info.update(partial_stats, **stale_tokens(run, samples))   # partial rollout: token versions
+    info.update(rollout_stats, **stale_tokens(run, samples))   # partial / async: token versions
+    record_rollouts(run, samples)                              # run.log_rollouts: the step's samples, jsonl
     shares = shard(samples, run.layout.data, cfg.trainer.mini_batches)
     mine = shares[run.policy.dp_rank]
     with t("logprob"):
@@ -123,6 +132,8 @@ def rollout(run: RLRun, prompts: list[PromptRecord]) -> tuple[list[Sample], dict
     responses; ``partial`` continues the buffer and returns its complete groups (with the step's
     partial-rollout metrics, summed over the engines: a collective)."""
     cfg, G = run.cfg, run.cfg.algorithm.group_size
+    if run.link is not None:
+        return async_batch(run)
     if run.partial is None:
         return rollout_groups(run.engine, prompts, G, version=run.version), {}
     local, st = partial_rollout_groups(run.engine, run.partial, prompts, G, version=run.version,
@@ -133,15 +144,45 @@ def rollout(run: RLRun, prompts: list[PromptRecord]) -> tuple[list[Sample], dict
                       for k in ("generated_tokens", "trained_groups", "in_flight_groups", "waiting_groups")}}
 
 
+def async_batch(run: RLRun) -> tuple[list[Sample], dict[str, float]]:
+    """Async: step n's batch from the rollout ranks (waiting while they generate it), every
+    sample checked against the staleness bound (r1mega.rollout.async_rollout)."""
+    n, k = run.step + 1, run.cfg.rollout.max_staleness
+    samples, infos = run.link.get_batch(n)
+    old = [s.policy_version for s in samples if run.version - s.policy_version > k or s.policy_version > run.version]
+    if old:
+        raise RuntimeError(f"step {n}: the rollout ranks sent samples of policy versions {sorted(set(old))}, but the "
+                           f"trainer is at version {run.version} and rollout.max_staleness is {k}")
+    if run.rank == 0 and n > 1:
+        run.link.drop_batch(n - 1)  # every trainer rank has read it: its step's collectives are done
+    return samples, {"async/generate_s_max": max(i["generate_s"] for i in infos),
+                     "async/backpressure_s_max": max(i["wait_s"] for i in infos)}
+
+
+def score_and_gather(run: RLRun, local: list[Sample]) -> list[Sample]:
+    """Rule rewards on this rank's engine, then every engine's samples on every rank (async: the
+    rollout ranks scored theirs, and every trainer rank already holds them all)."""
+    if run.link is not None:
+        return local
+    score_groups(run.engine, local, run.cfg.reward, skip_kinds=("general",))
+    return gather_groups(run.engine, local)
+
+
 def stale_tokens(run: RLRun, samples: list[Sample]) -> dict[str, float]:
-    """Partial rollout: the staleness of the loss tokens (policy updates between the version that
-    generated a token and the one being trained); with ``rollout.partial_tokens=current`` the older
-    tokens are masked out of the loss first."""
-    if run.partial is None:
+    """Partial and async rollout: the staleness of the loss tokens (policy updates between the
+    version that generated a token and the one being trained); with
+    ``rollout.partial_tokens=current`` the older tokens are masked out of the loss first."""
+    if run.partial is None and run.link is None:
         return {}
-    if run.cfg.rollout.partial_tokens == "current":
+    if run.partial is not None and run.cfg.rollout.partial_tokens == "current":
         mask_stale_tokens(samples, run.version)
     return staleness(samples, run.version)
+
+
+def record_rollouts(run: RLRun, samples: list[Sample]) -> None:
+    if run.cfg.run.log_rollouts and run.rank == 0:
+        from r1mega.logging.rollouts import write_rollouts
+        write_rollouts(run.run_dir, run.step + 1, samples)
 
 
 def score_general(run: RLRun, samples: list) -> None:
@@ -217,8 +258,12 @@ def check_finite(run: RLRun, stats: dict[str, float]) -> None:
 
 
 def sync_weights(run: RLRun) -> dict[str, float]:
-    """Push the new policy version into the engine (see r1mega.rollout.weight_sync)."""
+    """Push the new policy version into the engine (see r1mega.rollout.weight_sync), or, async,
+    to the rollout ranks (r1mega.rollout.async_rollout)."""
     run.version += 1
+    if run.link is not None:
+        from r1mega.models import iter_hf_weights
+        return run.link.send_weights(iter_hf_weights(run.policy.modules, run.arch), run.version)
     run.engine.wake_up(["weights"])
     st = run.engine.sync_policy(run.policy.modules, run.arch, run.version, mode=run.cfg.rollout.sync_mode)
     return {"sync/seconds": st.seconds, "sync/bytes": float(st.total_bytes), "sync/buckets": float(st.num_buckets),
@@ -226,8 +271,10 @@ def sync_weights(run: RLRun) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------- setup / run
-def setup(cfg: Config, *, engine: RolloutEngine | None = None) -> RLRun:
-    """Build this rank's policy, reference, engine, data and loggers; resume if asked."""
+def setup(cfg: Config, *, engine: RolloutEngine | None = None, roles=None) -> RLRun:
+    """Build this rank's policy, reference, engine, data and loggers; resume if asked. ``roles``
+    (async RL): this trainer rank's place in the job; it gets a link to the rollout ranks instead
+    of an engine."""
     from r1mega.checkpoint import prepare_resume
     from r1mega.config import ConfigError, to_dict
     from r1mega.data.prompts import prompts_from_config
@@ -270,9 +317,16 @@ def setup(cfg: Config, *, engine: RolloutEngine | None = None) -> RLRun:
                           f"is not set: they need a reward model (r1mega train-rm)")
     per_step = cfg.trainer.mini_batches * cfg.trainer.epochs
     policy = Policy(cfg, layout, arch, chunks, ref_chunks, total_optimizer_steps=cfg.run.steps * per_step)
-    if engine is None:
+    link = None
+    if roles is not None:  # async: the rollout ranks hold the engines and their samplers
+        from r1mega.rollout.async_rollout import Link, job_store
+        link = Link(job_store(cfg.run.collective_timeout_s), roles, timeout_s=cfg.run.collective_timeout_s,
+                    bucket_mb=cfg.rollout.sync_bucket_mb)
+    elif engine is None:
         engine = make_engine(cfg, cfg.model.hf_path)
-    sampler = PromptSampler(len(records), cfg.data.prompts_per_step, dp_rank=engine.dp_rank, dp_size=engine.dp_size,
+    # async: the trainer's sampler only keeps the prompt order's place for the checkpoints
+    dp_rank, dp_size = (engine.dp_rank, engine.dp_size) if engine is not None else (0, 1)
+    sampler = PromptSampler(len(records), cfg.data.prompts_per_step, dp_rank=dp_rank, dp_size=dp_size,
                             seed=cfg.run.seed, shuffle=cfg.data.shuffle)
     partial = None
     if cfg.rollout.mode == "partial":
@@ -285,11 +339,21 @@ def setup(cfg: Config, *, engine: RolloutEngine | None = None) -> RLRun:
     run = RLRun(cfg=cfg, layout=layout, arch=arch, policy=policy, engine=engine, tokenizer=tokenizer,
                 records=records, eval_records=eval_records, sampler=sampler, logger=None,
                 timer=StepTimer(on_enter=watchdog.report),
-                run_dir=run_dir, reward_model=reward_model, partial=partial)
+                run_dir=run_dir, reward_model=reward_model, partial=partial, link=link)
     resumed = resume(run, resume_from, changes) if resume_from is not None else False
     run.logger = MetricsLogger(run_dir, tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project,
                                config_dict=to_dict(cfg), rank=rank, resume_step=run.step if resumed else None)
     # The engine generates with exactly the trainer's weights from the first step on.
+    if link is not None:
+        from r1mega.models import iter_hf_weights
+        if rank == 0:
+            link.restore_batches(run.restored or {})
+            link.publish_start(run.step, run.version, run.restored or {})
+            if run.restored:
+                log.info("queued again %d finished batches from the checkpoint (steps %s)", len(run.restored),
+                         ", ".join(sorted(run.restored, key=int)))
+        link.send_weights(iter_hf_weights(run.policy.modules, run.arch), run.version)
+        return run
     run.engine.wake_up(["weights"])
     run.engine.sync_policy(run.policy.modules, run.arch, run.version, mode=cfg.rollout.sync_mode)
     return run
@@ -313,6 +377,7 @@ def resume(run: RLRun, path: str, changes: list[str]) -> bool:
     run.sampler.load_state_dict(extra["sampler"])
     run.bad_steps = int(extra.get("bad_steps", 0))
     load_partial(run, extra.get("partial"))
+    run.restored = extra.get("async_batches") if run.link is not None else None
     if run.rank == 0:
         log.info("resumed from %s at step %d (policy version %d)", path, run.step, run.version)
     return True
@@ -344,6 +409,8 @@ def save(run: RLRun) -> str:
              "bad_steps": run.bad_steps, "config": to_dict(run.cfg)}
     if run.partial is not None:  # every engine's buffer, on every rank: a resume may change the layout
         extra["partial"] = gather_groups(run.engine, [run.partial.state_dict()])
+    if run.link is not None and run.rank == 0:  # the batches finished but not yet trained
+        extra["async_batches"] = run.link.finished_batches(run.step)
     return save_checkpoint(checkpoint_root(run), run.step, chunks=run.policy.modules, optimizer=run.policy.optimizer,
                            scheduler=run.policy.scheduler, extra=extra, keep_last=run.cfg.run.keep_last)
 
@@ -354,7 +421,13 @@ def train(cfg: Config, *, engine: RolloutEngine | None = None) -> RLResult:
     from r1mega.logging.progress import StepProgress, console_summary
     from r1mega.trainer.preemption import SaveSchedule, StopSignals
 
-    run = setup(cfg, engine=engine)
+    roles = None
+    if cfg.rollout.mode == "async":
+        from r1mega.rollout.async_rollout import run_rollout_rank, split_roles
+        roles = split_roles(cfg)
+        if roles.is_rollout:
+            return RLResult(run=None, metrics={}, rollout_engine=run_rollout_rank(cfg, roles))
+    run = setup(cfg, engine=engine, roles=roles)
     rc = cfg.run
     progress = StepProgress(rc.steps, initial=run.step, rank=run.rank)
     metrics: dict[str, float] = {}
