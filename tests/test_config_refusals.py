@@ -15,6 +15,17 @@ from r1mega.config import ConfigError, load_config
     (["rollout.top_k=-2"], r"rollout.top_k \(-2\) must be -1 or 0 \(off\) or >= 1"),
     # was refused by r1mega.reward_model.model.layout_for when the reward model was loaded
     (["reward.model_path=rm_dir", "parallel.context=2"], r"reward.model_path \('rm_dir'\) needs parallel.context = 1"),
+    # partial and async rollout (r1mega.rollout.partial, r1mega.rollout.async_rollout)
+    (["rollout.partial_chunk=0"], r"rollout.partial_chunk \(0\) must be >= 1 new token per round"),
+    (["rollout.partial_min_groups=1.5"], r"rollout.partial_min_groups \(1.5\) must be in \(0, 1\]"),
+    (["rollout.max_staleness=-1"], r"rollout.max_staleness \(-1\) must be >= 0"),
+    (["parallel.rollout_ranks=-1"], r"parallel.rollout_ranks \(-1\) must be >= 0"),
+    (["rollout.mode=async"], r"rollout.mode=async with parallel.rollout_ranks=0: async rollout needs ranks of its own"),
+    (["parallel.rollout_ranks=2"], r"rollout.mode=sync with parallel.rollout_ranks=2: .* only async uses them"),
+    (["rollout.mode=async", "parallel.rollout_ranks=1", "parallel.rollout_tensor=2"],
+     r"rollout.mode=async runs one engine per rollout rank: parallel.rollout_tensor must be 1 \(got 2\)"),
+    (["rollout.mode=async", "parallel.rollout_ranks=1", "data.eval=held.jsonl"],
+     r"rollout.mode=async does not evaluate .* set data.eval=null \(got 'held.jsonl'\)"),
 ])
 def test_refused_at_load_naming_the_key(overrides, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
@@ -34,6 +45,8 @@ def test_what_stays_allowed():
     load_config(None, ["algorithm.kl_in_reward=true", "algorithm.kl_coef=0"])   # no KL at all: nothing to place
     load_config(None, ["rollout.top_k=0"])
     load_config(None, ["reward.model_path=rm_dir"])
+    load_config(None, ["rollout.mode=async", "parallel.rollout_ranks=3", "rollout.max_staleness=0"])
+    load_config(None, ["rollout.mode=partial", "rollout.partial_chunk=1", "rollout.partial_min_groups=0.01"])
 
 
 def test_config_choices_are_the_algorithm_tables():
