@@ -130,7 +130,8 @@ def next_prompts(run: RLRun) -> list[PromptRecord]:
 def rollout(run: RLRun, prompts: list[PromptRecord]) -> tuple[list[Sample], dict[str, float]]:
     """This engine's samples for the step: ``rollout.mode=sync`` generates the prompts' whole
     responses; ``partial`` continues the buffer and returns its complete groups (with the step's
-    partial-rollout metrics, summed over the engines: a collective)."""
+    partial-rollout metrics, summed over the engines: a collective); ``async`` takes the batch
+    the rollout ranks generated (every rollout rank's share, scored)."""
     cfg, G = run.cfg, run.cfg.algorithm.group_size
     if run.link is not None:
         return async_batch(run)
@@ -180,6 +181,7 @@ def stale_tokens(run: RLRun, samples: list[Sample]) -> dict[str, float]:
 
 
 def record_rollouts(run: RLRun, samples: list[Sample]) -> None:
+    """``run.log_rollouts``: the step's samples to run_dir/rollouts (r1mega.logging.rollouts)."""
     if run.cfg.run.log_rollouts and run.rank == 0:
         from r1mega.logging.rollouts import write_rollouts
         write_rollouts(run.run_dir, run.step + 1, samples)
