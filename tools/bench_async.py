@@ -73,13 +73,20 @@ def run_one(name: str, out: str, model: str, data: str, args) -> dict:
     rows = [m for m in read_metrics(os.path.join(out, "run")) if "actor/loss" in m]
     if len(rows) != args.steps:
         raise RuntimeError(f"{name}: {len(rows)} steps logged, expected {args.steps}")
-    w = args.warmup
-    step_s = (rows[-1]["ts"] - rows[w - 1]["ts"]) / (args.steps - w)
-    samples = args.prompts * args.group
-    resp = statistics.mean(m["response/len_mean"] for m in rows[w:])
-    return {"step_s": step_s, "samples_per_s": samples / step_s, "response_len_mean": resp,
-            "wall_s": time.perf_counter() - t0,
-            "staleness_mean": statistics.mean(m.get("offpolicy/staleness_mean", 0.0) for m in rows[w:])}
+    return {**steady_state(rows, args.warmup, args.prompts * args.group), "wall_s": time.perf_counter() - t0}
+
+
+def steady_state(rows: list[dict], warmup: int, samples_per_step: int) -> dict:
+    """Seconds per step after ``warmup`` steps: (ts of the last step - ts of step ``warmup``) /
+    (steps - warmup), from the metrics rows (each logged when its step ends); with samples/s and
+    the mean response length and staleness over those steps."""
+    if not 1 <= warmup < len(rows):
+        raise ValueError(f"warmup ({warmup}) must be in [1, {len(rows)}) steps")
+    step_s = (rows[-1]["ts"] - rows[warmup - 1]["ts"]) / (len(rows) - warmup)
+    after = rows[warmup:]
+    return {"step_s": step_s, "samples_per_s": samples_per_step / step_s,
+            "response_len_mean": statistics.mean(m["response/len_mean"] for m in after),
+            "staleness_mean": statistics.mean(m.get("offpolicy/staleness_mean", 0.0) for m in after)}
 
 
 def _free_port() -> int:
