@@ -319,3 +319,163 @@ def test_example_hf_configs_are_the_published_ones(path, cfg):
     got, want = read_hf_config(os.path.join(REPO, path)), read_hf_config(cfg)
     mla = lambda a: (a.q_lora_rank, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim)  # noqa: E731
     assert param_counts(got) == param_counts(want) and got.moe_layers == want.moe_layers and mla(got) == mla(want)
+
+
+# ---------------------------------------------------------------------------- disaggregated (rollout.mode=async)
+# Round speeds for the hand computations: F = 1e12 FLOP/s, M = 1e11 B/s (decode is memory bound
+# for SMALL), NVLink 1e11 B/s, NIC 1e10 B/s, PCIe 1e10 B/s, every bandwidth reached in full.
+HW = dict(tflops=1.0, mfu=1.0, hbm_tbps=0.1, nvlink_gbps=100.0, nic_gbps=10.0, pcie_gbps=10.0, bw_eff=1.0)
+SMALL_ASYNC = {"model.dtype": "bfloat16", "model.max_seq_len": 512, "algorithm.group_size": 4,
+               "data.prompts_per_step": 8, "data.max_prompt_len": 256, "rollout.max_new_tokens": 256,
+               "rollout.gpu_memory_utilization": 0.5, "rollout.sync_bucket_mb": 64, "trainer.micro_batch_tokens": 1024,
+               "rollout.mode": "async", "parallel.rollout_ranks": 2, "parallel.rollout_tensor": 1}
+
+
+def _make(tmp_path, world, gpus_per_node=8, **over):
+    from r1mega.plan.cli import make_plan
+
+    hf = tmp_path / "config.json"
+    hf.write_text(json.dumps(SMALL))
+    opts = {**SMALL_ASYNC, **over}
+    return make_plan(None, [f"{k}={v}" for k, v in opts.items() if v is not None], world_size=world,
+                     gpus_per_node=gpus_per_node, hf_config=str(hf), gpu_mem_gb=80, reserve_gb=4, hardware=HW)
+
+
+def test_small_async_plan_by_hand(tmp_path):
+    """World 4 = 2 trainer GPUs (TP 1 x DP 2) + 2 rollout GPUs; bf16, Adam, no reference model."""
+    GiB, MiB = 1 << 30, 1 << 20
+    cfg, plan = _make(tmp_path, 4)
+    lay = plan.layout
+    assert (plan.world_size, lay.world_size, lay.data, lay.rollout_data, lay.rollout_tensor) == (4, 2, 2, 2, 1)
+    # parameters: 4 layers of 589_824 matrix + 512 norm weights, embedding and output layer 1000 x 256, final norm
+    n = 4 * (589_824 + 512) + 2 * 256_000 + 256
+    assert plan.counts.total == n == 2_873_600
+    # trainer GPU: the whole model (TP 1, PP 1), no engine rows
+    by = {it.key: it for it in plan.items}
+    assert not {"vllm_weights", "vllm_activations", "kv_cache"} & set(by)
+    per_tok_layer = 2 * 4 * 256 + 2 * (256 + 2 * 128 + 256 + 3 * 512) + 4 * 8    # TP 1: nothing split
+    act = 1024 * (4 * per_tok_layer + 2 * 2 * 256)                              # 1 micro-batch in flight
+    head = 4 * 1024 * 1000
+    state = n * (2 + 4 + 12 / 2)                                                 # params, grads, Adam / DP 2
+    assert plan.totals == pytest.approx({"rollout": state + 4 * GiB, "sync": state + 4 * GiB + 2 * 64 * MiB,
+                                         "train": state + 4 * GiB + act + head})
+    # rollout GPU: the whole model in bf16, vLLM's activation peak, KV cache = 0.5 x 80 GiB - both
+    rg = plan.rollout_gpu
+    w = 2 * n
+    eng_act = 16384 * 2 * (4 * 256 + 3 * 512) + 1024 * 1000 * 4 * 3
+    kv = 0.5 * 80 * GiB - w - eng_act
+    rby = {it.key: it.bytes("rollout") for it in rg.items}
+    assert rby == pytest.approx({"vllm_weights": w, "vllm_activations": eng_act, "kv_cache": kv,
+                                 "sync_buckets": 2 * 64 * MiB, "reserve": 4 * GiB})
+    assert rg.total == pytest.approx(0.5 * 80 * GiB + 2 * 64 * MiB + 4 * GiB)
+    kv_tok = 2 * 4 * 32 * 4 * 2                                                   # K, V x 4 heads x d 32 x 4 layers
+    assert rg.info["kv_tokens"] == pytest.approx(kv / kv_tok)
+    assert rg.info["max_util"] == 0.94                                           # floor((80 - 4 - 0.125) / 80, 2)
+    assert plan.fits and any("leaves" in m and "idle on each rollout GPU" in m for m in plan.notes)
+
+    # step time: B = 32 samples of L = 512 tokens; N = matmuls a token passes through (no input embedding)
+    st = plan.step_time
+    N = 4 * 589_824 + 4 * 512 + 256 + 256_000
+    attn = lambda c: 2 * 4 * 8 * (32 + 32) * c                                    # noqa: E731  A(c), 4 layers, 8 heads
+    train_flops = 32 * 512 * (2 * N + attn(256)) * 3                             # forward + backward, no extra passes
+    assert st.train_flops == pytest.approx(train_flops)
+    assert st.train == pytest.approx(train_flops / (2 * 1e12))                  # 2 trainer GPUs
+    g = st.generate                                                               # 16 sequences per engine, 1 wave
+    assert (g.engines, g.per_engine, g.concurrent, g.waves) == (2, 16, 16, 1)
+    assert g.prefill == pytest.approx(16 * 256 * (2 * N + attn(128)) / 1e12)
+    read = w + 16 * (256 + 128) * kv_tok                                          # weights + KV at mean context
+    assert read / 1e11 > 2 * N * 16 / 1e12                                        # memory bound
+    assert g.decode == pytest.approx(256 * read / 1e11)
+    transfer = 2 * n / 100e9                                                      # one node: NVLink
+    assert st.transfer == pytest.approx(transfer)
+    assert st.total == pytest.approx(max(g.prefill + g.decode, st.train) + transfer)
+    # the colocated layout on the same 4 GPUs: 4 engines of 8 sequences, train on 4, direct sync, sleep/wake
+    c = st.colocated
+    assert c is not None and c.mode == "colocated" and st.colocated_note == ""
+    assert (c.generate.engines, c.generate.per_engine, c.train_gpus) == (4, 8, 4)
+    assert c.train == pytest.approx(train_flops / (4 * 1e12))
+    c_read = w + 8 * (256 + 128) * kv_tok
+    c_gen = 8 * 256 * (2 * N + attn(128)) / 1e12 + 256 * c_read / 1e11
+    assert c.generate.seconds == pytest.approx(c_gen)
+    assert c.transfer == pytest.approx(w / 1e11)                                  # each GPU copies its shard
+    assert c.sleep_wake == pytest.approx(2 * w / 10e9)
+    assert c.total == pytest.approx(c_gen + train_flops / 4e12 + w / 1e11 + 2 * w / 10e9)
+
+
+def test_async_transfer_crosses_nodes_and_report(tmp_path):
+    """Two nodes of 2 GPUs: the rollout ranks are on node 1, the broadcast goes over the NIC."""
+    from r1mega.plan.report import format_plan, plan_to_dict
+
+    cfg, plan = _make(tmp_path, 4, gpus_per_node=2)
+    assert plan.step_time.transfer == pytest.approx(2 * plan.counts.total / 10e9)
+    out = format_plan(plan, cfg)
+    for text in ("TP 1 x PP 1 x CP 1 x DP 2 on GPUs 0..1", "2 vLLM engine(s) x TP 1 on GPUs 2..3 of their own",
+                 "memory per trainer GPU", "memory per rollout GPU", "async, k=1: max(generate, train) + transfer",
+                 "colocated sync on the same 4 GPUs:", "over the inter-node NIC", "verdict: FITS"):
+        assert text in out, text
+    d = json.loads(json.dumps(plan_to_dict(plan, cfg)))
+    assert d["world_size"] == 4 and d["step_time"]["mode"] == "async"
+    assert d["step_time"]["colocated"]["mode"] == "colocated" and d["rollout_gpu"]["info"]["max_util"] == 0.94
+
+
+@pytest.mark.parametrize("over, bound", [
+    ({}, "train"),
+    ({"rollout.max_new_tokens": 4096, "model.max_seq_len": 8192, "trainer.micro_batch_tokens": 8192}, "generate"),
+    ({"algorithm.group_size": 64, "algorithm.kl_coef": 0.1}, "train"),
+], ids=["small", "long-responses", "big-groups"])
+def test_async_k0_is_never_faster_than_k1(tmp_path, over, bound):
+    _, k1 = _make(tmp_path, 4, **over)
+    _, k0 = _make(tmp_path, 4, **over, **{"rollout.max_staleness": 0})
+    _, k2 = _make(tmp_path, 4, **over, **{"rollout.max_staleness": 2})
+    a, b = k0.step_time, k1.step_time
+    assert (b.generate.seconds > b.train) == (bound == "generate")
+    assert b.total == pytest.approx(max(b.generate.seconds, b.train) + b.transfer)
+    assert a.total == pytest.approx(a.generate.seconds + a.train + a.transfer)
+    assert a.total >= b.total and a.total > max(b.generate.seconds, b.train)
+    assert k2.step_time.total == b.total                                          # steady state: k > 1 is k = 1
+
+
+@pytest.mark.parametrize("world, over, message", [
+    (4, {"parallel.rollout_ranks": 0}, r"rollout.mode=async with parallel.rollout_ranks=0: async rollout needs "
+                                       r"ranks of its own"),
+    (4, {"rollout.mode": "sync"}, r"rollout.mode=sync with parallel.rollout_ranks=2: .*only async uses them"),
+    (4, {"parallel.rollout_tensor": 2}, r"parallel.rollout_tensor must be 1 \(got 2\)"),
+    (4, {"parallel.rollout_ranks": 4}, r"parallel.rollout_ranks=4 needs at least 5 GPUs \(got a world of 4\)"),
+    (4, {"parallel.rollout_ranks": 3}, r"data.prompts_per_step \(8\) must be a multiple of the number of rollout "
+                                       r"ranks \(parallel.rollout_ranks\) \(3\)"),
+    (8, {}, r"data.prompts_per_step \(8\) must be a multiple of the trainer data-parallel size \(6\)"),
+    (8, {"parallel.tensor": 4}, r"trainer ranks \(world 8 - parallel.rollout_ranks 2 = 6\): world size \(6\) must "
+                                r"be a multiple of parallel.tensor"),
+])
+def test_async_refusals(tmp_path, world, over, message):
+    with pytest.raises(ConfigError, match=message):
+        _make(tmp_path, world, **over)
+
+
+def test_async_trainer_layout_is_over_world_minus_rollout_ranks(tmp_path):
+    """TP 2 over the 6 trainer GPUs of 8: DP 3 (6 prompts), 2 engines. The colocated layout on the 8 GPUs
+    would be TP 2 x DP 4, over which 6 prompts do not split: the comparison says why instead of a time."""
+    _, plan = _make(tmp_path, 8, **{"parallel.tensor": 2, "data.prompts_per_step": 6})
+    assert (plan.layout.world_size, plan.layout.data, plan.layout.rollout_data) == (6, 3, 2)
+    assert plan.step_time.colocated is None
+    assert plan.step_time.colocated_note == ("not possible: data.prompts_per_step (6) must be a multiple of the "
+                                             "trainer data-parallel size (4)")
+
+
+def test_colocated_sync_paths():
+    """Direct (trainer TP == rollout TP, PP 1): each GPU copies its shard at HBM speed; gather: the
+    whole model over NVLink, or over the NIC once TP x PP spans nodes; sleep/wake over PCIe both ways."""
+    from r1mega.plan.steptime import Hardware, sync_seconds
+
+    hw = Hardware(**HW)
+    base = dict(model=dict(dtype="bfloat16", max_seq_len=512), algorithm=dict(group_size=4),
+                data=dict(prompts_per_step=8), trainer=dict(micro_batch_tokens=1024))
+    cfg, plan = _plan(dict(base, parallel=dict(tensor=2, rollout_tensor=2)), SMALL, 8)
+    n, shard = plan.counts.total, plan.info["engine_weights"]
+    assert sync_seconds(cfg, plan.spec, plan.counts, plan.layout, gpus_per_node=8, hw=hw)[:2] == \
+        pytest.approx((shard / 1e11, 2 * shard / 10e9))
+    cfg, plan = _plan(dict(base, parallel=dict(tensor=2, pipeline=2, rollout_tensor=2)), SMALL, 8)
+    assert sync_seconds(cfg, plan.spec, plan.counts, plan.layout, gpus_per_node=8, hw=hw)[0] == \
+        pytest.approx(2 * n / 100e9)
+    assert sync_seconds(cfg, plan.spec, plan.counts, plan.layout, gpus_per_node=2, hw=hw)[0] == \
+        pytest.approx(2 * n / 10e9)

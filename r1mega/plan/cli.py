@@ -1,15 +1,19 @@
-"""``r1mega plan CONFIG [key=value ...]``: check the parallel layout and print the per-GPU memory.
+"""``r1mega plan CONFIG [key=value ...]``: check the parallel layout, print the per-GPU memory and step time.
 
     r1mega plan examples/deepseek_v3_moe.yaml --nodes 32 --gpus-per-node 8 --gpu-mem-gb 139.8 \
         --hf-config examples/configs/deepseek_v3.json
 
 No GPU, torch or model weights needed: the model comes from its ``config.json``
-(``model.hf_path`` or ``--hf-config``). Exit status 0 whether or not the plan fits (the verdict
-says); a broken layout is a config error (exit 2 through ``r1mega.cli.main``).
+(``model.hf_path`` or ``--hf-config``). With ``rollout.mode=async parallel.rollout_ranks=R`` the
+last R GPUs only generate: the trainer's layout is over the other world - R, both kinds of GPU
+are planned, and the step time is shown beside the colocated layout's on the same GPUs. Exit
+status 0 whether or not the plan fits (the verdict says); a broken layout is a config error
+(exit 2 through ``r1mega.cli.main``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -45,35 +49,86 @@ def model_spec_for(cfg, hf_config: str | None):
 
 def validate_layout(cfg, spec, world_size: int):
     """r1mega.parallel.layout.check_layout (sizes against the world and the model), and the
-    prompts of a step split evenly over trainer and rollout data-parallel ranks."""
+    prompts of a step split evenly over trainer and rollout data-parallel ranks (Config.validate's
+    rules). Async (``parallel.rollout_ranks`` R > 0): the trainer's layout is over world - R ranks
+    and the R rollout ranks run one engine each (the returned layout's ``rollout_data``)."""
     from r1mega.parallel.layout import check_layout
 
-    layout = check_layout(cfg.parallel, world_size, spec)
-    for what, dp in (("trainer data-parallel size", layout.data),
-                     ("number of rollout engines (world / parallel.rollout_tensor)", layout.rollout_data)):
+    R = cfg.parallel.rollout_ranks
+    if R and world_size <= R:
+        raise ConfigError(f"rollout.mode=async with parallel.rollout_ranks={R} needs at least {R + 1} GPUs (got a "
+                          f"world of {world_size}): the first world - {R} ranks train")
+    try:
+        layout = check_layout(cfg.parallel, world_size - R, spec)
+    except ConfigError as e:
+        if not R:
+            raise
+        raise ConfigError(f"trainer ranks (world {world_size} - parallel.rollout_ranks {R} = {world_size - R}): "
+                          f"{e}") from None
+    if R:
+        layout = dataclasses.replace(layout, rollout_data=R)
+    engines = (("number of rollout ranks (parallel.rollout_ranks)", R) if R
+               else ("number of rollout engines (world / parallel.rollout_tensor)", layout.rollout_data))
+    for what, dp in (("trainer data-parallel size", layout.data), engines):
         if cfg.data.prompts_per_step % dp:
             raise ConfigError(f"data.prompts_per_step ({cfg.data.prompts_per_step}) must be a multiple of the {what} "
                               f"({dp})")
     return layout
 
 
+def colocated_twin(cfg):
+    """``cfg`` with the engines colocated on every GPU (rollout.mode=sync, parallel.rollout_ranks=0)."""
+    return dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, mode="sync"),
+                               parallel=dataclasses.replace(cfg.parallel, rollout_ranks=0))
+
+
+def compare_colocated(cfg, spec, world: int, hw, **mem):
+    """Async only: the colocated sync step time on the same ``world`` GPUs, as
+    (StepTime or None, note): None with the reason when that layout is impossible; the note
+    says when it does not fit in memory."""
+    from r1mega.plan.estimate import plan_memory
+    from r1mega.plan.steptime import step_time
+
+    twin = colocated_twin(cfg)
+    try:
+        plan = plan_memory(twin, spec, validate_layout(twin, spec, world), **mem)
+    except ConfigError as e:
+        return None, f"not possible: {e}"
+    note = "" if plan.fits else f"does not fit in memory: {plan.problems[0]}"
+    return step_time(twin, spec, plan, hw), note
+
+
 def make_plan(config: str | None, overrides=(), *, world_size: int | None = None, nodes: int | None = None,
               gpus_per_node: int = 8, gpu_mem_gb: float = 80.0, hf_config: str | None = None,
-              reserve_gb: float = 4.0):
-    """(cfg, plan) for a config file and overrides; raises ConfigError on a broken layout."""
+              reserve_gb: float = 4.0, hardware: dict | None = None):
+    """(cfg, plan) for a config file and overrides; raises ConfigError on a broken layout.
+    ``hardware``: Hardware fields to override (r1mega.plan.steptime); ``plan.step_time`` holds
+    the step-time estimate (async: with the colocated layout on the same GPUs beside it)."""
     from r1mega.config import load_config
-    from r1mega.plan.estimate import plan_memory
+    from r1mega.plan.estimate import disaggregated, plan_memory
+    from r1mega.plan.steptime import default_hardware, step_time
 
     if gpu_mem_gb <= 0:
         raise ConfigError(f"--gpu-mem-gb ({gpu_mem_gb}) must be > 0")
     if reserve_gb < 0:
         raise ConfigError(f"--reserve-gb ({reserve_gb}) must be >= 0")
+    hw = default_hardware(gpu_mem_gb, **(hardware or {}))
+    for name in ("tflops", "mfu", "hbm_tbps", "nvlink_gbps", "nic_gbps"):
+        if getattr(hw, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} ({getattr(hw, name)}) must be > 0")
     cfg = load_config(config, list(overrides))
     world = resolve_world_size(world_size, nodes, gpus_per_node)
     spec = model_spec_for(cfg, hf_config)
     layout = validate_layout(cfg, spec, world)
-    return cfg, plan_memory(cfg, spec, layout, gpu_mem_gb=gpu_mem_gb, gpus_per_node=gpus_per_node,
-                            reserve_gb=reserve_gb)
+    mem = dict(gpu_mem_gb=gpu_mem_gb, gpus_per_node=gpus_per_node, reserve_gb=reserve_gb)
+    plan = plan_memory(cfg, spec, layout, **mem)
+    plan.step_time = step_time(cfg, spec, plan, hw)
+    if disaggregated(cfg):
+        plan.step_time.colocated, plan.step_time.colocated_note = compare_colocated(cfg, spec, world, hw, **mem)
+    if cfg.rollout.mode == "partial":
+        plan.notes.append("rollout.mode=partial: the step time is estimated as sync (whole responses every step); "
+                          "chunked rounds shorten the steps when response lengths have a long tail")
+    return cfg, plan
 
 
 def cmd_plan(args) -> int:
@@ -81,7 +136,9 @@ def cmd_plan(args) -> int:
 
     cfg, plan = make_plan(args.config, args.overrides, world_size=args.world_size, nodes=args.nodes,
                           gpus_per_node=args.gpus_per_node, gpu_mem_gb=args.gpu_mem_gb, hf_config=args.hf_config,
-                          reserve_gb=args.reserve_gb)
+                          reserve_gb=args.reserve_gb,
+                          hardware=dict(tflops=args.tflops, mfu=args.mfu, hbm_tbps=args.hbm_tbps,
+                                        nvlink_gbps=args.nvlink_gbps, nic_gbps=args.nic_gbps))
     if args.json:
         print(json.dumps(plan_to_dict(plan, cfg), indent=2))
     else:
@@ -90,7 +147,7 @@ def cmd_plan(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("plan", help="check the parallel layout and print the per-GPU memory plan (no GPU needed)")
+    p = sub.add_parser("plan", help="check the parallel layout, print the per-GPU memory and step time (no GPU needed)")
     p.add_argument("config", help="YAML config")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p.add_argument("--world-size", type=int, default=None, help="GPUs in the job (default: nodes x gpus-per-node)")
@@ -101,5 +158,12 @@ def add_parser(sub) -> None:
     p.add_argument("--hf-config", default=None, help="the model's config.json (default: model.hf_path/config.json)")
     p.add_argument("--reserve-gb", type=float, default=4.0,
                    help="GiB per GPU for the CUDA context, NCCL buffers and allocator fragmentation (default 4)")
+    t = p.add_argument_group("step-time model (defaults: H100 SXM; see r1mega/plan/steptime.py)")
+    t.add_argument("--tflops", type=float, default=None, help="dense bf16 peak TFLOP/s per GPU (default 989)")
+    t.add_argument("--mfu", type=float, default=None, help="share of the peak training and prefill reach (default 0.4)")
+    t.add_argument("--hbm-tbps", type=float, default=None,
+                   help="HBM TB/s per GPU (default 3.35; 4.8 when --gpu-mem-gb >= 130, H200)")
+    t.add_argument("--nvlink-gbps", type=float, default=None, help="NVLink GB/s per GPU per direction (default 450)")
+    t.add_argument("--nic-gbps", type=float, default=None, help="inter-node GB/s per GPU (default 50: 400 Gb/s)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(fn=cmd_plan)

@@ -4,7 +4,8 @@ Pure Python. :func:`plan_memory` takes the config, the model (:class:`~r1mega.mo
 validated :class:`Layout` and returns a :class:`MemoryPlan`: bytes per GPU for each item in
 each memory phase of the RL step, the totals, and the problems with the knob that fixes each.
 
-Phases (one process per GPU holds the trainer shard and its engine shard, see DESIGN.md):
+Phases (colocated, ``parallel.rollout_ranks=0``: one process per GPU holds the trainer shard and
+its engine shard, see DESIGN.md):
 
 * ``rollout``: trainer params, fp32 grad buffer, optimizer state and the frozen reference stay
   resident; the engine is awake and takes ``rollout.gpu_memory_utilization`` x GPU memory
@@ -13,6 +14,11 @@ Phases (one process per GPU holds the trainer shard and its engine shard, see DE
   ``rollout.sync_bucket_mb`` are gathered and converted.
 * ``train``: the engine sleeps (level 1: weights offloaded to CPU, KV cache dropped); the
   trainer holds activations of the micro-batches in flight and the LM-head workspace.
+
+Disaggregated (``rollout.mode=async``, ``parallel.rollout_ranks=R``): the trainer GPUs (the first
+world - R) hold no engine, the whole GPU is the trainer's (no vLLM rows; ``sync`` is trainer rank
+0 gathering buckets for the broadcast); the R rollout GPUs are planned by
+:mod:`r1mega.plan.rollout_gpu` (``MemoryPlan.rollout_gpu``).
 
 Trainer state per parameter (Megatron mixed precision, ``grad_reduce_in_fp32=True``): 2-byte
 bf16/fp16 params (4 in fp32), 4-byte fp32 main grads, Adam 12 bytes (fp32 master copy + two
@@ -223,6 +229,8 @@ class MemoryPlan:
     problems: list[str] = field(default_factory=list)         # each names the knob that fixes it
     notes: list[str] = field(default_factory=list)
     by_rank: list[dict] = field(default_factory=list)         # phase totals of every pipeline rank
+    rollout_gpu: object = None              # RolloutGpuPlan of a dedicated rollout GPU (async), else None
+    step_time: object = None                # StepTime (r1mega.plan.steptime), filled by the command
 
     @property
     def peak(self) -> float:
@@ -231,6 +239,11 @@ class MemoryPlan:
     @property
     def fits(self) -> bool:
         return not self.problems
+
+
+def disaggregated(cfg) -> bool:
+    """True for ``rollout.mode=async``: ``parallel.rollout_ranks`` GPUs only generate, the others only train."""
+    return cfg.parallel.rollout_ranks > 0
 
 
 def _micro_batches(cfg, layout) -> int:
@@ -303,27 +316,38 @@ def _rank_items(cfg, spec, counts, layout, pp_rank, gpu_bytes, reserve_bytes):
                       f"eager would hold {eager / GiB:.2f} GiB" if not use_eager else
                       f"fused (trainer.logprob_backend=auto) needs {fused / GiB:.2f} GiB"))
     info.update(lm_head_eager=eager, lm_head_fused=fused)
-    # the colocated engine
+    if not disaggregated(cfg):
+        eng_items, eng_info = _engine_items(cfg, spec, counts, layout, gpu_bytes)
+        items += eng_items
+        info.update(eng_info)
+    bucket = cfg.rollout.sync_bucket_mb * (1 << 20)
+    items.append(Item("sync_buckets", "weight-sync buckets", {"sync": 2 * bucket},
+                      "gathered + converted bucket" + (" (trainer rank 0, for the broadcast)"
+                                                       if disaggregated(cfg) else "")))
+    items.append(Item("reserve", "CUDA context, NCCL, fragmentation", dict.fromkeys(resident, reserve_bytes),
+                      "--reserve-gb"))
+    return items, info, rp
+
+
+def _engine_items(cfg, spec, counts, layout, gpu_bytes):
+    """(items, info) of the engine colocated on a trainer GPU: weights (rollout and sync phases),
+    activation peak and KV cache (rollout phase) inside ``gpu_memory_utilization`` x GPU."""
+    b = DTYPE_BYTES[cfg.model.dtype]
     r = layout.rollout_tensor
     util = cfg.rollout.gpu_memory_utilization
     w = engine_weight_bytes(spec, counts, r, b)
     eng_act = engine_activation_bytes(spec, r, b, gpu_bytes)
     budget = util * gpu_bytes
     kv = budget - w - eng_act
-    items.append(Item("vllm_weights", f"vLLM weights (TP {r})", {"rollout": w, "sync": w},
-                      "second copy of the policy; offloaded while the engine sleeps (train phase)"))
-    items.append(Item("vllm_activations", "vLLM activation peak", {"rollout": eng_act},
-                      "estimate of vLLM's profile run"))
-    items.append(Item("kv_cache", "vLLM KV cache", {"rollout": max(kv, 0.0)},
-                      f"gpu_memory_utilization {util:g} x GPU - weights - activation peak"))
-    bucket = cfg.rollout.sync_bucket_mb * (1 << 20)
-    items.append(Item("sync_buckets", "weight-sync buckets", {"sync": 2 * bucket}, "gathered + converted bucket"))
-    items.append(Item("reserve", "CUDA context, NCCL, fragmentation", dict.fromkeys(resident, reserve_bytes),
-                      "--reserve-gb"))
+    items = [Item("vllm_weights", f"vLLM weights (TP {r})", {"rollout": w, "sync": w},
+                  "second copy of the policy; offloaded while the engine sleeps (train phase)"),
+             Item("vllm_activations", "vLLM activation peak", {"rollout": eng_act}, "estimate of vLLM's profile run"),
+             Item("kv_cache", "vLLM KV cache", {"rollout": max(kv, 0.0)},
+                  f"gpu_memory_utilization {util:g} x GPU - weights - activation peak")]
     kv_tok = kv_bytes_per_token(spec, r, b)
-    info.update(kv_bytes=kv, kv_bytes_per_token=kv_tok, kv_tokens=max(kv, 0.0) / kv_tok,
+    info = dict(kv_bytes=kv, kv_bytes_per_token=kv_tok, kv_tokens=max(kv, 0.0) / kv_tok,
                 engine_weights=w, engine_activations=eng_act, engine_budget=budget)
-    return items, info, rp
+    return items, info
 
 
 def plan_memory(cfg, spec: ModelArch, layout, *, gpu_mem_gb: float = 80.0, gpus_per_node: int = 8,
@@ -332,17 +356,21 @@ def plan_memory(cfg, spec: ModelArch, layout, *, gpu_mem_gb: float = 80.0, gpus_
 
     Every pipeline rank is planned (stages differ: embedding, LM head, dense vs MoE layers,
     micro-batches in flight); the one with the highest peak is returned, carrying the
-    problems of every rank and the per-rank phase totals in ``by_rank``.
+    problems of every rank and the per-rank phase totals in ``by_rank``. Disaggregated
+    (async), ``layout`` is the trainer's over world - R ranks, and ``rollout_gpu`` plans the R
+    rollout GPUs (their problems join the plan's, prefixed "rollout GPU: ").
     """
+    from r1mega.plan.rollout_gpu import plan_rollout_gpu
+
     gpu_bytes, reserve = gpu_mem_gb * GiB, reserve_gb * GiB
     counts = param_counts(spec)
     plans = []
     for pp_rank in range(layout.pipeline):
         items, info, rp = _rank_items(cfg, spec, counts, layout, pp_rank, gpu_bytes, reserve)
         totals = {ph: sum(it.bytes(ph) for it in items) for ph in PHASES}
-        plan = MemoryPlan(world_size=layout.world_size, gpus_per_node=gpus_per_node, gpu_bytes=gpu_bytes, spec=spec,
-                          counts=counts, layout=layout, pipeline_rank=pp_rank, params=rp, items=items,
-                          totals=totals, info=info)
+        plan = MemoryPlan(world_size=layout.world_size + cfg.parallel.rollout_ranks, gpus_per_node=gpus_per_node,
+                          gpu_bytes=gpu_bytes, spec=spec, counts=counts, layout=layout, pipeline_rank=pp_rank,
+                          params=rp, items=items, totals=totals, info=info)
         _diagnose(plan, cfg)
         plans.append(plan)
     shown = max(plans, key=lambda p: p.peak)
@@ -351,6 +379,10 @@ def plan_memory(cfg, spec: ModelArch, layout, *, gpu_mem_gb: float = 80.0, gpus_
         if p is not shown:
             shown.problems += [f"pipeline rank {p.pipeline_rank}: {msg}" for msg in p.problems
                                if msg not in shown.problems]
+    if disaggregated(cfg):
+        shown.rollout_gpu = rg = plan_rollout_gpu(cfg, spec, counts, gpu_bytes=gpu_bytes, reserve_bytes=reserve)
+        shown.problems += [f"rollout GPU: {msg}" for msg in rg.problems]
+        shown.notes += [f"rollout GPU: {msg}" for msg in rg.notes]
     return shown
 
 
@@ -360,7 +392,7 @@ def _resident_knobs(plan: MemoryPlan, cfg, by: dict) -> list[str]:
     gib = lambda x: f"{x / GiB:.1f} GiB"  # noqa: E731
     knobs = []
     r2 = lay.rollout_tensor * 2
-    if spec.num_heads % r2 == 0 and lay.world_size % r2 == 0:
+    if "vllm_weights" in by and spec.num_heads % r2 == 0 and lay.world_size % r2 == 0:
         knobs.append((by["vllm_weights"].bytes("sync") / 2,
                       f"parallel.rollout_tensor={r2} (engine weights {gib(by['vllm_weights'].bytes('sync'))} -> "
                       f"{gib(by['vllm_weights'].bytes('sync') / 2)})"))
@@ -371,35 +403,46 @@ def _resident_knobs(plan: MemoryPlan, cfg, by: dict) -> list[str]:
     knobs.append((state / 2, f"more model parallelism for the params + fp32 grads ({gib(state)}): parallel.pipeline"
                              + (" / parallel.expert x expert_tensor" if spec.is_moe else "") + " / parallel.tensor"))
     opt = by["optimizer"].bytes("train")
+    more = "more trainer GPUs (world - parallel.rollout_ranks)" if disaggregated(cfg) else "more GPUs"
     if not cfg.parallel.distributed_optimizer and lay.data > 1:
         knobs.append((opt, f"parallel.distributed_optimizer=true (optimizer {gib(opt)} / DP {lay.data})"))
     else:
-        knobs.append((opt / 2, f"more GPUs: the distributed optimizer divides the optimizer state ({gib(opt)}) "
+        knobs.append((opt / 2, f"{more}: the distributed optimizer divides the optimizer state ({gib(opt)}) "
                                f"over DP" + (" and expert-DP" if spec.is_moe else "")))
     return [k for _, k in sorted(knobs, key=lambda kv: -kv[0])]
 
 
 def _diagnose(plan: MemoryPlan, cfg) -> None:
     """Fill ``plan.problems`` (each with the knob to turn) and ``plan.notes``."""
-    G, info, lay = plan.gpu_bytes, plan.info, plan.layout
+    G = plan.gpu_bytes
     by = {it.key: it for it in plan.items}
     resident = plan.totals["train"] - by["activations"].bytes("train") - by["lm_head"].bytes("train")
     longest = cfg.data.max_prompt_len + cfg.rollout.max_new_tokens
-    max_len = cfg.rollout.max_model_len or cfg.model.max_seq_len
     gib = lambda x: f"{x / GiB:.1f} GiB"  # noqa: E731
-    util = cfg.rollout.gpu_memory_utilization
     if longest > cfg.trainer.micro_batch_tokens:
         plan.problems.append(f"a sample can be {longest} tokens (data.max_prompt_len + rollout.max_new_tokens) but "
                              f"trainer.micro_batch_tokens is {cfg.trainer.micro_batch_tokens}: "
                              f"raise it to >= {longest}")
-    # the engine must hold one full-length sequence, and fit beside the resident trainer state
-    need_util = (info["engine_weights"] + info["engine_activations"] + max_len * info["kv_bytes_per_token"]) / G
-    max_util = (G - resident) / G
     if resident >= G:
         plan.problems.append(f"the trainer state alone needs {gib(resident)} (params, grads, optimizer"
                              + (", reference" if "reference" in by else "") + f", reserve) of the GPU's {gib(G)}: "
                              + "; or ".join(k for k in _resident_knobs(plan, cfg, by) if "rollout_tensor" not in k))
         return
+    if "vllm_weights" in by:
+        _diagnose_engine(plan, cfg, by, resident)
+    if plan.totals["train"] > G:
+        _diagnose_train(plan, cfg)
+    _notes(plan, cfg)
+
+
+def _diagnose_engine(plan: MemoryPlan, cfg, by: dict, resident: float) -> None:
+    """The colocated engine must hold one full-length sequence, and fit beside the resident trainer state."""
+    G, info = plan.gpu_bytes, plan.info
+    max_len = cfg.rollout.max_model_len or cfg.model.max_seq_len
+    gib = lambda x: f"{x / GiB:.1f} GiB"  # noqa: E731
+    util = cfg.rollout.gpu_memory_utilization
+    need_util = (info["engine_weights"] + info["engine_activations"] + max_len * info["kv_bytes_per_token"]) / G
+    max_util = (G - resident) / G
     if need_util > max_util:
         plan.problems.append(
             f"the rollout engine does not fit beside the trainer state ({gib(resident)} resident; the engine needs "
@@ -412,26 +455,38 @@ def _diagnose(plan: MemoryPlan, cfg) -> None:
     elif util < need_util:
         plan.problems.append(f"rollout.gpu_memory_utilization {util:g} leaves no KV cache for one {max_len}-token "
                              f"sequence: raise it to >= {need_util:.2f} (at most {max_util:.2f} is free)")
-    if plan.totals["train"] > G:
-        over = plan.totals["train"] - G
-        knobs = []
-        if not cfg.model.recompute:
-            knobs.append(f"model.recompute=true (activations {gib(info['activations_no_recompute'])} -> "
-                         f"{gib(info['activations_recompute'])})")
-        if cfg.trainer.logprob_backend == "eager":
-            knobs.append(f"trainer.logprob_backend=auto (LM head {gib(info['lm_head_eager'])} -> "
-                         f"{gib(info['lm_head_fused'])})")
-        if lay.tensor > 1 and not lay.sequence_parallel:
-            knobs.append("parallel.sequence_parallel=true")
-        if cfg.trainer.micro_batch_tokens > longest:
-            knobs.append(f"trainer.micro_batch_tokens down to {longest} (activations scale with it)")
-        knobs.append("more model parallelism (parallel.tensor / pipeline / context)")
-        plan.problems.append(f"train phase needs {gib(plan.totals['train'])}, {gib(over)} over the GPU: "
-                             + "; or ".join(knobs))
+
+
+def _diagnose_train(plan: MemoryPlan, cfg) -> None:
+    """The train phase is over the GPU: the knobs that shrink activations and the LM head."""
+    G, info, lay = plan.gpu_bytes, plan.info, plan.layout
+    longest = cfg.data.max_prompt_len + cfg.rollout.max_new_tokens
+    gib = lambda x: f"{x / GiB:.1f} GiB"  # noqa: E731
+    knobs = []
+    if not cfg.model.recompute:
+        knobs.append(f"model.recompute=true (activations {gib(info['activations_no_recompute'])} -> "
+                     f"{gib(info['activations_recompute'])})")
+    if cfg.trainer.logprob_backend == "eager":
+        knobs.append(f"trainer.logprob_backend=auto (LM head {gib(info['lm_head_eager'])} -> "
+                     f"{gib(info['lm_head_fused'])})")
+    if lay.tensor > 1 and not lay.sequence_parallel:
+        knobs.append("parallel.sequence_parallel=true")
+    if cfg.trainer.micro_batch_tokens > longest:
+        knobs.append(f"trainer.micro_batch_tokens down to {longest} (activations scale with it)")
+    knobs.append("more model parallelism (parallel.tensor / pipeline / context)")
+    plan.problems.append(f"train phase needs {gib(plan.totals['train'])}, {gib(plan.totals['train'] - G)} over the "
+                         f"GPU: " + "; or ".join(knobs))
+
+
+def _notes(plan: MemoryPlan, cfg) -> None:
+    info, lay = plan.info, plan.layout
+    longest = cfg.data.max_prompt_len + cfg.rollout.max_new_tokens
+    gib = lambda x: f"{x / GiB:.1f} GiB"  # noqa: E731
+    colocated = not disaggregated(cfg)
     if not cfg.parallel.distributed_optimizer and lay.data > 1:
         plan.notes.append("parallel.distributed_optimizer=true would divide the optimizer state by the DP size")
     per_engine = cfg.data.prompts_per_step * cfg.algorithm.group_size / lay.rollout_data
-    if info["kv_tokens"] > 0 and info["kv_tokens"] < per_engine * longest:
+    if colocated and 0 < info["kv_tokens"] < per_engine * longest:
         plan.notes.append(f"the KV cache holds {info['kv_tokens'] / longest:.0f} full-length sequences per engine, "
                           f"the step asks {per_engine:.0f}: vLLM runs them in waves (slower, not an error)")
     if cfg.model.fp8:
