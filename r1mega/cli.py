@@ -214,9 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/tiny", help="output directory (default runs/tiny)")
     t.add_argument("--quick", action="store_true", help="the shortened version (seconds; used by the tests)")
     t.add_argument("--config", default=None, help="RL config (default: the embedded tiny_cpu.yaml)")
-    t.add_argument("--preset", default=None, choices=("default", "quick", "learning_check", "code_check"),
-                   help="sizes: default, quick (= --quick), learning_check (the ~1-minute learning test) or "
-                        "code_check (R1-Zero on Python programs scored in the sandbox, shortened)")
+    t.add_argument("--preset", default=None,
+                   choices=("default", "quick", "learning_check", "code_check", "longtail"),
+                   help="sizes: default, quick (= --quick), learning_check (the ~1-minute learning test), "
+                        "code_check (R1-Zero on Python programs scored in the sandbox, shortened) or longtail "
+                        "(a base whose response lengths have a long tail: tools/bench_partial.py)")
     t.add_argument("--seed", type=int, default=None,
                    help="seed of the data, the initial weights and all sampling (default: run.seed of the config)")
     t.add_argument("--seeds", type=int, default=0, metavar="N",

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from r1mega.data.prompts import load_prompts
-from r1mega.data.synthetic import arithmetic_steps, make_splits, pretraining_corpus, write_jsonl
+from r1mega.data.synthetic import arithmetic_steps, completion, make_splits, pretraining_corpus, write_jsonl
 from r1mega.rewards import RewardConfig, accuracy_reward, countdown_check, format_reward, is_equiv
 from tests.sandbox_support import needs_userns
 
@@ -101,3 +101,69 @@ def test_code_task_reference_programs_pass_and_near_misses_fail_in_the_sandbox()
             got = code_reward(wrong, None, row, cfg)
             failure = got.info.get("first_failure", "")  # the program ran: a wrong answer or a crash
             assert got.score == 0.0 and ("wrong answer" in failure or "runtime error" in failure), (wrong, got.info)
+
+
+# ------------------------------------------------------------------------- recheck_rate (long tail)
+
+def _response(doc: str) -> str:
+    return doc.rsplit("Assistant:", 1)[1]
+
+
+def test_recheck_rate_zero_leaves_the_corpus_byte_identical():
+    """The default corpus is the one made before the knob existed (hashes taken then), and rate 0
+    draws no extra random number: every later document is unchanged too."""
+    import hashlib
+    import json
+
+    def digest(docs):
+        return hashlib.sha256(json.dumps(docs).encode()).hexdigest()[:16]
+
+    before = {"arithmetic": "8df43b2a42d310dc", "countdown": "52d1779a0ce1f050", "code": "fa34dc7a6da472c4"}
+    for task, knobs in (("arithmetic", dict(ops=["+", "-", "*"], max_digits=3)), ("countdown", {}), ("code", {})):
+        docs = pretraining_corpus(300, seed=3, task=task, format_rate=0.6, correct_rate=0.5, **knobs)
+        assert digest(docs) == before[task], task
+        assert docs == pretraining_corpus(300, seed=3, task=task, format_rate=0.6, correct_rate=0.5, recheck_rate=0.0,
+                                          recheck_times=(1, 2), **knobs)
+    tiny_default = pretraining_corpus(500, seed=0, format_rate=0.5, correct_rate=0.3, template="r1_zero_compact",
+                                      exclude=["What is 3 + 4?"], ops=["+"], min_digits=1, max_digits=2)
+    assert digest(tiny_default) == "fc0ec9b91147defb"
+
+
+def test_recheck_rate_share_and_repeated_steps():
+    """At rate 0.2 about a fifth of the formatted documents re-check (2000 of them: 0.2 +- 0.027 at
+    3 sigma), each repeating "check: <its own steps and conclusion>" 3-8 times, all counts seen,
+    inside <think>; unformatted documents never re-check."""
+    docs = pretraining_corpus(2000, seed=0, format_rate=1.0, correct_rate=0.5, recheck_rate=0.2,
+                              ops=["+", "-"], max_digits=3)
+    counts = []
+    for doc in docs:
+        think = _response(doc).split("<think> ", 1)[1].split(" </think>", 1)[0]
+        first, *checks = think.split(" check: ")
+        assert first.endswith(".") and first.split(". ")[-1].startswith("so ")
+        assert all(c == first for c in checks), think  # the steps again, word for word
+        counts.append(len(checks))
+    rechecked = [n for n in counts if n]
+    assert 0.173 < len(rechecked) / len(docs) < 0.227
+    assert set(rechecked) == set(range(3, 9))
+    steps = "8+7=15, write 5, carry 1. 5+6+1=12, write 2, carry 1. write the carry 1. so 58+67=125."
+    row = {"task": "arithmetic", "a": 58, "b": 67, "op": "+", "answer": "125"}
+    assert completion(row, random.Random(0), formatted=True, correct=True, recheck_rate=1.0, recheck_times=(2, 2)) == (
+        f" <think> {steps} check: {steps} check: {steps} </think> <answer> \\boxed{{125}} </answer>")
+    unformatted = pretraining_corpus(300, seed=0, format_rate=0.0, correct_rate=0.5, recheck_rate=1.0)
+    assert not any("check:" in d for d in unformatted)
+    countdown = pretraining_corpus(50, seed=0, task="countdown", format_rate=1.0, recheck_rate=1.0,
+                                   recheck_times=(2, 2))
+    assert all(_response(d).count(" check: ") == 2 for d in countdown)
+
+
+def test_recheck_knobs_refused_with_their_names():
+    with pytest.raises(ValueError, match=r"recheck_rate \(1.5\) must be in \[0, 1\]"):
+        pretraining_corpus(1, recheck_rate=1.5)
+    with pytest.raises(ValueError, match=r"recheck_rate \(-0.1\)"):
+        pretraining_corpus(1, recheck_rate=-0.1)
+    with pytest.raises(ValueError, match=r"recheck_times \(\[5, 2\]\) must be two integers"):
+        pretraining_corpus(1, recheck_rate=0.1, recheck_times=(5, 2))
+    with pytest.raises(ValueError, match=r"recheck_times \(\[0, 2\]\)"):
+        pretraining_corpus(1, recheck_rate=0.1, recheck_times=(0, 2))
+    with pytest.raises(ValueError, match=r"recheck_rate \(0.1\) .* code task"):
+        pretraining_corpus(1, task="code", recheck_rate=0.1)

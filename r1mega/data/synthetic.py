@@ -26,6 +26,12 @@ questions drawn from the same generator but never a held-out question. The compl
                   </answer>``; the rest are unformatted ("steps The answer is x." or just "x").
     correct_rate  share whose final answer is right; the rest carry a plausible wrong answer
                   (off by 1, 10 or 100, or a digit error) at the end of otherwise normal steps.
+    recheck_rate  share of the formatted completions that re-verify, in the spirit of R1's reflective
+                  re-checks: after the steps, before ``</think>``, "check: <the steps again>" repeated
+                  a number of times uniform in ``recheck_times`` (default 3-8). A base sampled at
+                  temperature 1 then gives mostly short responses and a few several times longer: a
+                  long tail of response lengths (the ``longtail`` tiny preset). Default 0: the corpus
+                  is what it was without the knob, byte for byte. Arithmetic and countdown only.
 
 Difficulty knobs, for a ~1-3M-parameter Qwen2 pretrained for minutes (targets, to be confirmed by
 the end-to-end run; nothing here measures them): the base model's pass@1 is roughly bounded by
@@ -284,8 +290,22 @@ def code_completion(row: dict, rng: random.Random, *, formatted: bool, correct: 
     return f" Read a and b, then print {row['expression']}.\n{block}" if rng.random() < 0.5 else f" {block}"
 
 
-def completion(row: dict, rng: random.Random, *, formatted: bool, correct: bool) -> str:
-    """A response to ``row``: worked steps then the answer, in the R1 format or not, right or wrong."""
+def check_recheck_knobs(recheck_rate: float, recheck_times: Sequence[int]) -> None:
+    """Refuse a ``recheck_rate`` outside [0, 1] or a ``recheck_times`` that is not (lo, hi), 1 <= lo <= hi."""
+    if not 0.0 <= recheck_rate <= 1.0:
+        raise ValueError(f"recheck_rate ({recheck_rate}) must be in [0, 1]")
+    times = tuple(recheck_times)
+    if len(times) != 2 or not all(isinstance(t, int) for t in times) or not 1 <= times[0] <= times[1]:
+        raise ValueError(f"recheck_times ({list(times)}) must be two integers (lo, hi) with 1 <= lo <= hi")
+
+
+def completion(row: dict, rng: random.Random, *, formatted: bool, correct: bool, recheck_rate: float = 0.0,
+               recheck_times: Sequence[int] = (3, 8)) -> str:
+    """A response to ``row``: worked steps then the answer, in the R1 format or not, right or wrong.
+
+    A formatted response re-verifies with probability ``recheck_rate``: after its steps and before
+    ``</think>`` it repeats "check: <the steps again>" n times, n uniform in ``recheck_times``
+    (inclusive). At rate 0 no random number is drawn, so the text is what it was without the knob."""
     if row["task"] == "code":
         return code_completion(row, rng, formatted=formatted, correct=correct)
     if row["task"] == "arithmetic":
@@ -297,18 +317,23 @@ def completion(row: dict, rng: random.Random, *, formatted: bool, correct: bool)
         steps.append(f"so {row['a']}{row['op']}{row['b']}={answer}")
     reasoning = ". ".join(steps) + "."
     if formatted:
+        if recheck_rate > 0 and rng.random() < recheck_rate:
+            reasoning += f" check: {reasoning}" * rng.randint(*recheck_times)
         return f" <think> {reasoning} </think> <answer> \\boxed{{{answer}}} </answer>"
     return f" {reasoning} The answer is {answer}." if rng.random() < 0.5 else f" {answer}"
 
 
 def pretraining_corpus(n_docs: int, *, seed: int = 0, task: str = "arithmetic", format_rate: float = 0.5,
                        correct_rate: float = 0.5, exclude: Iterable[str] = (), template: str = "r1_zero",
-                       **knobs) -> list[str]:
+                       recheck_rate: float = 0.0, recheck_times: Sequence[int] = (3, 8), **knobs) -> list[str]:
     """``n_docs`` documents "prompt + completion" for pretraining the tiny base model; no question in
     ``exclude`` (pass the held-out questions). See the module docstring for the mix and the knobs."""
     for name, rate in (("format_rate", format_rate), ("correct_rate", correct_rate)):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"{name} ({rate}) must be in [0, 1]")
+    check_recheck_knobs(recheck_rate, recheck_times)
+    if recheck_rate > 0 and task == "code":
+        raise ValueError(f"recheck_rate ({recheck_rate}) repeats worked steps; the code task has none: set it to 0")
     excluded = set(exclude)
     rng = random.Random(f"r1mega-pretrain:{task}:{seed}")
     docs, attempts = [], 0
@@ -322,5 +347,6 @@ def pretraining_corpus(n_docs: int, *, seed: int = 0, task: str = "arithmetic", 
             continue
         formatted, correct = rng.random() < format_rate, rng.random() < correct_rate
         prompt = render_prompt(row["question"], template, code_language=row.get("language"))
-        docs.append(prompt + completion(row, rng, formatted=formatted, correct=correct))
+        docs.append(prompt + completion(row, rng, formatted=formatted, correct=correct,
+                                        recheck_rate=recheck_rate, recheck_times=recheck_times))
     return docs

@@ -11,8 +11,10 @@
     6. eval       the same held-out set after RL; summary.json and plots in the run directory
 
 ``TinySettings.task`` picks the synthetic task; ``--preset code_check`` is R1-Zero on Python programs
-(the ``code`` task, judged by running them in the sandbox). Under ``torchrun`` every rank takes part
-(rank 0 writes the data and the tokenizer; pretraining and RL are data parallel).
+(the ``code`` task, judged by running them in the sandbox); ``--preset longtail`` gives the base a
+long tail of response lengths (``recheck_rate``: tools/bench_partial.py, sync against partial rollout).
+Under ``torchrun`` every rank takes part (rank 0 writes the data and the tokenizer; pretraining and
+RL are data parallel).
 
 ``r1mega tiny --seed S`` changes the data, the initial weights and every sampling seed;
 ``--seeds N`` runs N of them and reports the spread (:mod:`r1mega.recipes.seeds`).
@@ -44,6 +46,9 @@ class TinySettings:
     template: str = "r1_zero_compact"
     format_rate: float = 0.5          # share of pretraining completions in the R1 format
     correct_rate: float = 0.3         # share of pretraining completions whose final answer is right
+    recheck_rate: float = 0.0         # share of formatted pretraining completions that repeat "check: <steps>"
+                                      # (0: none; > 0 gives the base a long tail of response lengths)
+    recheck_times: tuple = (3, 8)     # how many times such a completion repeats its steps (inclusive range)
     pretrain_docs: int = 38400
     vocab_size: int = 512
     hidden_size: int = 128
@@ -106,10 +111,29 @@ class TinySettings:
                                  "run.save_every=0"])
 
     @classmethod
+    def longtail(cls) -> "TinySettings":
+        """Response lengths with a long tail (tools/bench_partial.py: sync against partial rollout):
+        one-digit additions and subtractions on ``learning_check``'s small model, pretrained for 600
+        steps (about 3 minutes on 2 CPU cores) on text in which 15% of the formatted completions
+        re-check their steps 3-8 times before ``</think>``. Sampled at temperature 1 the base answers
+        mostly in 20-60 tokens and now and then runs on with "check: ..." to 4-6 times that or to
+        ``rollout.max_new_tokens`` (224): a sync step waits for its longest response. Measured at seed
+        0 (512 samples): mean 40 tokens, p50 29, p90 46, p99 222, 9% over 56 and 1% at the limit;
+        36% in the R1 format, 7% right (a weak base: the held-out pass@1 is a sanity check here, and
+        eval.k=8 samples per prompt keep its resolution at 1/256)."""
+        return cls(n_train=128, n_eval=32, n_val=8, task_knobs=dict(ops=["+", "-"], min_digits=1, max_digits=1),
+                   format_rate=0.5, correct_rate=0.5, recheck_rate=0.15, pretrain_docs=4096, pretrain_steps=600,
+                   pretrain_target=0.0, pretrain_batch=32, vocab_size=512, hidden_size=128, layers=2, ffn=256,
+                   rl_overrides=["run.steps=16", "data.prompts_per_step=8", "algorithm.group_size=8",
+                                 "rollout.max_new_tokens=224", "data.max_prompt_len=96", "optimizer.lr=5e-4",
+                                 "eval.k=8", "reward.weights={accuracy: 1.0, format: 1.0}", "eval.max_prompts=32",
+                                 "eval.greedy=false", "run.save_every=0"])
+
+    @classmethod
     def preset(cls, name: str) -> "TinySettings":
-        """``default``, ``quick`` (the plumbing test), ``learning_check`` or ``code_check``."""
+        """``default``, ``quick`` (the plumbing test), ``learning_check``, ``code_check`` or ``longtail``."""
         presets = {"default": cls, "quick": cls.quick, "learning_check": cls.learning_check,
-                   "code_check": cls.code_check}
+                   "code_check": cls.code_check, "longtail": cls.longtail}
         if name not in presets:
             raise ValueError(f"unknown tiny preset {name!r}; valid: {', '.join(presets)}")
         return presets[name]()
@@ -146,7 +170,8 @@ def prepare_data(out: str, s: TinySettings, seed: int) -> TinyData:
     train_path, eval_path = os.path.join(out, "data", "train.jsonl"), os.path.join(out, "data", "eval.jsonl")
     docs = pretraining_corpus(s.pretrain_docs, seed=seed, task=s.task, format_rate=s.format_rate,
                               correct_rate=s.correct_rate, exclude=[r["question"] for r in held + val],
-                              template=s.template, **s.task_knobs)
+                              template=s.template, recheck_rate=s.recheck_rate, recheck_times=s.recheck_times,
+                              **s.task_knobs)
     if _rank() == 0:
         os.makedirs(os.path.dirname(train_path), exist_ok=True)
         write_jsonl(train, train_path)
