@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 
-from r1mega.types import Sample
-
 DIR = "rollouts"
 
 
@@ -23,8 +21,9 @@ def step_path(run_dir: str, step: int) -> str:
     return os.path.join(run_dir, DIR, f"step_{step:06d}.jsonl")
 
 
-def write_rollouts(run_dir: str, step: int, samples: list[Sample]) -> str:
-    """Write ``samples`` (after rewards and advantages) as step ``step``'s file; returns its path."""
+def write_rollouts(run_dir: str, step: int, samples: list) -> str:
+    """Write ``samples`` (``r1mega.types.Sample``, after rewards and advantages; logging imports no
+    other part of r1mega) as step ``step``'s file; returns its path."""
     path = step_path(run_dir, step)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
