@@ -16,6 +16,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def tiny_rl_assets(root, *, model_seed: int, data_seed: int) -> tuple[str, str]:
+    """A random tiny Qwen2 (2 layers, 2 heads) and 32 one- or two-digit additions as train.jsonl
+    under ``root``: (model directory, data path), the inputs of the RL loop's process tests."""
+    from r1mega.data.synthetic import make_splits, write_jsonl
+    from r1mega.rollout.tiny_model import build_tiny_qwen2
+
+    model = build_tiny_qwen2(os.path.join(root, "model"), heads=2, kv_heads=2, layers=2, seed=model_seed)
+    train, _ = make_splits("arithmetic", 32, 4, seed=data_seed, ops=["+"], min_digits=1, max_digits=2)
+    return model, write_jsonl(train, os.path.join(root, "train.jsonl"))
+
+
 def torchrun(script: str, *args: str, nproc: int = 2, timeout: float = 300, env: dict | None = None):
     """Run ``script`` under ``torch.distributed.run`` with ``nproc`` local processes.
 

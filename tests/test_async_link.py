@@ -54,6 +54,8 @@ def _worker(rank, world, trainers, port, out):
         batches = link.get_batch(3)
         got["batch3"] = [(s.response_ids, s.group_id) for s in batches[0]], batches[1]
         link.get_batch(4)                                # wait until batch 4 is finished everywhere
+        link.store.set(f"read/{rank}", b"1")             # the loop's collectives give this order: every
+        link.store.wait([f"read/{r}" for r in range(trainers)])  # trainer rank reads before rank 0 drops
         if rank == 0:
             saved = link.finished_batches(after=3)       # batch 4 is finished, 5 is not
             got["saved_steps"] = sorted(saved)

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.dist import REPO, free_port, torchrun
+from tests.dist import REPO, free_port, tiny_rl_assets, torchrun
 
 WORKER = os.path.join(REPO, "tests", "workers", "async_run.py")
 pytestmark = [pytest.mark.multiproc, pytest.mark.vllm, pytest.mark.slow]
@@ -29,13 +29,7 @@ NOT_COMPARED = ("time/", "perf/", "sync/", "ts", "async/", "offpolicy/")
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    from r1mega.data.synthetic import make_splits, write_jsonl
-    from r1mega.rollout.tiny_model import build_tiny_qwen2
-
-    root = tmp_path_factory.mktemp("async")
-    model = build_tiny_qwen2(str(root / "model"), heads=2, kv_heads=2, layers=2, seed=3)
-    train, _ = make_splits("arithmetic", 32, 4, seed=0, ops=["+"], min_digits=1, max_digits=2)
-    return model, write_jsonl(train, str(root / "train.jsonl"))
+    return tiny_rl_assets(tmp_path_factory.mktemp("async"), model_seed=3, data_seed=0)
 
 
 def _steps(out):

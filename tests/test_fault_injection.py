@@ -30,7 +30,7 @@ import time
 
 import pytest
 
-from tests.dist import REPO, free_port, torchrun
+from tests.dist import REPO, free_port, tiny_rl_assets, torchrun
 
 WORKER = os.path.join(REPO, "tests", "workers", "rl_run.py")
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -42,13 +42,7 @@ COMPARED = ("reward/mean", "response/len_mean", "actor/loss", "actor/grad_norm",
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    from r1mega.data.synthetic import make_splits, write_jsonl
-    from r1mega.rollout.tiny_model import build_tiny_qwen2
-
-    root = tmp_path_factory.mktemp("resume")
-    model = build_tiny_qwen2(str(root / "model"), heads=2, kv_heads=2, layers=2, seed=5)
-    train, _ = make_splits("arithmetic", 32, 4, seed=1, ops=["+"], min_digits=1, max_digits=2)
-    return model, write_jsonl(train, str(root / "train.jsonl"))
+    return tiny_rl_assets(tmp_path_factory.mktemp("resume"), model_seed=5, data_seed=1)
 
 
 def _env():

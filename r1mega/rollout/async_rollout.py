@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import pickle
 import time
@@ -232,7 +233,7 @@ class Link:
                 metas = self._bcast_obj()
                 if metas == _END:
                     return
-                nbytes = [_numel(shape) * _itemsize(dt) for _, shape, dt in metas]
+                nbytes = [math.prod(shape) * dt.itemsize for _, shape, dt in metas]
                 flat = self._bcast(torch.empty(sum(nbytes), dtype=torch.uint8, device=self.device)).cpu()
                 off = 0
                 for (name, shape, dt), nb in zip(metas, nbytes):
@@ -240,17 +241,6 @@ class Link:
                     off += nb
 
         return version, tensors()
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
-
-
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
 
 
 # ---------------------------------------------------------------------------- the rollout rank
