@@ -114,9 +114,18 @@ def test_roles_split_the_torchrun_world(monkeypatch):
         monkeypatch.setenv("WORLD_SIZE", "5")
         roles = split_roles(cfg)
         assert (roles.num_trainers, roles.num_rollout, roles.is_rollout) == (3, 2, rollout)
-        assert os.environ["WORLD_SIZE"] == ("5" if rollout else "3")   # a trainer's default group: 3 ranks
+        # a trainer's default group: 3 ranks; a rollout rank's world: the 2 rollout ranks
+        assert os.environ["WORLD_SIZE"] == ("2" if rollout else "3")
+        assert os.environ["RANK"] == str(rank - 3 if rollout else rank)
         if rollout:
-            assert roles.rollout_index == rank - 3
+            assert roles.rollout_index == rank - 3 and (roles.engine_index, roles.engine_tp_rank) == (rank - 3, 0)
+    tp2 = load_config(None, ["rollout.mode=async", "parallel.rollout_ranks=4", "parallel.rollout_tensor=2"])
+    for rank, engine, tp in ((2, 0, 0), (3, 0, 1), (4, 1, 0), (5, 1, 1)):  # world 6: ranks 2..5 generate
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "6")
+        roles = split_roles(tp2)
+        assert roles.num_engines == 2 and (roles.engine_index, roles.engine_tp_rank) == (engine, tp)
+        assert (os.environ["RANK"], os.environ["WORLD_SIZE"]) == (str(rank - 2), "4")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(ConfigError, match="parallel.rollout_ranks=2 needs at least 3 torchrun ranks"):

@@ -7,6 +7,8 @@ generate (vLLM) and trainer ranks that only train (Megatron), weights sent over 
   full, never more; SIGKILLed after its step-2 checkpoint and resumed (run.resume=auto), the
   batches the rollout ranks had finished come back from the checkpoint and every prompt of the
   run's 6 steps is trained exactly once (the run's rollout records, run.log_rollouts).
+* 1 trainer rank + 2 rollout ranks holding one engine of rollout TP 2: the weights reach both
+  shards; the engine ends equal to the exported policy.
 """
 
 import json
@@ -65,6 +67,23 @@ def test_one_plus_one_with_staleness_0_is_the_synchronous_loop(assets, tmp_path)
     with open(tmp_path / "async" / "engine.json") as f:
         engine = json.load(f)
     assert engine["engine_version"] == 3 and engine["engine_diff"] < 1e-4  # after the last transfer
+
+
+def test_one_trainer_and_one_tp2_engine_on_two_rollout_ranks(assets, tmp_path):
+    """Rollout TP 2 (the engine's layout differs from the trainer's TP 1): every rollout rank gets
+    the whole tensors, vLLM's loaders cut its shard; the engine ends equal to the exported policy."""
+    model, data = assets
+    out = tmp_path / "tp2"
+    torchrun(WORKER, str(out), model, data, STOPS, "run.steps=3", "run.save_every=0", "rollout.mode=async",
+             "parallel.rollout_ranks=2", "parallel.rollout_tensor=2", "rollout.max_staleness=1", nproc=3, timeout=600)
+    _result(out)
+    steps = _steps(out)
+    assert sorted(steps) == [1, 2, 3]
+    assert [steps[n]["offpolicy/staleness_max"] for n in (1, 2, 3)] == [0, 1, 1]
+    assert all(steps[n]["reward/mean"] == steps[n]["reward/mean"] for n in steps)  # scored (no NaN)
+    with open(out / "engine.json") as f:
+        engine = json.load(f)
+    assert engine["engine_tp"] == 2 and engine["engine_version"] == 3 and engine["engine_diff"] < 1e-4
 
 
 def _launch(out, model, data, *overrides, nproc):

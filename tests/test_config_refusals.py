@@ -18,12 +18,14 @@ from r1mega.config import ConfigError, load_config
     # partial and async rollout (r1mega.rollout.partial, r1mega.rollout.async_rollout)
     (["rollout.partial_chunk=0"], r"rollout.partial_chunk \(0\) must be >= 1 new token per round"),
     (["rollout.partial_min_groups=1.5"], r"rollout.partial_min_groups \(1.5\) must be in \(0, 1\]"),
+    (["rollout.partial_max_lag=-1"], r"rollout.partial_max_lag \(-1\) must be >= 0 steps"),
     (["rollout.max_staleness=-1"], r"rollout.max_staleness \(-1\) must be >= 0"),
     (["parallel.rollout_ranks=-1"], r"parallel.rollout_ranks \(-1\) must be >= 0"),
     (["rollout.mode=async"], r"rollout.mode=async with parallel.rollout_ranks=0: async rollout needs ranks of its own"),
     (["parallel.rollout_ranks=2"], r"rollout.mode=sync with parallel.rollout_ranks=2: .* only async uses them"),
-    (["rollout.mode=async", "parallel.rollout_ranks=1", "parallel.rollout_tensor=2"],
-     r"rollout.mode=async runs one engine per rollout rank: parallel.rollout_tensor must be 1 \(got 2\)"),
+    (["rollout.mode=async", "parallel.rollout_ranks=3", "parallel.rollout_tensor=2"],
+     r"rollout.mode=async splits the rollout ranks into engines of parallel.rollout_tensor ranks: "
+     r"parallel.rollout_ranks \(3\) must be a multiple of parallel.rollout_tensor \(2\)"),
     (["rollout.mode=async", "parallel.rollout_ranks=1", "data.eval=held.jsonl"],
      r"rollout.mode=async does not evaluate .* set data.eval=null \(got 'held.jsonl'\)"),
 ])

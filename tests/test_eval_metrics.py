@@ -69,6 +69,21 @@ def test_summarize_hand_values():
     assert failed["scoring_errors"] == 3 and failed["pass@1"] == pytest.approx(0.5)
 
 
+def test_summarize_held_out_reward_is_a_mean_over_prompts_of_sample_means():
+    results = [
+        PromptResult(correct=[True, False, False, False], rewards=[2.0, 1.0, 0.0, 1.0],
+                     reward_parts=[{"accuracy": 1.0, "format": 1.0}, {"accuracy": 0.0, "format": 1.0},
+                                   {"accuracy": 0.0, "format": 0.0}, {"accuracy": 0.0, "format": 1.0}]),
+        PromptResult(correct=[False, False], rewards=[-0.5, 0.25],  # fewer samples: weighs as much
+                     reward_parts=[{"accuracy": 0.0, "format": 0.5}, {"accuracy": 0.0}]),
+    ]
+    out = summarize(results)
+    assert out["reward"] == pytest.approx((4.0 / 4 + (-0.25) / 2) / 2)
+    assert out["reward/accuracy"] == pytest.approx((0.25 + 0.0) / 2)
+    assert out["reward/format"] == pytest.approx((0.75 + 0.5) / 2)  # the second prompt's one score
+    assert "reward" not in summarize([PromptResult(correct=[True])])
+
+
 def test_cons_at_k_hand_computed_fractions_and_decimals():
     """k = 5 answers per problem; cons@k votes over the verifier's equivalence classes."""
     from r1mega.rewards.math_verify import is_equiv
@@ -117,3 +132,44 @@ def test_cons_at_k_votes_by_equivalence_class_not_by_string():
     assert out["pass@1"] == pytest.approx((3 / 5 + 3 / 5 + 1 / 5) / 3)
     assert out["pass@k"] == pytest.approx(1.0)       # k = n = 5: each problem has a correct sample
     assert out["cons@k"] == pytest.approx(2 / 3)     # right, right, wrong
+
+
+class _ScriptedEngine:
+    """One rollout engine (DP 1) that answers each prompt with a fixed list of responses, in turn."""
+
+    tp_rank, dp_rank, dp_size, policy_version = 0, 0, 1, 0
+
+    def __init__(self, responses: dict[str, list[str]]):
+        self.responses = responses
+
+    def generate(self, prompts, n=1, *, prompt_texts, expected_version=None, group_offset=0, **sampling):
+        from r1mega.types import Sample
+
+        return [Sample(prompt_ids=list(ids), response_ids=[1] * (3 + j), group_id=group_offset + g, finish_reason="stop",
+                       prompt_text=text, response_text=self.responses[text][j])
+                for g, (ids, text) in enumerate(zip(prompts, prompt_texts)) for j in range(n)]
+
+
+def test_evaluate_engine_reports_the_held_out_training_reward():
+    """reward = accuracy + 0.5 x format per sample, hand-scored; the weight-0 correctness reward
+    eval adds to judge pass@1 does not change it."""
+    from r1mega.config import load_config
+    from r1mega.data.prompts import PromptRecord
+    from r1mega.eval.evaluate import evaluate_engine
+
+    right, wrong_fmt, bare = "<think>2+2=4</think> <answer>4</answer>", "<think>2+2=5</think> <answer>5</answer>", "4"
+    engine = _ScriptedEngine({"a": [right, wrong_fmt, bare], "b": [bare, bare, wrong_fmt]})
+    records = [PromptRecord(index=0, prompt_text="a", prompt_ids=[5, 6], answer="4", metadata={}),
+               PromptRecord(index=1, prompt_text="b", prompt_ids=[5, 7], answer="4", metadata={})]
+    cfg = load_config(None, ["reward.num_workers=0", "reward.weights={accuracy: 1.0, format: 0.5}", "eval.k=3",
+                             "eval.greedy=false"])
+    out = evaluate_engine(engine, records, cfg, prefix="")
+    # per sample (accuracy, format): a = (1, 1), (0, 1), (1, 0); b = (1, 0), (1, 0), (0, 1)
+    assert out["pass@1"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert out["reward/accuracy"] == pytest.approx(2 / 3)
+    assert out["reward/format"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert out["reward"] == pytest.approx(((1.5 + 0.5 + 1.0) / 3 + (1.0 + 1.0 + 0.5) / 3) / 2)
+    only_format = evaluate_engine(engine, records, load_config(None, ["reward.num_workers=0", "eval.k=3",
+                                                                      "reward.weights={format: 1.0}"]), prefix="")
+    assert only_format["reward"] == pytest.approx(0.5) and "reward/accuracy" not in only_format
+    assert only_format["pass@1"] == out["pass@1"]  # still judged by the accuracy reward, at weight 0

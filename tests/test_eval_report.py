@@ -83,3 +83,14 @@ def test_eval_parser_repeated_data_and_format():
                                       "--data", "saved/gsm8k_test", "--format", "auto", "eval.k=4"])
     assert args.data == ["math500.jsonl", "aime=a.parquet", "saved/gsm8k_test"]
     assert args.format == "auto" and args.overrides == ["eval.k=4"]
+
+
+def test_pool_weighs_the_held_out_reward_by_prompts():
+    a = summarize([PromptResult(correct=[True, False], rewards=[2.0, 0.0], reward_parts=[{"format": 1.0}, {"format": 0.0}])])
+    b = summarize([PromptResult(correct=[True], rewards=[1.0], reward_parts=[{"format": 1.0}]),
+                   PromptResult(correct=[False], rewards=[-1.0], reward_parts=[{"format": 0.0}]),
+                   PromptResult(correct=[False], rewards=[0.5], reward_parts=[{"format": 1.0}])])
+    all_ = pool({"a": a, "b": b})
+    assert all_["reward"] == pytest.approx((1.0 * 1 + 0.5 / 3 * 3) / 4)
+    assert all_["reward/format"] == pytest.approx((0.5 * 1 + 2 / 3 * 3) / 4)
+    assert "reward" not in pool({"a": a, "c": summarize([PromptResult(correct=[True])])})  # not in every row

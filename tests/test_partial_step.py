@@ -106,6 +106,32 @@ def test_unfinished_groups_wait_and_continue_under_the_next_version():
     assert cut.token_versions == [1] * 4 + [2] * 4 + [3] * 4
 
 
+def test_max_lag_makes_a_step_finish_the_groups_that_started_too_long_ago():
+    # 1 prompt per step x G=2, chunk 4, min_share 1.0 of 1 group. Group 0: 2 and 12 tokens (3 rounds).
+    eng, buf = FakeEngine([2, 12, 1, 1, 1, 1, 1, 1]), PartialBuffer(group_size=2, max_new_tokens=MAX)
+    s1, _ = partial_rollout_groups(eng, buf, _prompts(1), 2, version=0, chunk=4, min_share=1.0, max_lag=1)
+    # version 0: group 0 is not overdue (lag 0); one round leaves it at 4 of 12 and nothing complete,
+    # so the step goes on: 8, then 12 -> complete (one step is sync for a lone group at min_share 1)
+    assert eng.calls == [[0, 0], [4], [8]] and [s.metadata["row"] for s in s1] == [0, 0]
+    # 2 prompts per step, min_share 0.5 (1 group): group 1 (1 and 1 tokens) ends step 1 after one
+    # round; group 0 (12 and 1 tokens) carries over at 4 of 12
+    eng, buf = FakeEngine([12, 1, 1, 1, 1, 1, 1, 1]), PartialBuffer(group_size=2, max_new_tokens=MAX)
+    s1, st1 = partial_rollout_groups(eng, buf, _prompts(2), 2, version=0, chunk=4, min_share=0.5, max_lag=1)
+    assert eng.calls == [[0, 0, 0, 0]] and [s.metadata["row"] for s in s1] == [1, 1] and st1.in_flight_groups == 1
+    # version 1: group 0 (started at 0) has lag 1 = max_lag: the step goes on until it is done (4 -> 8
+    # -> 12) although new groups 2 and 3 complete in round 1; the oldest two train, group 3 waits
+    s2, st2 = partial_rollout_groups(eng, buf, _prompts(2, start=2), 2, version=1, chunk=4, min_share=0.5, max_lag=1)
+    assert eng.calls[1:] == [[4, 0, 0, 0, 0], [8]] and st2.rounds == 2
+    assert [s.metadata["row"] for s in s2] == [0, 0, 2, 2] and st2.in_flight_groups == 0
+    assert s2[0].token_versions == [0] * 4 + [1] * 8
+    # without the bound the same step stops after round 1 with group 0 still in flight
+    eng, buf = FakeEngine([12, 1, 1, 1, 1, 1, 1, 1]), PartialBuffer(group_size=2, max_new_tokens=MAX)
+    partial_rollout_groups(eng, buf, _prompts(2), 2, version=0, chunk=4, min_share=0.5, max_lag=None)
+    s2, st2 = partial_rollout_groups(eng, buf, _prompts(2, start=2), 2, version=1, chunk=4, min_share=0.5, max_lag=None)
+    assert st2.rounds == 1 and [s.metadata["row"] for s in s2] == [2, 2, 3, 3] and st2.in_flight_groups == 1
+    assert buf.overdue(2, 1) == [0] and buf.overdue(2, 3) == [] and buf.overdue(2, None) == []
+
+
 def test_stale_tokens_are_counted_and_masked_by_version():
     a = Sample(prompt_ids=[1], response_ids=[1, 2, 3, 4], group_id=0, token_versions=[3, 3, 4, 5], policy_version=5)
     b = Sample(prompt_ids=[1], response_ids=[1, 2], group_id=0, policy_version=5)

@@ -439,10 +439,14 @@ def test_async_k0_is_never_faster_than_k1(tmp_path, over, bound):
     (4, {"parallel.rollout_ranks": 0}, r"rollout.mode=async with parallel.rollout_ranks=0: async rollout needs "
                                        r"ranks of its own"),
     (4, {"rollout.mode": "sync"}, r"rollout.mode=sync with parallel.rollout_ranks=2: .*only async uses them"),
-    (4, {"parallel.rollout_tensor": 2}, r"parallel.rollout_tensor must be 1 \(got 2\)"),
+    (4, {"parallel.rollout_ranks": 3, "parallel.rollout_tensor": 2}, r"parallel.rollout_ranks \(3\) must be a "
+                                                                     r"multiple of parallel.rollout_tensor \(2\)"),
     (4, {"parallel.rollout_ranks": 4}, r"parallel.rollout_ranks=4 needs at least 5 GPUs \(got a world of 4\)"),
     (4, {"parallel.rollout_ranks": 3}, r"data.prompts_per_step \(8\) must be a multiple of the number of rollout "
-                                       r"ranks \(parallel.rollout_ranks\) \(3\)"),
+                                       r"engines \(parallel.rollout_ranks / parallel.rollout_tensor\) \(3\)"),
+    (8, {"parallel.rollout_ranks": 6, "parallel.rollout_tensor": 2},
+     r"data.prompts_per_step \(8\) must be a multiple of the number of rollout engines \(parallel.rollout_ranks / "
+     r"parallel.rollout_tensor\) \(3\)"),
     (8, {}, r"data.prompts_per_step \(8\) must be a multiple of the trainer data-parallel size \(6\)"),
     (8, {"parallel.tensor": 4}, r"trainer ranks \(world 8 - parallel.rollout_ranks 2 = 6\): world size \(6\) must "
                                 r"be a multiple of parallel.tensor"),
@@ -460,6 +464,116 @@ def test_async_trainer_layout_is_over_world_minus_rollout_ranks(tmp_path):
     assert plan.step_time.colocated is None
     assert plan.step_time.colocated_note == ("not possible: data.prompts_per_step (6) must be a multiple of the "
                                              "trainer data-parallel size (4)")
+
+
+# SMALL's engine weights on one GPU at rollout TP t (bf16): the 4 layers' matrices (589_824 each) and the
+# embedding + output layer (2 x 256_000) split over t, the norm weights (4 x 2 x 256 + 256) on every GPU.
+W_TP1 = 2 * (4 * 589_824 + 2 * 256_000 + 4 * 512 + 256)          # 5_747_200: the whole model
+W_TP2 = 2 * (4 * 589_824 // 2 + 256_000 + 4 * 512 + 256)          # 2_875_904
+
+
+def test_async_rollout_tensor_2_by_hand(tmp_path):
+    """World 4 = 2 trainer GPUs + 1 engine of TP 2 on GPUs 2..3: each rollout GPU holds half the split
+    weights and half the KV heads; the step's 32 samples all go to the one engine."""
+    from r1mega.plan.report import format_plan, plan_to_dict
+
+    GiB, MiB = 1 << 30, 1 << 20
+    _, tp1 = _make(tmp_path, 4)
+    cfg, plan = _make(tmp_path, 4, **{"parallel.rollout_tensor": 2})
+    lay = plan.layout
+    assert (plan.world_size, lay.world_size, lay.data, lay.rollout_data, lay.rollout_tensor) == (4, 2, 2, 1, 2)
+    # per rollout GPU: half of TP 1's weights, plus half the replicated norm weights (whole on both GPUs)
+    assert W_TP1 == 5_747_200 and W_TP2 == 2_875_904 == W_TP1 // 2 + (4 * 512 + 256) * 2 // 2
+    assert tp1.rollout_gpu.info["engine_weights"] == pytest.approx(W_TP1)
+    rg = plan.rollout_gpu
+    eng_act = 16384 * 2 * (4 * 256 + 3 * 512 / 2) + 1024 * 1000 * 4 * 3        # MLP width / 2; sampler whole
+    kv = 0.5 * 80 * GiB - W_TP2 - eng_act
+    rby = {it.key: it.bytes("rollout") for it in rg.items}
+    assert rby == pytest.approx({"vllm_weights": W_TP2, "vllm_activations": eng_act, "kv_cache": kv,
+                                 "sync_buckets": 2 * 64 * MiB, "reserve": 4 * GiB})
+    kv_tok = 2 * 2 * 32 * 4 * 2                                 # K, V x 2 of the 4 KV heads x d 32 x 4 layers
+    assert rg.info["kv_bytes_per_token"] == kv_tok == tp1.rollout_gpu.info["kv_bytes_per_token"] / 2
+    assert rg.info["kv_tokens"] == pytest.approx(kv / kv_tok)   # per engine: every GPU holds its heads of a token
+    assert plan.fits
+    # step time: 1 engine of TP 2 gets all B = 32 sequences, at once
+    N = 4 * 589_824 + 4 * 512 + 256 + 256_000
+    attn = lambda c: 2 * 4 * 8 * (32 + 32) * c                                    # noqa: E731
+    g = plan.step_time.generate
+    assert (g.engines, g.tensor, g.per_engine, g.concurrent, g.waves) == (1, 2, 32, 32, 1)
+    assert g.kv_tokens == pytest.approx(kv / kv_tok)
+    assert g.prefill == pytest.approx(32 * 256 * (2 * N + attn(128)) / (2 * 1e12))
+    read = W_TP2 + 32 * (256 + 128) * kv_tok                                      # one GPU's weights + KV
+    assert read / 1e11 > 2 * N * 32 / (2 * 1e12)                                  # memory bound
+    assert g.decode == pytest.approx(256 * read / 1e11)
+    assert plan.step_time.transfer == pytest.approx(2 * plan.counts.total / 100e9)  # every rank gets the whole model
+    c = plan.step_time.colocated                                 # the same 4 GPUs colocated: 2 engines of TP 2
+    assert (c.generate.engines, c.generate.tensor, c.generate.per_engine) == (2, 2, 16)
+    out = format_plan(plan, cfg)
+    for text in ("1 vLLM engine(s) x TP 2 on GPUs 2..3 of their own", "vLLM weights (TP 2, bfloat16)",
+                 "2 GPU(s), one TP-2 shard of an engine each (1 engine(s)), no trainer state",
+                 "1 engine(s) x TP 2, 32 sequences each"):
+        assert text in out, text
+    d = json.loads(json.dumps(plan_to_dict(plan, cfg)))
+    assert (d["layout"]["rollout_data"], d["step_time"]["engines"], d["step_time"]["engine_tensor"]) == (1, 1, 2)
+
+
+def test_async_two_engines_of_tp_2(tmp_path):
+    """World 6 = 2 trainer GPUs + 4 rollout GPUs = 2 engines of TP 2 (GPUs 2..3 and 4..5), 16 sequences each;
+    per rollout GPU the same shard as one engine of TP 2. On nodes of 3 GPUs the first engine spans two."""
+    from r1mega.plan.report import format_plan
+
+    cfg, plan = _make(tmp_path, 6, **{"parallel.rollout_ranks": 4, "parallel.rollout_tensor": 2})
+    assert (plan.world_size, plan.layout.world_size, plan.layout.rollout_data) == (6, 2, 2)
+    rg = plan.rollout_gpu
+    assert rg.info["engine_weights"] == pytest.approx(W_TP2)
+    N = 4 * 589_824 + 4 * 512 + 256 + 256_000
+    attn = lambda c: 2 * 4 * 8 * (32 + 32) * c                                    # noqa: E731
+    g = plan.step_time.generate
+    assert (g.engines, g.tensor, g.per_engine, g.concurrent, g.waves) == (2, 2, 16, 16, 1)
+    assert g.prefill == pytest.approx(16 * 256 * (2 * N + attn(128)) / (2 * 1e12))
+    assert g.decode == pytest.approx(256 * (W_TP2 + 16 * (256 + 128) * 1024) / 1e11)
+    out = format_plan(plan, cfg)
+    assert "2 vLLM engine(s) x TP 2 on GPUs 2..5 of their own" in out
+    assert "4 GPU(s), one TP-2 shard of an engine each (2 engine(s))" in out
+    cfg, plan = _make(tmp_path, 6, gpus_per_node=3, **{"parallel.rollout_ranks": 4, "parallel.rollout_tensor": 2})
+    assert "2 vLLM engine(s) x TP 2 (1 of them span nodes) on GPUs 2..5" in format_plan(plan, cfg)
+
+
+def test_validate_layout_refuses_rollout_ranks_not_a_multiple_of_rollout_tensor(tmp_path):
+    """The plan's own check (Config.validate refuses it too, before): R = 3 rollout ranks do not split into
+    engines of TP 2."""
+    import dataclasses
+
+    from r1mega.plan.cli import validate_layout
+
+    cfg, plan = _make(tmp_path, 6, **{"parallel.rollout_ranks": 4, "parallel.rollout_tensor": 2})
+    bad = dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel, rollout_ranks=3))
+    with pytest.raises(ConfigError, match=r"parallel.rollout_ranks \(3\) must be a multiple of "
+                                          r"parallel.rollout_tensor \(2\)"):
+        validate_layout(bad, plan.spec, 6)
+
+
+@pytest.mark.parametrize("ranks, tensor, knob", [
+    (2, 1, "parallel.rollout_tensor=2 (engine weights"),
+    (2, 2, "parallel.rollout_tensor=4 and parallel.rollout_ranks=4 (a multiple of it) (engine weights"),
+    (8, 8, None),                                                 # TP 16 does not split SMALL's 8 heads
+])
+def test_rollout_gpu_too_small_suggests_a_larger_rollout_tensor(ranks, tensor, knob):
+    """A 16 MiB GPU: SMALL's engine shard needs more than the 0.87 it leaves (2 MiB buckets, no reserve): at TP 8
+    vLLM's activation peak alone is 8192 x 2 x (4 x 256 + 3 x 512 / 8) + 256 x 1000 x 12 bytes = 21.9 MiB."""
+    from r1mega.config import load_config
+    from r1mega.plan.rollout_gpu import plan_rollout_gpu
+
+    opts = {**SMALL_ASYNC, "rollout.sync_bucket_mb": 1, "parallel.rollout_ranks": ranks,
+            "parallel.rollout_tensor": tensor}
+    cfg = load_config(None, [f"{k}={v}" for k, v in opts.items()])
+    spec = read_hf_config(SMALL)
+    rg = plan_rollout_gpu(cfg, spec, param_counts(spec), gpu_bytes=16 * (1 << 20), reserve_bytes=0)
+    assert rg.info["max_util"] == 0.87                              # floor((16 - 2) / 16, 2)
+    (msg,) = rg.problems
+    assert msg.startswith(f"the engine (TP {tensor}: ") and "rollout_tensor=1" not in msg
+    assert msg.endswith("a GPU with more memory, or a smaller model")
+    assert (knob in msg) if knob else ("parallel.rollout_tensor=" not in msg)
 
 
 def test_colocated_sync_paths():

@@ -24,7 +24,7 @@ the training reward, response lengths and the ``partial/*`` metrics. Per seed: t
 partial (above 1: partial is faster); over seeds: mean, min and max. Written to
 OUT/partial_rollout.json and OUT/partial_rollout.md with the machine and the command.
 
-  python tools/bench_partial.py --min-groups 0.75 --out benchmarks/results   # seeds 0 1 2, ~8 min
+  python tools/bench_partial.py --min-groups 0.75 --out benchmarks/results   # seeds 0-5, ~8 min
   python tools/bench_partial.py --smoke --out /tmp/bench                      # the test's run, ~1 min
 
 The runs' directories (configs, logs, metrics) are under ``--work`` (default runs/bench_partial);
@@ -217,6 +217,7 @@ def summarize_run(run_dir: str, warmup: int, prompts_per_step: int) -> dict:
             "warmup_step_s": [r["time/step"] for r in steps[:warmup]],
             "all_steps_s": sum(r["time/step"] for r in steps), "tokens_per_s": mean_of("perf/tokens_per_s"),
             "pass@1_before": before.get("eval/pass@1"), "pass@1_after": after.get("eval/pass@1"),
+            "reward_before": before.get("eval/reward"), "reward_after": after.get("eval/reward"),
             "reward_first": steps[0].get("reward/mean"), "reward_last3": mean_of("reward/mean", steps[-3:]),
             "response_len_mean": mean_of("response/len_mean", steps),
             "response_len_max": max((r["response/len_max"] for r in steps if "response/len_max" in r), default=None),
@@ -228,9 +229,27 @@ def spread(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
 
 
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086}
+"""Student's t, two-sided 95% (the 0.975 quantile), by degrees of freedom."""
+
+
+def paired_difference(a: list[float], b: list[float]) -> dict:
+    """The mean of b - a over paired runs (one pair per seed: same base, same seed) with its 95%
+    confidence interval (Student's t over the pairs; above 20 pairs, 1.96). ``within_noise``: the
+    interval holds 0, i.e. the pairs do not tell the two apart at 95%. Needs at least 2 pairs."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"a paired difference needs >= 2 pairs of the same length (got {len(a)} and {len(b)})")
+    d = [y - x for x, y in zip(a, b)]
+    mean, se = statistics.fmean(d), statistics.stdev(d) / math.sqrt(len(d))
+    half = T975.get(len(d) - 1, 1.96) * se
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "pairs": len(d), "within_noise": mean - half <= 0 <= mean + half}
+
+
 def compare(per_seed: dict) -> dict:
     """Per seed the ratios sync / partial of step, rollout and per-trained-group time, and the
-    pass@1 after RL of both; over seeds their mean, min and max."""
+    held-out pass@1 and reward after RL of both; over seeds their mean, min and max, and the paired
+    differences partial - sync of the held-out numbers (:func:`paired_difference`)."""
     rows = {}
     for seed, runs in per_seed.items():
         sy, pa = runs["sync"], runs["partial"]
@@ -240,9 +259,17 @@ def compare(per_seed: dict) -> dict:
                       "all_steps_ratio": sy["all_steps_s"] / pa["all_steps_s"],
                       "pass@1_before": sy["pass@1_before"],
                       "pass@1_after_sync": sy["pass@1_after"], "pass@1_after_partial": pa["pass@1_after"],
-                      "reward_last3_sync": sy["reward_last3"], "reward_last3_partial": pa["reward_last3"]}
+                      "reward_last3_sync": sy["reward_last3"], "reward_last3_partial": pa["reward_last3"],
+                      "reward_before": sy["reward_before"],
+                      "reward_after_sync": sy["reward_after"], "reward_after_partial": pa["reward_after"]}
     keys = [k for k in next(iter(rows.values())) if all(r[k] is not None for r in rows.values())]
-    return {"per_seed": rows, "over_seeds": {k: spread([r[k] for r in rows.values()]) for k in keys}}
+    diffs = {}
+    for metric in ("pass@1", "reward"):
+        sy, pa = f"{metric}_after_sync", f"{metric}_after_partial"
+        if len(rows) >= 2 and sy in keys and pa in keys:
+            diffs[metric] = paired_difference([r[sy] for r in rows.values()], [r[pa] for r in rows.values()])
+    return {"per_seed": rows, "over_seeds": {k: spread([r[k] for r in rows.values()]) for k in keys},
+            "held_out_difference": diffs}
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -267,22 +294,36 @@ def markdown(result: dict) -> str:
              f"p99 {base['p99']:.0f}, max {base['max']}, at the limit {_pct(base['at_limit'])}; by length: "
              + ", ".join(f"{k} {_pct(v)}" for k, v in base["histogram"].items())
              + f". The base's accuracy {_pct(base['accuracy'])}, format {_pct(base['format'])}.", "",
-             "| seed | step s sync | step s partial | step ratio | rollout ratio | per-group ratio | pass@1 base "
-             "| pass@1 after sync | pass@1 after partial |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| seed | step s sync | step s partial | step ratio | rollout ratio | per-group ratio |",
+             "|---:|---:|---:|---:|---:|---:|"]
     for seed, r in c["per_seed"].items():
         lines.append(f"| {seed} | {r['step_s_sync']:.2f} | {r['step_s_partial']:.2f} | {r['step_ratio']:.2f} | "
-                     f"{r['rollout_ratio']:.2f} | {r['group_ratio']:.2f} | {_pct(r['pass@1_before'])} | "
-                     f"{_pct(r['pass@1_after_sync'])} | {_pct(r['pass@1_after_partial'])} |")
+                     f"{r['rollout_ratio']:.2f} | {r['group_ratio']:.2f} |")
 
     def cell(k, fmt):
         return f"{fmt(o[k]['mean'])} [{fmt(o[k]['min'])}, {fmt(o[k]['max'])}]" if k in o else "n/a"
 
     f2, pct = (lambda x: f"{x:.2f}"), _pct
     lines.append(f"| mean [min, max] | {cell('step_s_sync', f2)} | {cell('step_s_partial', f2)} | "
-                 f"{cell('step_ratio', f2)} | {cell('rollout_ratio', f2)} | {cell('group_ratio', f2)} | "
-                 f"{cell('pass@1_before', pct)} | {cell('pass@1_after_sync', pct)} | "
-                 f"{cell('pass@1_after_partial', pct)} |")
+                 f"{cell('step_ratio', f2)} | {cell('rollout_ratio', f2)} | {cell('group_ratio', f2)} |")
+    lines += ["", "Held-out after RL (`eval/reward`: the training reward, accuracy + format, on the held-out "
+              "prompts; `eval/pass@1`: accuracy), per seed and the paired difference partial - sync with its 95% "
+              "confidence interval over seeds (Student's t):", "",
+              "| seed | reward base | reward sync | reward partial | pass@1 base | pass@1 sync | pass@1 partial |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    num = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    for seed, r in c["per_seed"].items():
+        lines.append(f"| {seed} | {num(r.get('reward_before'))} | {num(r.get('reward_after_sync'))} | "
+                     f"{num(r.get('reward_after_partial'))} | {_pct(r['pass@1_before'])} | "
+                     f"{_pct(r['pass@1_after_sync'])} | {_pct(r['pass@1_after_partial'])} |")
+    lines.append(f"| mean [min, max] | {cell('reward_before', num)} | {cell('reward_after_sync', num)} | "
+                 f"{cell('reward_after_partial', num)} | {cell('pass@1_before', pct)} | "
+                 f"{cell('pass@1_after_sync', pct)} | {cell('pass@1_after_partial', pct)} |")
+    for metric, d in c.get("held_out_difference", {}).items():
+        fmt = pct if metric == "pass@1" else (lambda x: f"{x:+.3f}")
+        verdict = "within noise (the interval holds 0)" if d["within_noise"] else "**not within noise**"
+        lines.append(f"\nHeld-out {metric}, partial - sync: {fmt(d['mean'])} [{fmt(d['lo'])}, {fmt(d['hi'])}] "
+                     f"over {d['pairs']} seeds: {verdict}.")
     lines += ["", "| seed | mode | step s | rollout s | groups/step | s per group | warm-up step s | reward first "
               "-> last 3 | response len mean | len max | tokens/s | run wall s | partial metrics (means per step) |",
               "|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
@@ -314,7 +355,8 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"),
                    help="where partial_rollout.json and partial_rollout.md go")
     p.add_argument("--work", default=os.path.join(REPO, "runs", "bench_partial"), help="runs, configs and logs")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="RL seeds (run.seed and rollout.seed)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5],
+                   help="RL seeds (run.seed and rollout.seed); the held-out comparison is paired over them")
     p.add_argument("--base-seed", type=int, default=0, help="seed of the data and the base model (built once)")
     p.add_argument("--chunk", type=int, default=32, help="rollout.partial_chunk of the partial runs")
     p.add_argument("--min-groups", type=float, default=None,

@@ -67,9 +67,10 @@ class Config:
                               f"async rollout needs ranks of its own (parallel.rollout_ranks >= 1), and only async "
                               f"uses them")
         if async_mode:
-            if self.parallel.rollout_tensor != 1:
-                raise ConfigError(f"rollout.mode=async runs one engine per rollout rank: parallel.rollout_tensor must "
-                                  f"be 1 (got {self.parallel.rollout_tensor})")
+            if self.parallel.rollout_ranks % self.parallel.rollout_tensor:
+                raise ConfigError(f"rollout.mode=async splits the rollout ranks into engines of parallel.rollout_tensor "
+                                  f"ranks: parallel.rollout_ranks ({self.parallel.rollout_ranks}) must be a multiple of "
+                                  f"parallel.rollout_tensor ({self.parallel.rollout_tensor})")
             if self.data.eval:
                 raise ConfigError(f"rollout.mode=async does not evaluate (the trainer ranks hold no engine): set "
                                   f"data.eval=null (got {self.data.eval!r}) and evaluate the exported policy (run.export_hf) "
@@ -81,7 +82,8 @@ class Config:
                 arch = read_hf_config(self.model.hf_path)
                 check_trainable(arch)
             layout = _check_layout(self.parallel, world_size, arch)
-            engines = (("number of rollout ranks (parallel.rollout_ranks)", self.parallel.rollout_ranks) if async_mode
+            engines = (("number of rollout engines (parallel.rollout_ranks / parallel.rollout_tensor)",
+                        self.parallel.rollout_ranks // self.parallel.rollout_tensor) if async_mode
                        else ("number of rollout engines (world / parallel.rollout_tensor)", layout.rollout_data))
             for what, dp in (("trainer data-parallel size", layout.data), engines):
                 if self.data.prompts_per_step % dp:

@@ -5,7 +5,10 @@ Prompts are split over the rollout engines (data parallel); each engine samples 
 share as training does (:mod:`r1mega.rollout.groups`: the first TP rank scores with the
 configured rule rewards), and a response counts as correct by its row's own correctness reward
 (:mod:`r1mega.rewards.correctness`: accuracy for math, code for rows with tests, countdown);
-per-prompt results are gathered so every rank returns the same metrics. A response whose reward
+per-prompt results are gathered so every rank returns the same metrics. ``reward`` is the held-out
+training reward: ``reward.weights``' weighted sum of the rule rewards, as training scores it (a
+reward model's score is not in it: the engine ranks hold no reward model), with each weighted
+rule reward's own mean as ``reward/<name>``. A response whose reward
 failed (a sandbox that could not start, a scorer timeout) is not correct and is counted in
 ``scoring_errors``: the report flags such a number instead of passing it off as the model's.
 """
@@ -25,6 +28,12 @@ if TYPE_CHECKING:
 def _pred(sample) -> str | None:
     info = sample.metadata.get("reward_info", {}).get("accuracy", {})
     return info.get("pred") if isinstance(info, dict) else None
+
+
+def _reward_parts(sample, names) -> dict[str, float]:
+    """The sample's score of each rule reward in ``names`` (its breakdown's numbers)."""
+    b = sample.reward_breakdown
+    return {k: float(b[k]) for k in names if isinstance(b.get(k), (int, float)) and not isinstance(b.get(k), bool)}
 
 
 def _unscored(sample) -> bool:
@@ -62,6 +71,7 @@ def evaluate_engine(engine: RolloutEngine, records: list[PromptRecord], cfg: Con
         reward_cfg = replace(cfg.reward, weights=with_correctness_rewards(cfg.reward.weights,
                                                                           [r.metadata for r in mine]))
         score_groups(engine, sampled + greedy, reward_cfg)
+        weighted = [k for k, w in cfg.reward.weights.items() if w]  # the training reward's parts
         if engine.tp_rank == 0:  # the scored copy
             for i, rec in enumerate(mine):
                 group = [s for s in sampled if s.group_id == i]
@@ -70,7 +80,9 @@ def evaluate_engine(engine: RolloutEngine, records: list[PromptRecord], cfg: Con
                     correct=[_correct(s) for s in group], answers=[_pred(s) for s in group], reference=rec.answer,
                     response_lens=[len(s.response_ids) for s in group],
                     greedy_correct=_correct(g[0]) if g else None,
-                    scoring_errors=sum(map(_unscored, group + g))))
+                    scoring_errors=sum(map(_unscored, group + g)),
+                    rewards=[float(s.reward) for s in group],
+                    reward_parts=[_reward_parts(s, weighted) for s in group]))
     results = gather_groups(engine, results)
     if not results:
         return {}

@@ -94,6 +94,10 @@ class PromptResult:
     scoring_errors: int = 0
     """Responses (sampled or greedy) whose reward failed or timed out (e.g. the code sandbox could
     not start): counted as not correct, and reported, since such a number is not the model's."""
+    rewards: list[float] | None = None
+    """Per sample: the training reward (``reward.weights``' weighted sum of the rule rewards)."""
+    reward_parts: list[dict[str, float]] | None = None
+    """Per sample: each weighted rule reward's own (unweighted) score, by name."""
 
 
 def summarize(results: Sequence[PromptResult],
@@ -101,8 +105,10 @@ def summarize(results: Sequence[PromptResult],
     """Aggregate metrics: ``prompts``, ``samples``, ``k`` (fewest samples of any prompt), ``pass@1``
     (mean), ``pass@k`` (unbiased, at that k), ``cons@k`` (over prompts with answers and a
     reference; also as ``maj@k``, its former name), ``greedy_acc`` (over prompts with a greedy
-    result), ``mean_response_len`` and ``scoring_errors`` (responses whose reward failed: a count,
-    always present); a metric with no data is left out."""
+    result), ``mean_response_len``, ``scoring_errors`` (responses whose reward failed: a count,
+    always present), ``reward`` (the held-out training reward: per prompt the mean over its samples,
+    then the mean over prompts, as pass@1) and ``reward/<name>`` (each rule reward's score, the same
+    way); a metric with no data is left out."""
     if not results:
         raise ValueError("summarize needs at least one prompt result")
     k = min(len(r.correct) for r in results)
@@ -125,4 +131,12 @@ def summarize(results: Sequence[PromptResult],
     if lens:
         out["mean_response_len"] = sum(lens) / len(lens)
     out["scoring_errors"] = sum(r.scoring_errors for r in results)
+    scored = [r.rewards for r in results if r.rewards]
+    if scored:
+        out["reward"] = sum(sum(rs) / len(rs) for rs in scored) / len(scored)
+    parts = [r.reward_parts for r in results if r.reward_parts]
+    for name in sorted({k for ps in parts for p in ps for k in p}):
+        per_prompt = [[p[name] for p in ps if name in p] for ps in parts]
+        per_prompt = [v for v in per_prompt if v]
+        out[f"reward/{name}"] = sum(sum(v) / len(v) for v in per_prompt) / len(per_prompt)
     return out

@@ -7,9 +7,10 @@
 
 Each row holds :func:`r1mega.eval.metrics.summarize`'s metrics of one benchmark (cons@k: the
 majority vote over answers grouped by the verifier's equivalence). The ``all`` row pools the
-prompts of every benchmark: pass@1, cons@k, pass@k and the greedy accuracy are means over
-prompts, so pooling weighs each benchmark by its prompt count; the mean length is weighed by
-samples. Rates print as percentages with one decimal, a missing one as ``-``.
+prompts of every benchmark: pass@1, cons@k, pass@k, the greedy accuracy and the held-out reward
+(``reward``, ``reward/<name>``: in the JSON, not the table) are means over prompts, so pooling
+weighs each benchmark by its prompt count; the mean length is weighed by samples. Rates print as
+percentages with one decimal, a missing one as ``-``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def pool(per_benchmark: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     ks = {m["k"] for m in rows}
     if len(ks) == 1:
         out["k"] = ks.pop()
-    for key in ("pass@1", "cons@k", "maj@k", "pass@k", "greedy_acc"):
+    parts = sorted({k for m in rows for k in m if k.startswith("reward/")})
+    for key in ("pass@1", "cons@k", "maj@k", "pass@k", "greedy_acc", "reward", *parts):
         have = [m for m in rows if key in m]
         if len(have) == len(rows):
             out[key] = sum(m[key] * m["prompts"] for m in have) / out["prompts"]

@@ -108,7 +108,9 @@ def check_layout(p: ParallelConfig, world_size: int, arch=None, num_experts: int
         raise ConfigError(
             f"parallel.expert ({p.expert}) x expert tensor ({etp}) must divide world size / pipeline "
             f"({world_size} / {p.pipeline} = {world_size // p.pipeline})")
-    if world_size % p.rollout_tensor:
+    # colocated engines span the world; async ones span the rollout ranks (r1mega.config checks those)
+    rollout_world = p.rollout_ranks or world_size
+    if rollout_world % p.rollout_tensor:
         raise ConfigError(f"parallel.rollout_tensor ({p.rollout_tensor}) must divide the world size ({world_size})")
     vocab = 0
     if arch is not None:
@@ -140,7 +142,7 @@ def check_layout(p: ParallelConfig, world_size: int, arch=None, num_experts: int
     return Layout(world_size=world_size, tensor=p.tensor, pipeline=p.pipeline, virtual_pipeline=p.virtual_pipeline,
                   context=p.context, data=data, expert=p.expert, expert_tensor=etp,
                   sequence_parallel=p.sequence_parallel, rollout_tensor=p.rollout_tensor,
-                  rollout_data=world_size // p.rollout_tensor, padded_vocab_size=vocab,
+                  rollout_data=rollout_world // p.rollout_tensor, padded_vocab_size=vocab,
                   first_stage_layers=p.first_stage_layers, last_stage_layers=p.last_stage_layers)
 
 

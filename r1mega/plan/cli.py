@@ -5,8 +5,9 @@
 
 No GPU, torch or model weights needed: the model comes from its ``config.json``
 (``model.hf_path`` or ``--hf-config``). With ``rollout.mode=async parallel.rollout_ranks=R`` the
-last R GPUs only generate: the trainer's layout is over the other world - R, both kinds of GPU
-are planned, and the step time is shown beside the colocated layout's on the same GPUs. Exit
+last R GPUs only generate (R / ``parallel.rollout_tensor`` engines of that many consecutive GPUs
+each): the trainer's layout is over the other world - R, both kinds of GPU are planned, and the
+step time is shown beside the colocated layout's on the same GPUs. Exit
 status 0 whether or not the plan fits (the verdict says); a broken layout is a config error
 (exit 2 through ``r1mega.cli.main``).
 """
@@ -51,13 +52,17 @@ def validate_layout(cfg, spec, world_size: int):
     """r1mega.parallel.layout.check_layout (sizes against the world and the model), and the
     prompts of a step split evenly over trainer and rollout data-parallel ranks (Config.validate's
     rules). Async (``parallel.rollout_ranks`` R > 0): the trainer's layout is over world - R ranks
-    and the R rollout ranks run one engine each (the returned layout's ``rollout_data``)."""
+    and the R rollout ranks run R / ``parallel.rollout_tensor`` engines (the returned layout's
+    ``rollout_data``)."""
     from r1mega.parallel.layout import check_layout
 
-    R = cfg.parallel.rollout_ranks
+    R, t = cfg.parallel.rollout_ranks, cfg.parallel.rollout_tensor
     if R and world_size <= R:
         raise ConfigError(f"rollout.mode=async with parallel.rollout_ranks={R} needs at least {R + 1} GPUs (got a "
                           f"world of {world_size}): the first world - {R} ranks train")
+    if R % t:
+        raise ConfigError(f"rollout.mode=async splits the rollout ranks into engines of parallel.rollout_tensor "
+                          f"ranks: parallel.rollout_ranks ({R}) must be a multiple of parallel.rollout_tensor ({t})")
     try:
         layout = check_layout(cfg.parallel, world_size - R, spec)
     except ConfigError as e:
@@ -65,11 +70,9 @@ def validate_layout(cfg, spec, world_size: int):
             raise
         raise ConfigError(f"trainer ranks (world {world_size} - parallel.rollout_ranks {R} = {world_size - R}): "
                           f"{e}") from None
-    if R:
-        layout = dataclasses.replace(layout, rollout_data=R)
-    engines = (("number of rollout ranks (parallel.rollout_ranks)", R) if R
-               else ("number of rollout engines (world / parallel.rollout_tensor)", layout.rollout_data))
-    for what, dp in (("trainer data-parallel size", layout.data), engines):
+    engines = ("number of rollout engines (parallel.rollout_ranks / parallel.rollout_tensor)" if R
+               else "number of rollout engines (world / parallel.rollout_tensor)")
+    for what, dp in (("trainer data-parallel size", layout.data), (engines, layout.rollout_data)):
         if cfg.data.prompts_per_step % dp:
             raise ConfigError(f"data.prompts_per_step ({cfg.data.prompts_per_step}) must be a multiple of the {what} "
                               f"({dp})")

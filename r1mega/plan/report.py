@@ -41,8 +41,12 @@ def layout_rows(plan: MemoryPlan, cfg) -> list[tuple[str, str]]:
         rows.append(("experts", f"EP {lay.expert} x expert-TP {lay.expert_tensor}, expert-DP {edp}; "
                                 f"{s.num_experts // lay.expert} of {s.num_experts} experts per GPU per MoE layer"))
     if R:
-        rows.append(("rollout", f"{R} vLLM engine(s) x TP 1 on GPUs {lay.world_size}..{plan.world_size - 1} of their "
-                                f"own (rollout.mode=async, max_staleness {cfg.rollout.max_staleness})"))
+        t, engines = lay.rollout_tensor, R // lay.rollout_tensor
+        crossing = _engines_across_nodes(lay.world_size, engines, t, plan.gpus_per_node)
+        span = f" ({crossing} of them span nodes)" if crossing else ""
+        rows.append(("rollout", f"{engines} vLLM engine(s) x TP {t}{span} on GPUs {lay.world_size}.."
+                                f"{plan.world_size - 1} of their own (rollout.mode=async, max_staleness "
+                                f"{cfg.rollout.max_staleness})"))
     else:
         nodes = -(-lay.rollout_tensor // plan.gpus_per_node)
         span = f" ({nodes} nodes each)" if nodes > 1 else ""
@@ -52,6 +56,13 @@ def layout_rows(plan: MemoryPlan, cfg) -> list[tuple[str, str]]:
         layers = plan.params.layers
         rows.append(("shown", f"pipeline rank {plan.pipeline_rank} (highest peak): layers {layers[0]}..{layers[-1]}"))
     return rows
+
+
+def _engines_across_nodes(first: int, engines: int, tensor: int, gpus_per_node: int) -> int:
+    """How many of the async engines (``tensor`` consecutive GPUs each, from GPU ``first`` on)
+    have GPUs on more than one node."""
+    return sum((first + e * tensor) // gpus_per_node != (first + (e + 1) * tensor - 1) // gpus_per_node
+               for e in range(engines))
 
 
 def memory_table(items, totals: dict, gpu_bytes: float, phases=PHASES) -> list[str]:
@@ -69,12 +80,14 @@ def memory_table(items, totals: dict, gpu_bytes: float, phases=PHASES) -> list[s
 
 
 def rollout_gpu_lines(plan: MemoryPlan, cfg) -> list[str]:
-    rg = plan.rollout_gpu
-    out = ["", f"memory per rollout GPU (GiB): {cfg.parallel.rollout_ranks} GPU(s), one engine each, no trainer state"]
+    rg, R, t = plan.rollout_gpu, cfg.parallel.rollout_ranks, cfg.parallel.rollout_tensor
+    each = "one engine each" if t == 1 else f"one TP-{t} shard of an engine each ({R // t} engine(s))"
+    out = ["", f"memory per rollout GPU (GiB): {R} GPU(s), {each}, no trainer state"]
     out += memory_table(rg.items, {"rollout": rg.total}, rg.gpu_bytes, phases=("rollout",))
-    out.append(f"  KV cache: {rg.info['kv_bytes_per_token'] / 1024:.1f} KiB per token -> {rg.info['kv_tokens']:,.0f} "
-               f"tokens per engine (rollout.gpu_memory_utilization {cfg.rollout.gpu_memory_utilization:g}, as the "
-               f"engine is built; a dedicated GPU allows up to {rg.info['max_util']:.2f})")
+    out.append(f"  KV cache: {rg.info['kv_bytes_per_token'] / 1024:.1f} KiB per token per GPU -> "
+               f"{rg.info['kv_tokens']:,.0f} tokens per engine (rollout.gpu_memory_utilization "
+               f"{cfg.rollout.gpu_memory_utilization:g}, as the engine is built; a dedicated GPU allows up to "
+               f"{rg.info['max_util']:.2f})")
     return out
 
 

@@ -1,13 +1,19 @@
 """Memory of a dedicated rollout GPU (``rollout.mode=async``, one of the last ``parallel.rollout_ranks`` ranks).
 
-Pure Python. One vLLM engine of TP 1 per GPU and no trainer state. The engine is built as on a
-colocated rank (``r1mega.rollout.engine`` passes ``rollout.gpu_memory_utilization`` unchanged),
-so the plan assumes what the code does, not what the GPU could give:
+Pure Python. The R rollout GPUs run R / t vLLM engines of TP t = ``parallel.rollout_tensor``
+consecutive GPUs each; a GPU holds one TP shard of an engine and no trainer state. The engine is
+built as on a colocated rank (``r1mega.rollout.engine`` passes ``rollout.gpu_memory_utilization``
+unchanged), so the plan assumes what the code does, not what the GPU could give, and sizes the
+shard as :mod:`r1mega.plan.estimate` sizes a colocated engine's at rollout TP t:
 
-* vLLM's budget ``util x GPU``: the whole model's weights in ``model.dtype`` (TP 1: nothing
-  split), the activation peak of its profile run, and the KV cache = budget - weights - peak;
+* vLLM's budget ``util x GPU``: the engine's weights in ``model.dtype`` (the TP-split matrices
+  and the embedding / output layer / t, the norms and other vectors whole; TP 1: the whole
+  model), the activation peak of its profile run, and the KV cache = budget - weights - peak
+  (every GPU of an engine holds its KV heads of every token: tokens per engine = KV bytes /
+  KV bytes per token per GPU);
 * the weight transfer: a received flat bucket and the tensors loaded from it, ``2 x
-  rollout.sync_bucket_mb`` (outside vLLM's budget, like the colocated sync buckets);
+  rollout.sync_bucket_mb`` (outside vLLM's budget, like the colocated sync buckets; every rollout
+  rank receives whole tensors, whatever t);
 * ``--reserve-gb`` (CUDA context, NCCL, fragmentation).
 
 The rest of the GPU is idle. Nothing else lives there, so ``util`` may go up to
@@ -39,16 +45,19 @@ class RolloutGpuPlan:
 
 
 def plan_rollout_gpu(cfg, spec, counts, *, gpu_bytes: float, reserve_bytes: float) -> RolloutGpuPlan:
-    """The memory of one rollout GPU: engine weights + activation peak + KV cache (= util x GPU - both),
-    weight-transfer buckets, reserve; then its problems and notes."""
+    """The memory of one rollout GPU, holding one TP shard of an engine of TP t = ``parallel.rollout_tensor``:
+    engine weights / t + activation peak + KV cache (= util x GPU - both), weight-transfer buckets,
+    reserve; then its problems and notes."""
     b = DTYPE_BYTES[cfg.model.dtype]
+    t = cfg.parallel.rollout_tensor
     util = cfg.rollout.gpu_memory_utilization
-    w = engine_weight_bytes(spec, counts, 1, b)
-    act = engine_activation_bytes(spec, 1, b, gpu_bytes)
+    w = engine_weight_bytes(spec, counts, t, b)
+    act = engine_activation_bytes(spec, t, b, gpu_bytes)
     kv = util * gpu_bytes - w - act
-    kv_tok = kv_bytes_per_token(spec, 1, b)
+    kv_tok = kv_bytes_per_token(spec, t, b)
     bucket = cfg.rollout.sync_bucket_mb * (1 << 20)
-    items = [Item("vllm_weights", f"vLLM weights (TP 1, {cfg.model.dtype})", {"rollout": w}, "the whole policy"),
+    items = [Item("vllm_weights", f"vLLM weights (TP {t}, {cfg.model.dtype})", {"rollout": w},
+                  "the whole policy" if t == 1 else f"this GPU's TP shard of the policy (1 of {t})"),
              Item("vllm_activations", "vLLM activation peak", {"rollout": act}, "estimate of vLLM's profile run"),
              Item("kv_cache", "vLLM KV cache", {"rollout": max(kv, 0.0)},
                   f"gpu_memory_utilization {util:g} x GPU - weights - activation peak"),
@@ -59,24 +68,39 @@ def plan_rollout_gpu(cfg, spec, counts, *, gpu_bytes: float, reserve_bytes: floa
                 kv_tokens=max(kv, 0.0) / kv_tok, max_util=max_util,
                 kv_tokens_at_max_util=max(max_util * gpu_bytes - w - act, 0.0) / kv_tok)
     plan = RolloutGpuPlan(gpu_bytes, items, info)
-    _diagnose(plan, cfg)
+    _diagnose(plan, cfg, _larger_tensor_knob(cfg, spec, counts, w))
     return plan
 
 
-def _diagnose(plan: RolloutGpuPlan, cfg) -> None:
-    """The engine must hold one full-length sequence in ``util`` x GPU, and ``util`` x GPU plus
-    buckets and reserve must fit; a ``util`` well below what the GPU allows is a note."""
+def _larger_tensor_knob(cfg, spec, counts, weights: float) -> str | None:
+    """The knob that halves (about) the engine's weights on a rollout GPU: ``parallel.rollout_tensor``
+    2t, with ``parallel.rollout_ranks`` raised to a multiple of it where needed; None when 2t does
+    not split the model's heads (r1mega.parallel.layout.check_layout's rule)."""
+    t2, R = 2 * cfg.parallel.rollout_tensor, cfg.parallel.rollout_ranks
+    if spec.num_heads % t2 or (spec.num_kv_heads % t2 and t2 % spec.num_kv_heads):
+        return None
+    w2 = engine_weight_bytes(spec, counts, t2, DTYPE_BYTES[cfg.model.dtype])
+    ranks = f" and parallel.rollout_ranks={-(-R // t2) * t2} (a multiple of it)" if R % t2 else ""
+    return f"parallel.rollout_tensor={t2}{ranks} (engine weights {weights / GiB:.1f} -> {w2 / GiB:.1f} GiB per GPU)"
+
+
+def _diagnose(plan: RolloutGpuPlan, cfg, tensor_knob: str | None = None) -> None:
+    """The engine's shard must hold one full-length sequence in ``util`` x GPU, and ``util`` x GPU
+    plus buckets and reserve must fit; a ``util`` well below what the GPU allows is a note.
+    ``tensor_knob``: the larger rollout TP to suggest when the shard does not fit (None: none)."""
     G, info = plan.gpu_bytes, plan.info
+    t = cfg.parallel.rollout_tensor
     util = cfg.rollout.gpu_memory_utilization
     max_len = cfg.rollout.max_model_len or cfg.model.max_seq_len
     longest = cfg.data.max_prompt_len + cfg.rollout.max_new_tokens
     need_util = (info["engine_weights"] + info["engine_activations"] + max_len * info["kv_bytes_per_token"]) / G
     max_util = info["max_util"]          # floored to 2 decimals
     if need_util > max_util:
-        plan.problems.append(f"the engine (TP 1: the whole model on one GPU) needs >= {need_util:.2f} x GPU for its "
+        shard = "the whole model on one GPU" if t == 1 else f"its shard on each of {t} GPUs"
+        knobs = ([tensor_knob] if tensor_knob else []) + ["a GPU with more memory, or a smaller model"]
+        plan.problems.append(f"the engine (TP {t}: {shard}) needs >= {need_util:.2f} x GPU for its "
                              f"weights and one {max_len}-token sequence of KV cache, at most {max_util:.2f} is free: "
-                             f"a GPU with more memory, or a smaller model (rollout.mode=async needs "
-                             f"parallel.rollout_tensor=1)")
+                             + "; or ".join(knobs))
     elif util > max_util:
         plan.problems.append(f"needs {plan.total / GiB:.1f} GiB > GPU {G / GiB:.1f} GiB: lower "
                              f"rollout.gpu_memory_utilization to <= {max_util:.2f}")

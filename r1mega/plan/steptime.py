@@ -10,7 +10,9 @@ through (:func:`matmul_params`), A(c) = attention FLOPs of one token over c posi
   epochs x (3 + 1 if model.recompute) + 1 old-logprob forward (trainer.old_logprobs resolves to
   recompute) + 1 reference forward (algorithm.kl_coef > 0); forward + backward = 3 forwards
   (6N FLOPs per token, Kaplan et al. 2020, arXiv:2001.08361).
-* generate, on E engines of r GPUs with K KV-cache tokens each (:func:`generation`): an engine
+* generate, on E engines of r GPUs with K KV-cache tokens each (:func:`generation`; colocated:
+  E = world / r, async: E = R / r on the R = ``parallel.rollout_ranks`` GPUs, r =
+  ``parallel.rollout_tensor`` either way): an engine
   gets B_e = B / E sequences and runs C = min(B_e, max_num_seqs, floor(K / L)) at once, in
   W = ceil(B_e / C) waves. prefill = ``B_e S_p (2N + A(S_p/2)) / (r F)``; decode = ``W x S_r``
   steps of ``max(bytes / M, 2 N C / (r F))``, bytes = the engine's weights on one GPU + the KV
@@ -223,7 +225,8 @@ def step_time(cfg, spec, plan, hw: Hardware) -> StepTime:
     flops = train_flops(cfg, spec, counts)
     train = flops / (lay.world_size * hw.flops)
     if disaggregated(cfg):
-        gen = generation(cfg, spec, counts, engines=cfg.parallel.rollout_ranks, tensor=1,
+        t = cfg.parallel.rollout_tensor       # R / t engines of t rollout GPUs; kv_tokens is per engine
+        gen = generation(cfg, spec, counts, engines=cfg.parallel.rollout_ranks // t, tensor=t,
                          kv_tokens=plan.rollout_gpu.info["kv_tokens"], gpu_bytes=plan.gpu_bytes, hw=hw)
         sec, note = transfer_seconds(cfg, counts, world=plan.world_size, gpus_per_node=gpn, hw=hw)
         return StepTime("async", plan.world_size, gen, train, flops, lay.world_size, sec, note,

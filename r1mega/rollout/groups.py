@@ -124,12 +124,14 @@ class PartialStats:
 
 
 def partial_rollout_groups(engine: RolloutEngine, buffer: PartialBuffer, prompts: Sequence[PromptRecord], n: int, *,
-                           version: int, chunk: int, min_share: float) -> tuple[list[Sample], PartialStats]:
+                           version: int, chunk: int, min_share: float,
+                           max_lag: int | None = None) -> tuple[list[Sample], PartialStats]:
     """The RL step's partial rollout (r1mega.rollout.partial): this engine's new prompts join the
     buffer as ``n`` empty responses each; rounds of at most ``chunk`` new tokens per unfinished
-    response run (at least one) until ``min_share`` of ``len(prompts)`` groups are complete or
-    nothing is left to generate. Returns the oldest complete groups, at most ``len(prompts)``, with
-    step-local group ids (as :func:`rollout_groups` numbers them), and the step's statistics."""
+    response run (at least one) until ``min_share`` of ``len(prompts)`` groups are complete and no
+    group started ``max_lag`` or more versions ago is unfinished, or nothing is left to generate.
+    Returns the oldest complete groups, at most ``len(prompts)``, with step-local group ids (as
+    :func:`rollout_groups` numbers them), and the step's statistics."""
     quota = len(prompts)
     offset = engine.dp_rank * quota
     buffer.add_groups([Sample(prompt_ids=list(r.prompt_ids), response_ids=[], group_id=offset + i,
@@ -151,7 +153,7 @@ def partial_rollout_groups(engine: RolloutEngine, buffer: PartialBuffer, prompts
             buffer.update(key, i, extend(s, piece))
             stats.generated_tokens += len(piece.response_ids)
         stats.rounds += 1
-        if len(buffer.complete_keys()) >= need:
+        if len(buffer.complete_keys()) >= need and not buffer.overdue(version, max_lag):
             break
     engine.sleep()
     groups = buffer.pop_complete(limit=quota)

@@ -64,6 +64,12 @@ def extend(s: Sample, piece: Sample) -> Sample:
 
 
 
+def group_start(group: list[Sample]) -> int:
+    """The policy version a group started under: its samples' first tokens' (a sample with none
+    yet still has the version it was added with)."""
+    return min(token_versions(s)[0] if s.response_ids else s.policy_version for s in group)
+
+
 @dataclasses.dataclass
 class PartialBuffer:
     """The groups in flight: each a key (unique, in the order the groups were added) -> G samples,
@@ -107,6 +113,14 @@ class PartialBuffer:
         if key not in self.groups:
             raise KeyError(f"no group {key} in the partial-rollout buffer")
         self.groups[key][index] = sample
+
+    def overdue(self, version: int, max_lag: int | None) -> list[int]:
+        """Keys of the unfinished groups started ``max_lag`` or more policy versions before
+        ``version`` (:func:`group_start`); none when ``max_lag`` is None."""
+        if max_lag is None:
+            return []
+        return [k for k, group in self.groups.items()
+                if version - group_start(group) >= max_lag and not all(is_finished(s, self.max_new_tokens) for s in group)]
 
     def complete_keys(self) -> list[int]:
         """Keys of the groups whose G samples are all finished, in key order."""

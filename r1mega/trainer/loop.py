@@ -138,7 +138,8 @@ def rollout(run: RLRun, prompts: list[PromptRecord]) -> tuple[list[Sample], dict
     if run.partial is None:
         return rollout_groups(run.engine, prompts, G, version=run.version), {}
     local, st = partial_rollout_groups(run.engine, run.partial, prompts, G, version=run.version,
-                                       chunk=cfg.rollout.partial_chunk, min_share=cfg.rollout.partial_min_groups)
+                                       chunk=cfg.rollout.partial_chunk, min_share=cfg.rollout.partial_min_groups,
+                                       max_lag=cfg.rollout.partial_max_lag)
     every = gather_groups(run.engine, [st])
     return local, {"partial/rounds_max": float(max(e.rounds for e in every)),
                    **{f"partial/{k}": float(sum(getattr(e, k) for e in every))

@@ -3,10 +3,10 @@ ranks generate, the others train), or any other mode with the same settings.
 
     torchrun --nproc-per-node N async_run.py OUT_DIR MODEL_DIR DATA_JSONL [key=value ...]
 
-Writes OUT_DIR/result.json (trainer rank 0): final metrics and error. In async mode, rollout rank
-0 (the first rollout rank) then checks its engine, which holds the final policy, against the
-policy the trainer exported: max |engine logprob - HF logprob| over sampled tokens
-(OUT_DIR/engine.json: engine_diff, engine_version).
+Writes OUT_DIR/result.json (trainer rank 0): final metrics and error. In async mode, the first
+rollout engine (every TP rank of it: generating is collective) then checks itself, holding the
+final policy, against the policy the trainer exported: max |engine logprob - HF logprob| over
+sampled tokens (OUT_DIR/engine.json: engine_diff, engine_version, engine_tp).
 """
 
 import json
@@ -31,6 +31,7 @@ def main():
                              "reward.num_workers=0", "run.tensorboard=false", "run.export_hf=true",
                              "eval.before_train=false", "rollout.parity_tokens=0",
                              "reward.weights={accuracy: 1.0, language: 1.0}", *overrides])
+    rank = int(os.environ["RANK"])  # torchrun's (async rollout ranks get their own RANK in train)
     error = None
     try:
         result = train(cfg)
@@ -38,9 +39,8 @@ def main():
         import traceback
         traceback.print_exc()
         result, error = None, f"{type(e).__name__}: {e}"
-    rank = int(os.environ["RANK"])
     if result is not None and result.rollout_engine is not None:
-        if rank == int(os.environ["WORLD_SIZE"]) - cfg.parallel.rollout_ranks:
+        if result.rollout_engine.dp_rank == 0:
             check_engine(result.rollout_engine, out, cfg)
         return
     if rank == 0:
@@ -69,8 +69,9 @@ def check_engine(engine, out, cfg):
         P = len(s.prompt_ids)
         ref = logp[P - 1:P - 1 + len(s.response_ids)].gather(-1, torch.tensor(s.response_ids)[:, None])[:, 0]
         diff = max(diff, float((ref - torch.tensor(s.rollout_logprobs)).abs().max()))
-    with open(os.path.join(out, "engine.json"), "w") as f:
-        json.dump({"engine_diff": diff, "engine_version": engine.policy_version}, f)
+    if engine.tp_rank == 0:
+        with open(os.path.join(out, "engine.json"), "w") as f:
+            json.dump({"engine_diff": diff, "engine_version": engine.policy_version, "engine_tp": engine.tp_size}, f)
 
 
 if __name__ == "__main__":
