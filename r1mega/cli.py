@@ -215,10 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quick", action="store_true", help="the shortened version (seconds; used by the tests)")
     t.add_argument("--config", default=None, help="RL config (default: the embedded tiny_cpu.yaml)")
     t.add_argument("--preset", default=None,
-                   choices=("default", "quick", "learning_check", "code_check", "longtail"),
+                   choices=("default", "quick", "learning_check", "code_check", "longtail", "longtail_skilled"),
                    help="sizes: default, quick (= --quick), learning_check (the ~1-minute learning test), "
-                        "code_check (R1-Zero on Python programs scored in the sandbox, shortened) or longtail "
-                        "(a base whose response lengths have a long tail: tools/bench_partial.py)")
+                        "code_check (R1-Zero on Python programs scored in the sandbox, shortened), longtail "
+                        "(a base whose response lengths have a long tail: tools/bench_partial.py) or "
+                        "longtail_skilled (the same tail on a base that can add)")
     t.add_argument("--seed", type=int, default=None,
                    help="seed of the data, the initial weights and all sampling (default: run.seed of the config)")
     t.add_argument("--seeds", type=int, default=0, metavar="N",

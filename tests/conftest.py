@@ -23,8 +23,9 @@ def _have(module: str) -> bool:
 
 # The longest files first: `scripts/test.sh` runs the suite on pytest-xdist workers one file per
 # worker at a time (--dist loadfile), and a long file started last would run alone at the end.
-SLOW_FIRST = ("test_r1_chain.py", "test_multinode.py", "test_learning.py", "test_fault_injection.py",
-              "test_rl_loop.py", "test_moe_sync.py", "test_shard_sync.py", "test_cli.py", "test_rollout_multiproc.py",
+SLOW_FIRST = ("test_rl_loop.py", "test_async_rl.py", "test_fault_injection.py", "test_bench_partial.py",
+              "test_code_rl.py", "test_multinode.py", "test_r1_chain.py", "test_learning.py", "test_moe_sync.py",
+              "test_bench_gpu.py", "test_shard_sync.py", "test_cli.py", "test_rollout_multiproc.py",
               "test_tiny_default.py", "test_wheel.py", "test_tiny_seeds.py", "test_chain_seeds.py")
 
 

@@ -167,3 +167,21 @@ def test_recheck_knobs_refused_with_their_names():
         pretraining_corpus(1, recheck_rate=0.1, recheck_times=(0, 2))
     with pytest.raises(ValueError, match=r"recheck_rate \(0.1\) .* code task"):
         pretraining_corpus(1, task="code", recheck_rate=0.1)
+
+
+def test_every_tiny_preset_the_cli_offers_exists_and_its_rl_overrides_load():
+    """`r1mega tiny --preset` choices and TinySettings.preset agree; each preset's RL overrides are
+    valid config keys (a typo would fail only when its long run starts)."""
+    from r1mega.cli import build_parser
+    from r1mega.config import load_config
+    from r1mega.recipes.tiny import TinySettings, default_config_path
+
+    tiny = next(a for a in build_parser()._subparsers._group_actions[0].choices["tiny"]._actions
+                if a.dest == "preset")
+    for name in tiny.choices:
+        s = TinySettings.preset(name)
+        load_config(default_config_path(), list(s.rl_overrides))
+    skilled = TinySettings.preset("longtail_skilled")
+    assert skilled.recheck_rate == 0.15 and skilled.layers == TinySettings().layers  # the default's model
+    with pytest.raises(ValueError, match="unknown tiny preset 'nope'"):
+        TinySettings.preset("nope")

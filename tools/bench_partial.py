@@ -53,10 +53,10 @@ from r1mega.recipes.tiny import TinySettings, default_config_path  # noqa: E402
 MODES = ("sync", "partial")
 
 
-def settings(smoke: bool) -> TinySettings:
-    """The ``longtail`` preset, or (``smoke``) a version small enough for the test suite: a base
+def settings(smoke: bool, preset: str = "longtail") -> TinySettings:
+    """The tiny ``preset``, or (``smoke``) a version small enough for the test suite: a base
     pretrained for a handful of steps, 3 RL steps of 2 prompts x 4 samples of up to 48 tokens."""
-    s = TinySettings.preset("longtail")
+    s = TinySettings.preset(preset)
     if not smoke:
         return s
     return replace(s, n_train=32, n_eval=4, n_val=0, pretrain_docs=256, pretrain_steps=4, pretrain_batch=16,
@@ -282,8 +282,9 @@ def markdown(result: dict) -> str:
     c, base, o = result["comparison"], result["base_lengths"], result["comparison"]["over_seeds"]
     steps, w = result["rl_steps"], result["warmup"]
     per_prompt = base["samples"] // max(base["prompts"], 1)
-    lines = [f"Partial rollout (chunk {result['chunk']}, partial_min_groups {result['min_groups']}) against sync "
-             f"rollout on the `longtail` tiny preset: {steps} RL steps of {result['prompts_per_step']} prompts x "
+    lines = [f"Partial rollout (chunk {result['chunk']}, partial_min_groups {result['min_groups']}, partial_max_lag "
+             f"{result.get('max_lag')}) against sync rollout on the `{result.get('preset', 'longtail')}` tiny preset: "
+             f"{steps} RL steps of {result['prompts_per_step']} prompts x "
              f"{result['group_size']} samples, max_new_tokens {result['max_new_tokens']}, seeds "
              f"{', '.join(map(str, result['seeds']))}, each seed's two runs on one base and one after the other. "
              f"Times are means over steps {w + 1}-{steps} (the first {w} left out: warm-up); ratios are "
@@ -353,8 +354,9 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"),
-                   help="where partial_rollout.json and partial_rollout.md go")
-    p.add_argument("--work", default=os.path.join(REPO, "runs", "bench_partial"), help="runs, configs and logs")
+                   help="where partial_rollout.json and .md go (partial_rollout_<preset>.* for another preset)")
+    p.add_argument("--work", default=None, help="runs, configs and logs (default runs/bench_partial, "
+                                                "runs/bench_partial_<preset> for another preset)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5],
                    help="RL seeds (run.seed and rollout.seed); the held-out comparison is paired over them")
     p.add_argument("--base-seed", type=int, default=0, help="seed of the data and the base model (built once)")
@@ -364,6 +366,9 @@ def main(argv=None) -> dict:
                         "for all its groups and nothing carries over: partial is sync in chunks")
     p.add_argument("--warmup", type=int, default=1, help="first steps of each run left out of the step times")
     p.add_argument("--length-prompts", type=int, default=64, help="training prompts of the base's length measurement")
+    p.add_argument("--preset", default="longtail", choices=("longtail", "longtail_skilled"),
+                   help="the tiny preset: longtail (a base near chance at its sums: fast) or longtail_skilled "
+                        "(a base that can add: held-out accuracy means something; ~10 min more to build)")
     p.add_argument("--smoke", action="store_true", help="tiny settings: the whole pipeline in about a minute")
     p.add_argument("--rebuild", action="store_true", help="build the base again even if --work has it")
     p.add_argument("--base-only", action="store_true", help="build the base, measure its lengths and stop")
@@ -371,7 +376,9 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     command = shlex.join(["python", "tools/bench_partial.py", *(sys.argv[1:] if argv is None else argv)])
 
-    s = settings(args.smoke)
+    s = settings(args.smoke, args.preset)
+    suffix = "" if args.preset == "longtail" else f"_{args.preset}"
+    args.work = args.work or os.path.join(REPO, "runs", f"bench_partial{suffix}")
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
     b = build(work, s, args.base_seed, rebuild=args.rebuild)
@@ -408,7 +415,8 @@ def main(argv=None) -> dict:
     from r1mega.recipes.seeds import machine_info
 
     partial_cfg = load_config(runs[str(args.seeds[0])]["partial"]["config"])
-    result = {"command": command, "chunk": args.chunk, "min_groups": partial_cfg.rollout.partial_min_groups,
+    result = {"command": command, "preset": args.preset, "chunk": args.chunk,
+              "min_groups": partial_cfg.rollout.partial_min_groups, "max_lag": partial_cfg.rollout.partial_max_lag,
               "seeds": args.seeds, "base_seed": args.base_seed,
               "warmup": args.warmup, "rl_steps": rl_cfg.run.steps, "prompts_per_step": pps,
               "group_size": rl_cfg.algorithm.group_size, "max_new_tokens": rl_cfg.rollout.max_new_tokens,
@@ -416,11 +424,11 @@ def main(argv=None) -> dict:
               "build_s": b.get("build_s"), "base_lengths": lengths, "runs": runs,
               "comparison": compare({k: v for k, v in runs.items()}), "machine": machine_info()}
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "partial_rollout.json"), "w") as f:
+    with open(os.path.join(args.out, f"partial_rollout{suffix}.json"), "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
     text = markdown(result)
-    with open(os.path.join(args.out, "partial_rollout.md"), "w") as f:
+    with open(os.path.join(args.out, f"partial_rollout{suffix}.md"), "w") as f:
         f.write(text)
     print(text)
     return result
