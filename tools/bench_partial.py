@@ -1,8 +1,10 @@
 """Partial rollout against sync rollout, on a task whose response lengths have a long tail.
 
 The tiny ``longtail`` preset (r1mega.recipes.tiny: one-digit additions and subtractions; a base
-pretrained on text in which 15% of the formatted answers re-check their worked steps 3-8 times) is
-built once: data, tokenizer, base model, and the base's response lengths, accuracy and format at
+pretrained on text in which 15% of the formatted answers re-check their worked steps 3-8 times; it
+stays near chance at its sums), or with ``--preset longtail_skilled`` the same tail on the
+default's two-digit additions and a base that can add (about 11 minutes more to build), is built
+once: data, tokenizer, base model, and the base's response lengths, accuracy and format at
 the RL sampling settings (the RL run's engine, one group per prompt). Then, per seed and on that
 same base, two RL runs, each ``r1mega train`` in a child process of its own, interleaved (sync s0,
 partial s0, sync s1, ...) so that a drift of the machine hits both modes alike:
@@ -10,21 +12,26 @@ partial s0, sync s1, ...) so that a drift of the machine hits both modes alike:
     sync     rollout.mode=sync: a step generates its prompts' whole responses, waiting for the longest
     partial  rollout.mode=partial rollout.partial_chunk=C algorithm.rollout_is=truncate
              [rollout.partial_min_groups=M]: rounds of at most C new tokens per response until M x
-             prompts_per_step groups are complete; the unfinished ones continue next step
+             prompts_per_step groups are complete (and none started rollout.partial_max_lag steps
+             ago is unfinished); the unfinished ones continue next step
 
-With M = 1 (the config's default) a step waits for every group it started, so nothing carries over
-and partial is sync in chunks (the table says so when no group was ever in flight); M < 1 lets the
-long tail spill into later steps.
+With M = 1 a step waits for every group it started, so nothing carries over and partial is sync in
+chunks (the table says so when no group was ever in flight); M < 1 (the config's default is 0.75)
+lets the long tail spill into later steps.
 
 Per run, from its metrics.jsonl: the mean step time (``time/step``) and rollout time
 (``time/rollout``) over the steps after the first ``--warmup`` (the first step also warms the
 engine and the trainer up), the time per trained group (a partial step trains the complete groups,
-possibly fewer than prompts_per_step), held-out pass@1 before RL (step 0) and after the last step,
-the training reward, response lengths and the ``partial/*`` metrics. Per seed: the ratios sync /
-partial (above 1: partial is faster); over seeds: mean, min and max. Written to
-OUT/partial_rollout.json and OUT/partial_rollout.md with the machine and the command.
+possibly fewer than prompts_per_step), held-out pass@1 and reward (``eval/reward``: the training
+reward on the held-out prompts) before RL (step 0) and after the last step, the training reward,
+response lengths and the ``partial/*`` metrics. Per seed: the ratios sync / partial (above 1:
+partial is faster); over seeds: mean, min and max, and for the held-out numbers the paired
+difference partial - sync with its 95% interval (within noise when it holds 0). Written to
+OUT/partial_rollout.json and .md (partial_rollout_<preset>.* for another preset) with the machine
+and the command.
 
   python tools/bench_partial.py --min-groups 0.75 --out benchmarks/results   # seeds 0-5, ~8 min
+  python tools/bench_partial.py --preset longtail_skilled --min-groups 0.75 --out benchmarks/results  # ~22 min
   python tools/bench_partial.py --smoke --out /tmp/bench                      # the test's run, ~1 min
 
 The runs' directories (configs, logs, metrics) are under ``--work`` (default runs/bench_partial);
