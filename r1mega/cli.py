@@ -207,6 +207,8 @@ def cmd_config(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from r1mega.recipes.tiny import PRESETS as TINY_PRESETS  # a plain module: no torch, vllm or megatron
+
     p = argparse.ArgumentParser(prog="r1mega", description="DeepSeek-R1-style RL for reasoning LLMs on Megatron-Core")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -215,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quick", action="store_true", help="the shortened version (seconds; used by the tests)")
     t.add_argument("--config", default=None, help="RL config (default: the embedded tiny_cpu.yaml)")
     t.add_argument("--preset", default=None,
-                   choices=("default", "quick", "learning_check", "code_check", "longtail", "longtail_skilled"),
+                   choices=TINY_PRESETS,
                    help="sizes: default, quick (= --quick), learning_check (the ~1-minute learning test), "
                         "code_check (R1-Zero on Python programs scored in the sandbox, shortened), longtail "
                         "(a base whose response lengths have a long tail: tools/bench_partial.py) or "

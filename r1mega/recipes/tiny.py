@@ -33,6 +33,10 @@ from dataclasses import asdict, dataclass, field
 
 log = logging.getLogger("r1mega.tiny")
 
+PRESETS = ("default", "quick", "learning_check", "code_check", "longtail", "longtail_skilled")
+"""The names :meth:`TinySettings.preset` knows (``r1mega tiny --preset``); each but ``default`` is
+the classmethod of that name."""
+
 
 @dataclass(kw_only=True)
 class TinySettings:
@@ -146,11 +150,9 @@ class TinySettings:
     def preset(cls, name: str) -> "TinySettings":
         """``default``, ``quick`` (the plumbing test), ``learning_check``, ``code_check``, ``longtail``
         or ``longtail_skilled``."""
-        presets = {"default": cls, "quick": cls.quick, "learning_check": cls.learning_check,
-                   "code_check": cls.code_check, "longtail": cls.longtail, "longtail_skilled": cls.longtail_skilled}
-        if name not in presets:
-            raise ValueError(f"unknown tiny preset {name!r}; valid: {', '.join(presets)}")
-        return presets[name]()
+        if name not in PRESETS:
+            raise ValueError(f"unknown tiny preset {name!r}; valid: {', '.join(PRESETS)}")
+        return cls() if name == "default" else getattr(cls, name)()
 
 
 @dataclass

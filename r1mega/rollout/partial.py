@@ -120,11 +120,14 @@ class PartialBuffer:
         if max_lag is None:
             return []
         return [k for k, group in self.groups.items()
-                if version - group_start(group) >= max_lag and not all(is_finished(s, self.max_new_tokens) for s in group)]
+                if version - group_start(group) >= max_lag and not self._complete(group)]
 
     def complete_keys(self) -> list[int]:
         """Keys of the groups whose G samples are all finished, in key order."""
-        return [k for k, group in self.groups.items() if all(is_finished(s, self.max_new_tokens) for s in group)]
+        return [k for k, group in self.groups.items() if self._complete(group)]
+
+    def _complete(self, group: list[Sample]) -> bool:
+        return all(is_finished(s, self.max_new_tokens) for s in group)
 
     def pop_complete(self, limit: int | None = None) -> list[list[Sample]]:
         """Remove and return the groups whose G samples are all finished, in key order (the oldest
