@@ -50,6 +50,10 @@ class Sample:
     token_versions: list[int] | None = None
     """The policy version that generated each response token, where they differ (a partial rollout
     continued under newer weights, r1mega.rollout.partial); None: all ``policy_version``."""
+    routed_experts: Any = None
+    """MoE models, when the engine records routing (R3): a (P + R, L_moe, k) uint8/int16 torch tensor,
+    the experts each token of ``prompt_ids + response_ids`` went to in each MoE layer; see
+    r1mega.rollout.routing_capture for the encoding. None: not recorded."""
 
     @property
     def truncated(self) -> bool:

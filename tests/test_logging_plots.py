@@ -128,3 +128,46 @@ def test_before_after_and_stage_charts(tmp_path):
     stages = ["base", "cold start", "reasoning RL"]
     assert_png(plot_stages(stages, {"pass@1": [[0.1, 0.2], [0.6, 0.7], [0.7, 0.8]], "general": [0.0, 0.0, None]},
                            tmp_path / "chain.png", title="chain"))
+
+
+def write_moe_run(run_dir: Path, steps: int = 40, prefix: str = "actor/") -> None:
+    """A DeepSeek-V3-like run's router health: the trainer's train-step stats (``prefix``),
+    the rollout's recorded-routing share, and per-layer curves for MoE layers 1..3."""
+    rng = np.random.default_rng(1)
+    with MetricsLogger(run_dir, tensorboard=False) as log:
+        for s in range(1, steps + 1):
+            m = {"reward/mean": 0.5, f"{prefix}moe/tokens_dropped": 0.0, f"{prefix}rollout/routed_share": 1.0}
+            for layer in (1, 2, 3):
+                m[f"{prefix}moe/layer{layer}/imbalance"] = 1.2 + 0.5 / s + 0.05 * layer * rng.random()
+                m[f"{prefix}moe/layer{layer}/bias_drift"] = 1e-3 * s * (0.5 + 0.2 * layer)
+                m[f"{prefix}moe/layer{layer}/route_mismatch"] = 0.05 + 0.01 * layer * rng.random()
+            for stat in ("imbalance", "bias_drift", "route_mismatch"):
+                m[f"{prefix}moe/{stat}"] = max(m[f"{prefix}moe/layer{i}/{stat}"] for i in (1, 2, 3))
+            m[f"{prefix}moe/route_mismatch_used"] = 0.0 if s > steps // 2 else m[f"{prefix}moe/route_mismatch"]
+            log.log(s, m)
+
+
+@pytest.mark.parametrize("prefix", ["actor/", ""])
+def test_moe_router_health_chart(tmp_path, prefix):
+    """moe.png is drawn from router stats logged with or without the trainer's ``actor/``
+    prefix, one panel per logged group; a run without MoE keys draws none."""
+    from r1mega.logging.metrics import read_metrics
+    from r1mega.logging.plots import moe_layer_keys, moe_panels
+
+    write_moe_run(tmp_path / "moe", prefix=prefix)
+    paths = plot_run(tmp_path / "moe")
+    assert "moe.png" in [p.name for p in paths]
+    assert_png(tmp_path / "moe" / "plots" / "moe.png")
+    keys = set().union(*read_metrics(tmp_path / "moe" / "metrics.jsonl"))
+    panels = moe_panels(keys)
+    assert [p["title"].split(" ")[0] for p in panels] == ["routing", "tokens", "load", "expert-bias", "tokens"]
+    assert [k for _, k in moe_layer_keys(keys, "imbalance")] == [f"{prefix}moe/layer{i}/imbalance" for i in (1, 2, 3)]
+    # both spellings logged: the trainer's actor/ key wins, a layer is drawn once
+    assert moe_layer_keys({"moe/layer2/imbalance", "actor/moe/layer2/imbalance", "moe/layer10/imbalance"},
+                          "imbalance") == [(2, "actor/moe/layer2/imbalance"), (10, "moe/layer10/imbalance")]
+
+    with MetricsLogger(tmp_path / "dense", tensorboard=False) as log:
+        for s in range(1, 6):  # the recorded-routing share alone does not make an MoE chart
+            log.log(s, {"reward/mean": s * 0.1, "actor/kl": 0.01, "rollout/routed_share": 1.0})
+    assert "moe.png" not in [p.name for p in plot_run(tmp_path / "dense")]
+    assert not (tmp_path / "dense" / "plots" / "moe.png").exists()

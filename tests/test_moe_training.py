@@ -121,6 +121,32 @@ def test_reference_really_trains_the_experts_and_router(runs, family):
     assert 0.0 <= r["moe/min_load"] <= 1 / E <= r["moe/max_load"] <= 1.0
     assert r["moe/tokens_dropped"] == 0.0
     assert r["moe/imbalance"] == pytest.approx(E * r["moe/max_load"])
+    moe_layers = sorted(int(k.split("/")[1][5:]) for k in r if k.startswith("moe/layer") and k.endswith("/max_load"))
+    assert moe_layers
+    for s in ref["steps"]:  # per layer: max_i load_i / mean_i load_i; the summary is the worst layer
+        q = s["router"]
+        for L in moe_layers:
+            assert q[f"moe/layer{L}/imbalance"] == pytest.approx(E * q[f"moe/layer{L}/max_load"])
+            assert 1.0 <= q[f"moe/layer{L}/imbalance"] <= E
+        assert q["moe/imbalance"] == max(q[f"moe/layer{L}/imbalance"] for L in moe_layers)
+    assert ("moe/bias_drift" in r) == (family == "deepseek_v3")  # only routers with an expert bias
+    if family == "deepseek_v3":  # the drift / step against the trained weights: mean_e |b - b0|, mean_e |b - b_prev|
+        prev = before
+        for i, s in enumerate(ref["steps"]):
+            q, w = s["router"], s["weights"]
+            for L in moe_layers:
+                k = f"model.layers.{L}.mlp.gate.e_score_correction_bias"
+                drift, moved = q[f"moe/layer{L}/bias_drift"], q[f"moe/layer{L}/bias_step"]
+                assert torch.tensor([drift, moved]).isfinite().all() and drift >= 0 and moved >= 0, (i, L)
+                b = w[k].double()
+                assert drift == pytest.approx(float((b - before[k].double()).abs().mean()), abs=1e-12), (i, L)
+                assert moved == pytest.approx(float((b - prev[k].double()).abs().mean()), abs=1e-12), (i, L)
+            assert q["moe/bias_drift"] == max(q[f"moe/layer{L}/bias_drift"] for L in moe_layers)
+            assert q["moe/bias_step"] == max(q[f"moe/layer{L}/bias_step"] for L in moe_layers)
+            # Megatron's default moe_router_bias_update_rate (1e-3; megatron_moe_kwargs keeps it) moves
+            # every expert whose load is off the mean: the bias moved in this step and since the start
+            assert q["moe/bias_step"] > 0 and q["moe/bias_drift"] > 0, i
+            prev = w
 
 
 # --------------------------------------------------------------------------- worker

@@ -44,6 +44,10 @@ class AlgorithmConfig:
     overlong_filter: bool = option(False, "DAPO overlong filtering: truncated samples get no policy-gradient signal.")
     overlong_buffer: int = option(1024, "DAPO soft overlong punishment: length of the penalty ramp before the max length.")
     overlong_penalty: float = option(0.0, "DAPO soft overlong punishment magnitude added to the reward (0: off; do not also weight the 'overlong' reward).")
+    routing_replay: str = option("none", "MoE routing replay: none; r3 (the rollout engine records each token's experts "
+                                 "and every trainer pass replays them, arXiv:2510.11370); r2 (the old-logprob pass "
+                                 "records its routing and the training passes replay it; needs that pass: "
+                                 "trainer.old_logprobs recompute). Needs a MoE model.", choices=("none", "r2", "r3"))
 
     def validate(self) -> None:
         if self.group_size < 1:

@@ -75,12 +75,25 @@ class Config:
                 raise ConfigError(f"rollout.mode=async does not evaluate (the trainer ranks hold no engine): set "
                                   f"data.eval=null (got {self.data.eval!r}) and evaluate the exported policy (run.export_hf) "
                                   f"with `r1mega eval`")
+        replay = self.algorithm.routing_replay
+        if replay == "r2" and self.trainer.old_logprob_source() != "recompute":
+            raise ConfigError(f"algorithm.routing_replay=r2 replays the routing of the old-logprob pass, but "
+                              f"trainer.old_logprobs resolves to {self.trainer.old_logprob_source()!r} (no such pass): "
+                              f"set trainer.old_logprobs=recompute, or use r3")
+        if replay != "none" and self.parallel.context > 1:
+            raise ConfigError(f"algorithm.routing_replay={replay} needs parallel.context = 1 (got {self.parallel.context}): "
+                              f"context parallelism reorders each sequence's tokens")
         if world_size is not None:
             arch = None
             if self.model.hf_path and os.path.exists(self.model.hf_path):
                 from r1mega.models.arch import check_trainable, read_hf_config
                 arch = read_hf_config(self.model.hf_path)
                 check_trainable(arch)
+                if (replay != "none" or self.rollout.return_routed_experts) and not arch.is_moe:
+                    what = (f"algorithm.routing_replay={replay}" if replay != "none"
+                            else "rollout.return_routed_experts=true")
+                    raise ConfigError(f"{what} needs a mixture-of-experts model, but model.hf_path "
+                                      f"({self.model.hf_path}) is dense: set algorithm.routing_replay=none")
             layout = _check_layout(self.parallel, world_size, arch)
             engines = (("number of rollout engines (parallel.rollout_ranks / parallel.rollout_tensor)",
                         self.parallel.rollout_ranks // self.parallel.rollout_tensor) if async_mode

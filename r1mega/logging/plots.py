@@ -10,6 +10,10 @@
 - ``time.png``           step-time breakdown (``time/<stage>``) as stacked areas, seconds and %
 - ``eval.png``           held-out rates (pass@1, cons@k, pass@k, greedy accuracy): the first
                          evaluation against the last as bars, and over steps when there are more
+- ``moe.png``            MoE router health (``moe/*`` keys, with or without the trainer's
+                         ``actor/`` prefix): routing mismatch with the rollout engine (total,
+                         as used, per layer) and the recorded share, load imbalance (per layer,
+                         the max, the aux loss), the expert-bias drift, tokens dropped
 - ``keys.png``           extra keys asked for with ``keys=`` (fnmatch patterns), one panel each
 
 Curves are drawn smoothed (bias-corrected EMA, as TensorBoard does) over the raw values drawn
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -185,6 +190,91 @@ def plot_panels(records, keys: Sequence[str], out: Path, title: str, smoothing=N
         ax.xaxis.set_tick_params(labelbottom=True)
         ax.set_xlabel("step")
     return _finish(fig, title, out, legend=False)
+
+
+def moe_key(keys, name: str) -> str | None:
+    """The logged key of ``name`` (e.g. ``moe/imbalance``): the trainer's ``actor/<name>`` if
+    present, else ``<name>``; None when neither is."""
+    return next((k for k in (f"actor/{name}", name) if k in keys), None)
+
+
+def moe_layer_keys(keys, stat: str) -> list[tuple[int, str]]:
+    """(layer, key) of every ``[actor/]moe/layer{L}/<stat>`` key, by layer; ``actor/`` wins
+    when both spellings of a layer are logged."""
+    found: dict[int, str] = {}
+    pattern = re.compile(rf"^(actor/)?moe/layer(\d+)/{re.escape(stat)}$")
+    for k in keys:
+        m = pattern.match(k)
+        if m and (m.group(1) or int(m.group(2)) not in found):
+            found[int(m.group(2))] = k
+    return sorted(found.items())
+
+
+def _layer_lines(ax, records, layers: list[tuple[int, str]], smoothing=None) -> None:
+    """One thin curve per layer (smoothed as ``_line``, no faint raw values), first to last layer
+    light to dark; labelled each when few, else the first and the last only."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    for j, (layer, key) in enumerate(layers):
+        steps, values = series(records, key)
+        if len(steps) == 0:
+            continue
+        w = auto_smoothing(len(steps)) if smoothing is None else smoothing
+        y = ema(values, w) if w > 0 and len(steps) > 2 else values
+        labelled = len(layers) <= 8 or j in (0, len(layers) - 1)
+        ax.plot(steps, y, color=cmap(0.9 - 0.8 * j / max(1, len(layers) - 1)), lw=0.8, alpha=0.7,
+                label=f"layer {layer}" if labelled else None)
+
+
+def moe_panels(keys) -> list[dict]:
+    """The panels of ``moe.png`` whose keys were logged: dicts of ``title``, ``ylabel``, ``lines``
+    ((key, label, color, style) drawn bold by ``_line``), ``layers`` ((layer, key) drawn thin)
+    and ``balanced`` (a reference value drawn dotted, or None)."""
+    def lines(*spec):
+        return [(moe_key(keys, name), label, color, style) for name, label, color, style in spec
+                if moe_key(keys, name) is not None]
+
+    panels = [
+        dict(title="routing mismatch with the rollout engine (share of tokens)", ylabel="share",
+             lines=lines(("moe/route_mismatch", "trainer routers", COLORS[1], "-"),
+                         ("moe/route_mismatch_used", "routing used", COLORS[0], "--")),
+             layers=moe_layer_keys(keys, "route_mismatch"), balanced=None),
+        dict(title="tokens with recorded routing (share)", ylabel="share",
+             lines=lines(("rollout/routed_share", "routed share", COLORS[2], "-")), layers=[], balanced=None),
+        dict(title="load imbalance: max_i load_i / mean_i load_i (1 = balanced)", ylabel="imbalance",
+             lines=lines(("moe/imbalance", "max over layers", COLORS[1], "-"),
+                         ("moe/load_balancing_loss", "aux loss E sum f_i P_i", COLORS[4], "--")),
+             layers=moe_layer_keys(keys, "imbalance"), balanced=1.0),
+        dict(title="expert-bias drift: mean_e |b_e - b0_e|", ylabel="drift",
+             lines=lines(("moe/bias_drift", "max over layers", COLORS[1], "-")),
+             layers=moe_layer_keys(keys, "bias_drift"), balanced=None),
+        dict(title="tokens dropped", ylabel="tokens",
+             lines=lines(("moe/tokens_dropped", "dropped", COLORS[3], "-")), layers=[], balanced=None),
+    ]
+    return [p for p in panels if p["lines"] or p["layers"]]
+
+
+def plot_moe(records, out: Path, name: str, smoothing=None) -> Path | None:
+    """Router health of an MoE run, one panel each (see :func:`moe_panels`): per-layer curves
+    thin, the totals bold over them."""
+    keys = _keys(records)
+    if not any(k.startswith(("moe/", "actor/moe/")) for k in keys):
+        return None  # e.g. a dense model's run
+    panels = moe_panels(keys)
+    if not panels:
+        return None
+    fig, axes = _figure(len(panels))
+    for ax, panel in zip(axes, panels):
+        _layer_lines(ax, records, panel["layers"], smoothing)
+        for key, label, color, style in panel["lines"]:
+            _line(ax, records, key, color, label, smoothing, style=style)
+        if panel["balanced"] is not None:
+            ax.axhline(panel["balanced"], color="black", lw=0.8, ls=":")
+        ax.set_title(panel["title"], fontsize=10)
+        ax.set_ylabel(panel["ylabel"])
+    axes[-1].set_xlabel("step")
+    return _finish(fig, f"{name}: router health", out)
 
 
 def plot_time(records, out: Path, name: str) -> Path | None:
@@ -356,6 +446,7 @@ def plot_run(
                     f"{name}: policy update", smoothing),
         plot_time(records, out / "time.png", name),
         plot_eval(records, out / "eval.png", name),
+        plot_moe(records, out / "moe.png", name, smoothing),
         plot_panels(records, extra, out / "keys.png", f"{name}: selected metrics", smoothing),
     ]
     return [p for p in written if p is not None]

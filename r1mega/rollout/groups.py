@@ -51,7 +51,9 @@ def make_engine(cfg: Config, model_path: str, *, data_parallel: tuple[int, int] 
             read_hf_config(model_path), in_flight * cfg.data.prompts_per_step * cfg.algorithm.group_size, context,
             cfg.parallel.rollout_tensor, cfg.model.dtype))
     return RolloutEngine(model_path, rollout, rollout_tensor=cfg.parallel.rollout_tensor, dtype=cfg.model.dtype,
-                         max_model_len=context, data_parallel=data_parallel, **extra)
+                         max_model_len=context, data_parallel=data_parallel,
+                         return_routed_experts=rollout.return_routed_experts or cfg.algorithm.routing_replay == "r3",
+                         **extra)
 
 
 def step_kv_cache_mb(arch, sequences: int, context: int, rollout_tensor: int, dtype: str) -> int:

@@ -50,7 +50,8 @@ def token_versions(s: Sample) -> list[int]:
 
 def extend(s: Sample, piece: Sample) -> Sample:
     """``s`` continued by ``piece`` (the engine's output for :func:`continuation_request`): the tokens,
-    their engine logprobs and versions appended; the finish reason and version are the piece's."""
+    their engine logprobs and versions appended; the finish reason and version are the piece's. The
+    routed experts (R3) are the piece's: its engine routed the whole context again under its weights."""
     if s.rollout_logprobs is None or piece.rollout_logprobs is None:
         raise ValueError("partial rollout needs the engine's logprob of every token (rollout_logprobs)")
     if len(piece.rollout_logprobs) != len(piece.response_ids):
@@ -60,7 +61,8 @@ def extend(s: Sample, piece: Sample) -> Sample:
         rollout_logprobs=list(s.rollout_logprobs) + list(piece.rollout_logprobs),
         token_versions=token_versions(s) + [piece.policy_version] * len(piece.response_ids),
         finish_reason=piece.finish_reason, policy_version=piece.policy_version,
-        response_text=s.response_text + piece.response_text, metadata={**s.metadata, **piece.metadata})
+        response_text=s.response_text + piece.response_text, metadata={**s.metadata, **piece.metadata},
+        routed_experts=piece.routed_experts)
 
 
 

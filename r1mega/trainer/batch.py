@@ -42,6 +42,8 @@ class MicroBatch:
     old_logp: torch.Tensor | None = None  # (N,) fp32 filled by trainer.logprobs
     ref_logp: torch.Tensor | None = None  # (N,) fp32 filled by trainer.logprobs
     versions: torch.Tensor | None = None  # (N,) long: the policy version that generated each token
+    routing: torch.Tensor | None = None   # (B, T, L_moe, k) int16 expert ids to replay per token and MoE
+                                          # layer, -1 = routed by the trainer (r1mega.models.routing_replay)
 
     def to(self, device: torch.device | str) -> "MicroBatch":
         """This micro-batch with every tensor on ``device`` (the trainer's GPU; the same object on CPU)."""
@@ -79,7 +81,7 @@ class MicroBatch:
 
 
 _TENSOR_FIELDS = ("tokens", "position_ids", "select", "targets", "seq_ids", "advantages", "mask", "rollout_logp",
-                  "old_logp", "ref_logp", "versions")
+                  "old_logp", "ref_logp", "versions")  # routing stays on the CPU: the trainer moves each layer's slice
 
 
 def plan_micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
@@ -179,6 +181,7 @@ def build_micro_batch(samples: list[Sample], ids: list[int], pad_id: int = 0, *,
         if have_rollout:
             rlp.append(torch.tensor(s.rollout_logprobs, dtype=torch.float32))
         versions.append(torch.tensor(s.token_versions or [s.policy_version] * R, dtype=torch.long))
+    routing = _routing(rows, starts, B * T)
     segments = None
     if packed:
         used = sum(lengths)
@@ -191,7 +194,28 @@ def build_micro_batch(samples: list[Sample], ids: list[int], pad_id: int = 0, *,
     return MicroBatch(tokens=tokens.view(B, T), position_ids=position_ids.view(B, T), select=torch.cat(select),
                       targets=torch.cat(targets), seq_ids=torch.cat(seq_ids), advantages=torch.cat(adv),
                       mask=torch.cat(mask), rollout_logp=torch.cat(rlp) if have_rollout else None,
-                      sample_ids=list(ids), segments=segments, versions=torch.cat(versions))
+                      sample_ids=list(ids), segments=segments, versions=torch.cat(versions),
+                      routing=None if routing is None else routing.view(B, T, *routing.shape[1:]))
+
+
+def _routing(rows: list[Sample], starts: list[int], flat: int) -> torch.Tensor | None:
+    """(B*T, L_moe, k) int16 engine routing of the rows' tokens at their flat offsets, -1 elsewhere;
+    None when no sample carries any (Sample.routed_experts)."""
+    have = [s.routed_experts for s in rows if s.routed_experts is not None]
+    if not have:
+        return None
+    from r1mega.rollout.routing_capture import expand
+
+    out = torch.full((flat, *have[0].shape[1:]), -1, dtype=torch.int16)
+    for s, start in zip(rows, starts):
+        if s.routed_experts is None:
+            continue
+        ids = expand(s.routed_experts)
+        if ids.shape[0] != s.num_tokens or ids.shape[1:] != out.shape[1:]:
+            raise ValueError(f"routed_experts of shape {tuple(ids.shape)} for a sample of {s.num_tokens} tokens "
+                             f"(expected ({s.num_tokens}, {out.shape[1]}, {out.shape[2]}))")
+        out[start:start + s.num_tokens] = ids.to(torch.int16)
+    return out
 
 
 def split_to_multiple(plan: list[list[int]], multiple_of: int) -> list[list[int]]:

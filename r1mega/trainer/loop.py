@@ -110,6 +110,7 @@ def rl_step(run: RLRun) -> dict[str, float]:
         train_stats = train_on(run, batches, shares)
         if cfg.trainer.old_logprob_source() == "current":  # the train forward held the old policy's logprobs
             logprob_stats = run.policy.gather_logp_stats([mb for b in batches for mb in b], run.version)
+        train_stats.update(routing_stats(run, samples))       # MoE: router/engine disagreement, replay coverage
     with t("sync"):
         sync_stats = sync_weights(run)
     metrics = {**rollout_metrics(samples), **info, **logprob_stats, **train_stats, **sync_stats}
@@ -200,6 +201,15 @@ def score_general(run: RLRun, samples: list) -> None:
     from r1mega.reward_model import mix_rewards
     scores = run.reward_model.score_all([s.prompt_ids + s.response_ids for s in general])
     mix_rewards(samples, scores, run.cfg.reward.model_weight)
+
+
+def routing_stats(run: RLRun, samples: list[Sample]) -> dict[str, float]:
+    """MoE: the share of recorded tokens whose experts the trainer's routers chose differently
+    (r1mega.models.routing_replay; a collective), and how much of each sample the engine recorded."""
+    if not run.arch.is_moe:
+        return {}
+    from r1mega.rollout.routing_capture import coverage
+    return {**run.policy.routing_stats(), **coverage(samples)}
 
 
 def compute_logprobs(run: RLRun, mbs: list) -> dict[str, float]:

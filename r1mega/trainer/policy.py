@@ -76,6 +76,11 @@ class Policy:
         self._te = have_te()
         # where the model lives: micro-batches are moved there once, when packed
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        # MoE routing replay (r1mega.models.routing_replay): the layers, this rank's sequence slice, the pass's mode
+        self.replay = cfg.algorithm.routing_replay
+        self.moe_layers = [i for i, moe in enumerate(arch.moe_layers) if moe] if getattr(arch, "is_moe", False) else []
+        self._seq_slice = ((self.tp_rank, layout.tensor) if layout.sequence_parallel else (0, 1))
+        self._routing_pass: dict = {}
 
     @property
     def packing(self) -> bool:
@@ -123,16 +128,63 @@ class Policy:
         """Run the chunk; on the last stage return the (N, H) hidden states of scored positions."""
         m = _unwrap(model)
         attn = self._attention_args(mb)
-        if not m.post_process:
-            return model(mb.tokens, mb.position_ids, **attn), False
-        with _hidden_states_only(m):
-            h = model(mb.tokens, mb.position_ids, **attn)                        # (S, B, H)
+        with self._routing(model, mb):
+            if not m.post_process:
+                return model(mb.tokens, mb.position_ids, **attn), False
+            with _hidden_states_only(m):
+                h = model(mb.tokens, mb.position_ids, **attn)                    # (S, B, H)
         if self.layout.sequence_parallel:
             from megatron.core.tensor_parallel import gather_from_sequence_parallel_region
             h = gather_from_sequence_parallel_region(h, tensor_parallel_output_grad=False)
         B, T = mb.tokens.shape
         h = h.transpose(0, 1).reshape(B * T, -1)                                 # (B*T, H)
         return h.index_select(0, mb.select), True                                # (N, H)
+
+    @contextlib.contextmanager
+    def _routing(self, model, mb: MicroBatch):
+        """MoE: set the chunk's routers up for this micro-batch (replay / compare with ``mb.routing``) as
+        the current pass asks (``_routing_pass``); after the chunk ran, record their routing if asked (R2)."""
+        if not self.moe_layers:
+            yield
+            return
+        from r1mega.models import routing_replay as rr
+
+        p, taps, shape = self._routing_pass, rr.taps_of(model), tuple(mb.tokens.shape)
+        sp_rank, sp_size = self._seq_slice
+        rr.set_targets(taps, mb.routing, shape, replay=p.get("replay", False), measure=p.get("measure", False),
+                       train_pass=p.get("train", False), sp_rank=sp_rank, sp_size=sp_size)
+        yield
+        if p.get("record"):
+            rr.record(taps, mb.routing, shape, sp_rank=sp_rank, sp_size=sp_size)
+
+    @contextlib.contextmanager
+    def routing_pass(self, mbs: list[MicroBatch], *, replay: bool = False, measure: bool = False,
+                     record: bool = False, train: bool = False):
+        """The routing mode of the passes inside: replay ``mb.routing``, count disagreements with it,
+        record the routers' own choice into it (allocated here when absent), a training pass."""
+        if record:
+            k = self.arch.moe_topk
+            for mb in mbs:
+                if mb.routing is None:
+                    B, T = mb.tokens.shape
+                    mb.routing = torch.full((B, T, len(self.moe_layers), k), -1, dtype=torch.int16)
+        self._routing_pass = dict(replay=replay, measure=measure, record=record, train=train)
+        try:
+            yield
+        finally:
+            self._routing_pass = {}
+            if self.moe_layers:
+                from r1mega.models import routing_replay as rr
+                for c in list(self.chunks) + list(self.ref_chunks or []):
+                    rr.clear(rr.taps_of(c))
+
+    def routing_stats(self) -> dict[str, float]:
+        """MoE: how often the routers disagreed with the recorded routing since the last call
+        (r1mega.models.routing_replay.mismatch_stats; collective). {} for dense models."""
+        if not self.moe_layers:
+            return {}
+        from r1mega.models.routing_replay import mismatch_stats
+        return mismatch_stats(self.chunks, self.moe_layers)
 
     def _forward_step(self, mbs: list[MicroBatch], head):
         """A Megatron ``forward_step``: run the chunk; on the last stage, ``head(hidden (N, H),
@@ -193,7 +245,12 @@ class Policy:
         forward_step = self._forward_step(mbs, head)
         for c in chunks:
             c.eval()
-        self._run(chunks, mbs, forward_step, forward_only=True)
+        # old pass: R3 replays the engine's routing, R2 records its own; both compare with the engine's
+        # (when recorded); the reference pass replays whatever the step replays
+        mode = (dict(replay=self.replay == "r3", measure=True, record=self.replay == "r2") if which == "old"
+                else dict(replay=self.replay != "none"))
+        with self.routing_pass(mbs, **mode):
+            self._run(chunks, mbs, forward_step, forward_only=True)
         for c in chunks:
             c.train()
 
@@ -236,7 +293,9 @@ class Policy:
             return loss * scale
 
         forward_step = self._forward_step(mbs, head)
-        return self._optimizer_step(mbs, forward_step, stats_acc)
+        # R2/R3 replay the recorded routing; with no old pass this is the step's first look at the batch
+        with self.routing_pass(mbs, replay=self.replay != "none", measure=on_policy, train=True):
+            return self._optimizer_step(mbs, forward_step, stats_acc)
 
     def sft_step(self, mbs: list[MicroBatch], denominator: float) -> dict[str, float]:
         """One optimizer step of supervised fine-tuning: -sum(mask * logp) / denominator over the
