@@ -1,6 +1,6 @@
 """MoE routing replay in real processes (torchrun, 2 ranks, gloo): R3 replays the rollout engine's
-routing token by token, R2 the old-logprob pass's, at EP=1 (DP 2), EP=2 and TP=2 (+SP), on tiny
-Qwen3-MoE and DeepSeek-V3 models.
+routing token by token, R2 the old-logprob pass's, at EP=1 (DP 2), EP=2, TP=2 (+SP) and PP=2, on
+tiny Qwen3-MoE and DeepSeek-V3 models, in the old-logprob, reference and training passes.
 
 * The engine (vLLM, rollout TP 2, ``return_routed_experts``) records each token's experts; they are
   checked against transformers' own routers on the same tokens (the capture is aligned).
@@ -8,7 +8,8 @@ Qwen3-MoE and DeepSeek-V3 models.
   some tokens. Forward hooks on Megatron's routers read the routing each forward really used
   (the routing map), which the test compares with the engine's recorded experts, row by row,
   from the samples (independently of the replay code's own slicing):
-  without replay some tokens differ; with R3 none does, and the trainer/engine logprob gap falls.
+  without replay some tokens differ; with R3 none does (the reference model's too), and the
+  trainer/engine logprob gap falls.
 * R2: the old-logprob pass records its routing, the router weights move again (as after an
   update), and the training pass's routing equals the recorded one on every token; without
   replay it does not.
@@ -29,7 +30,7 @@ import torch
 from tests.dist import REPO, torchrun
 
 SELF = os.path.join(REPO, "tests", "test_routing_replay.py")
-LAYOUTS = {"ep1": "1.1", "ep2": "1.2", "tp2": "2.1"}  # tp.ep (TP 2 runs sequence parallel)
+LAYOUTS = {"ep1": "1.1.1", "ep2": "1.2.1", "tp2": "2.1.1", "pp2": "1.1.2"}  # tp.ep.pp (TP 2 runs sequence parallel)
 PROMPTS = [[5, 6, 7, 8, 9], [100, 20, 3], list(range(40, 52)), [7, 7, 7, 1]]
 ROUTER_NOISE = 0.08  # relative perturbation of the trainer's router weights
 
@@ -75,9 +76,11 @@ def test_r3_replays_the_engine_routing_token_by_token(result, family, layout):
         none, r3 = res["none"], res["r3"]
         assert none["compared"] > 0 and none["compared"] == r3["compared"], res
         assert r3["differ"] == 0, res              # every recorded token went to the engine's experts
+        assert r3["ref_compared"] == none["compared"] and r3["ref_differ"] == 0, res  # the reference model's too
         assert r3["stats"]["moe/route_mismatch_used"] == 0.0, res
     total = {m: sum(r[family][LAYOUTS[layout]][m]["differ"] for r in result) for m in ("none", "r3")}
     assert total["none"] > 0, total                # the perturbed routers do disagree without replay
+    assert sum(r[family][LAYOUTS[layout]]["none"]["ref_differ"] for r in result) > 0
     for r in result:  # the policy's own count agrees with the hooks' (both ranks' tokens, every layer)
         res = r[family][LAYOUTS[layout]]
         share = res["none"]["stats"]["moe/route_mismatch"]
@@ -90,8 +93,9 @@ def test_r3_replays_the_engine_routing_token_by_token(result, family, layout):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_r3_brings_the_trainer_logprobs_closer_to_the_engine(result, family, layout):
-    for r in result:
-        res = r[family][LAYOUTS[layout]]
+    last = [r[family][LAYOUTS[layout]] for r in result if r[family][LAYOUTS[layout]]["last_stage"]]
+    assert last
+    for res in last:
         assert res["r3"]["logp_diff_mean"] < res["none"]["logp_diff_mean"], res
 
 
@@ -192,11 +196,10 @@ class RoutingMaps:
         return out
 
 
-def expected_rows(mb, T, sp_rank, sp_size, rows_of):
+def expected_rows(B, T, sp_rank, sp_size, rows_of):
     """For each routing-map row of this rank ([sequence, batch] order over the chunk's (B, T) input,
     this rank's sequence slice): the expected (k,) ids or None. ``rows_of(b, s)`` gives row s of the
     micro-batch's row b (None where nothing is expected)."""
-    B = mb.tokens.shape[0]
     S = T // sp_size
     out = []
     for s in range(sp_rank * S, (sp_rank + 1) * S):
@@ -205,13 +208,13 @@ def expected_rows(mb, T, sp_rank, sp_size, rows_of):
     return out
 
 
-def count(maps, mbs, T_of, sp, rows_for):
+def count(maps, mbs, shape_of, sp, rows_for):
     """(rows compared, rows whose used expert set differs) over layers and micro-batches."""
     compared = differ = 0
     for layer, per_mb in maps.items():
         assert len(per_mb) == len(mbs), (layer, len(per_mb), len(mbs))
         for i, (mb, m) in enumerate(zip(mbs, per_mb)):
-            exp = expected_rows(mb, T_of(mb), sp[0], sp[1], lambda b, s: rows_for(i, mb, layer, b, s))
+            exp = expected_rows(*shape_of(mb), sp[0], sp[1], lambda b, s: rows_for(i, mb, layer, b, s))
             assert len(exp) == m.shape[0], (len(exp), m.shape)
             for row, want in zip(m, exp):
                 if want is None:
@@ -231,21 +234,28 @@ def run_layout(samples, path, spec):
     from r1mega.trainer.policy import Policy
     from r1mega.trainer.samples import denominator
 
-    tp, ep = (int(x) for x in spec.split("."))
-    cfg = load_config(None, [f"parallel.tensor={tp}", f"parallel.expert={ep}", f"parallel.sequence_parallel={tp > 1}",
+    tp, ep, pp = (int(x) for x in spec.split("."))
+    cfg = load_config(None, [f"parallel.tensor={tp}", f"parallel.expert={ep}", f"parallel.pipeline={pp}",
+                             f"parallel.sequence_parallel={tp > 1}",
                              "parallel.distributed_optimizer=false", "optimizer.name=sgd", "optimizer.lr=0.1",
                              "trainer.micro_batch_tokens=96", "trainer.packing=padded", "trainer.old_logprobs=recompute",
                              "algorithm.routing_replay=r3"])
     arch = read_hf_config(path)
     layout = init_parallel(cfg.parallel, arch, seed=1)
     chunks, arch = load_hf(path, cfg.model, layout)
+    ref_chunks, _ = load_hf(path, cfg.model, layout)
     perturb_routers(chunks, 1)
-    policy = Policy(cfg, layout, arch, chunks)
+    perturb_routers(ref_chunks, 1)
+    policy = Policy(cfg, layout, arch, chunks, ref_chunks)
     dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
     mine = samples[dp_rank::dp]
     mbs = policy.pack(mine)
     sp = (ps.get_tensor_model_parallel_rank(), tp) if tp > 1 else (0, 1)
-    T_of = lambda mb: -(-mb.tokens.shape[1] // tp) * tp  # noqa: E731  (SP pads the sequence to a multiple of TP)
+
+    def shape_of(mb):  # the chunk's input (B, T): SP pads T to a multiple of TP, PP pads every micro-batch alike
+        if pp > 1:
+            return max(m.tokens.shape[0] for m in mbs), max(m.tokens.shape[1] for m in mbs)
+        return mb.tokens.shape[0], -(-mb.tokens.shape[1] // tp) * tp
     slots = {layer: j for j, layer in enumerate(policy.moe_layers)}
     engine_ids = [expand(s.routed_experts) for s in mine]
 
@@ -258,15 +268,18 @@ def run_layout(samples, path, spec):
             return None
         return set(ids[s, slots[layer]].tolist())
 
-    hooks = RoutingMaps(chunks)
-    res = {}
+    hooks, ref_hooks = RoutingMaps(chunks), RoutingMaps(ref_chunks)
+    res = {"last_stage": ps.is_pipeline_last_stage()}
     for mode in ("none", "r3"):
         policy.replay = mode
         policy.logprobs(mbs, "old")
-        compared, differ = count(hooks.take(), mbs, T_of, sp, engine_row)
-        diffs = torch.cat([(mb.old_logp - mb.rollout_logp).abs() for mb in mbs])
-        res[mode] = {"compared": compared, "differ": differ, "logp_diff_mean": float(diffs.mean()),
-                     "logp_diff_max": float(diffs.max()), "stats": policy.routing_stats()}
+        compared, differ = count(hooks.take(), mbs, shape_of, sp, engine_row)
+        res[mode] = {"compared": compared, "differ": differ, "stats": policy.routing_stats()}
+        if res["last_stage"]:
+            diffs = torch.cat([(mb.old_logp - mb.rollout_logp).abs() for mb in mbs])
+            res[mode].update(logp_diff_mean=float(diffs.mean()), logp_diff_max=float(diffs.max()))
+        policy.logprobs(mbs, "ref")
+        res[mode]["ref_compared"], res[mode]["ref_differ"] = count(ref_hooks.take(), mbs, shape_of, sp, engine_row)
 
     # R2: the old pass records, the routers move (as an update would move them), training replays the record
     out = {}
@@ -289,7 +302,7 @@ def run_layout(samples, path, spec):
             return set(rec[b, s, slots[layer]].tolist())
 
         policy.train_step(mbs, denominator(mine, cfg.algorithm.loss_agg, 12), 12)
-        compared, differ = count(hooks.take(), mbs, T_of, sp, old_row)
+        compared, differ = count(hooks.take(), mbs, shape_of, sp, old_row)
         out["compared"] = compared
         out[f"differ_{mode}"] = differ
     policy.routing_stats()
