@@ -28,14 +28,16 @@ def test_smoke_scores_the_same_samples_with_and_without_replay(tmp_path):
     assert 0 < run["none"]["route_mismatch_used"] == run["none"]["route_mismatch"] < 0.5, run
     assert run["r3"]["route_mismatch_used"] == 0.0 and run["r3"]["route_mismatch"] > 0, run
     assert run["r3"]["logp_diff_mean"] < run["none"]["logp_diff_mean"], run
+    assert run["rollout_s_recording"] > 0 and run["rollout_s_plain"] > 0   # the tool checked the tokens are equal
+    assert report["summary"]["qwen3_moe"]["rollout_time_recording_over_plain"]["mean"] > 0
     md = (out / "routing_replay.md").read_text()
     assert "| qwen3_moe |" in md and report["command"] in md
 
 
 def test_summary_over_seeds_by_hand():
     def run(none, r3):
-        return {m: {"route_mismatch_used": u, "logp_diff_mean": d, "logp_diff_max": 10 * d}
-                for m, (u, d) in (("none", none), ("r3", r3))}
+        return {**{m: {"route_mismatch_used": u, "logp_diff_mean": d, "logp_diff_max": 10 * d}
+                   for m, (u, d) in (("none", none), ("r3", r3))}, "rollout_s_recording": 1.1, "rollout_s_plain": 1.0}
 
     s = bench_routing_replay.summarize({"f": {"0": run((0.1, 4e-3), (0.0, 1e-3)), "1": run((0.3, 2e-3), (0.0, 3e-3))}})
     f = s["f"]
@@ -44,3 +46,4 @@ def test_summary_over_seeds_by_hand():
     assert f["logp_diff_mean"]["ratio"] == pytest.approx(1.5)
     assert f["route_mismatch_used"]["ratio"] == float("inf")   # none / 0
     assert f["r3_below_none_every_seed"] is False              # seed 1: 3e-3 > 2e-3
+    assert f["rollout_time_recording_over_plain"]["mean"] == pytest.approx(1.1)

@@ -11,7 +11,8 @@ run. The trainer differs from the engine in one of two ways (``--setting``):
            near-tied scores
     bf16   the trainer computes in bfloat16 (router in fp32, as configured), the engine in float32
 
-Reported per family: the share of recorded tokens whose experts differ (the routing the trainer
+Also the rollout time with the routing recorded against without it (the same prompts on two engines,
+each warmed up). Reported per family: the share of recorded tokens whose experts differ (the routing the trainer
 computed with: ``moe/route_mismatch_used``), and the mean / max |trainer logprob - engine logprob| over
 the response tokens, none and r3, each as mean, min and max over the seeds, with the ratio none / r3.
 Written to OUT/routing_replay[_<setting>].json and .md with the machine and the command.
@@ -84,15 +85,35 @@ def perturb_routers(chunks, scale: float, seed: int) -> None:
             r.weight.add_(scale * r.weight.abs().mean() * torch.randn(r.weight.shape, generator=g).to(r.weight.dtype))
 
 
+def generate(path: str, prompts: list, seed: int, args) -> tuple[list, dict]:
+    """The samples, with routing recorded, and the rollout time with and without recording: each engine
+    generates the prompts twice (the first warms it up), the second call timed; the same seeds give
+    the same tokens both ways (checked)."""
+    from r1mega.config.sections import RolloutConfig
+    from r1mega.rollout import RolloutEngine
+
+    cfg = RolloutConfig(max_new_tokens=args.max_new_tokens, max_model_len=64, kv_cache_memory_mb=32, seed=seed,
+                        temperature=1.0)
+    out, seconds = {}, {}
+    for record in (True, False):
+        engine = RolloutEngine(path, cfg, skip_tokenizer=True, return_routed_experts=record)
+        engine.generate(prompts, n=4, seed=seed)
+        t0 = time.perf_counter()
+        out[record] = engine.generate(prompts, n=4, seed=seed)
+        seconds[record] = time.perf_counter() - t0
+        engine.shutdown()
+    if [s.response_ids for s in out[True]] != [s.response_ids for s in out[False]]:
+        raise RuntimeError("recording the routing changed the sampled tokens")
+    return out[True], {"rollout_s_recording": seconds[True], "rollout_s_plain": seconds[False]}
+
+
 def one_run(family: str, seed: int, args) -> dict:
     """Engine samples, then the trainer's none and r3 passes on them: {mode: metrics}."""
     import torch
 
     from r1mega.config import load_config
-    from r1mega.config.sections import RolloutConfig
     from r1mega.models import load_hf, read_hf_config
     from r1mega.parallel.init import init_parallel
-    from r1mega.rollout import RolloutEngine
     from r1mega.trainer.policy import Policy
 
     path = build_model(family, args.work, seed)
@@ -106,11 +127,7 @@ def one_run(family: str, seed: int, args) -> dict:
     g = torch.Generator().manual_seed(seed)
     prompts = [torch.randint(3, arch.vocab_size, (int(torch.randint(4, 17, (1,), generator=g)),), generator=g).tolist()
                for _ in range(args.groups)]
-    engine = RolloutEngine(path, RolloutConfig(max_new_tokens=args.max_new_tokens, max_model_len=64,
-                                               kv_cache_memory_mb=32, seed=seed, temperature=1.0),
-                           skip_tokenizer=True, return_routed_experts=True)
-    samples = engine.generate(prompts, n=4)
-    engine.shutdown()
+    samples, timing = generate(path, prompts, seed, args)
     chunks, arch = load_hf(path, cfg.model, layout)
     if args.setting == "noise":
         perturb_routers(chunks, args.noise, seed)
@@ -125,6 +142,7 @@ def one_run(family: str, seed: int, args) -> dict:
         out[mode] = {"route_mismatch_used": st["moe/route_mismatch_used"], "route_mismatch": st["moe/route_mismatch"],
                      "logp_diff_mean": float(d.mean()), "logp_diff_max": float(d.max())}
     out["tokens"] = sum(len(s.response_ids) for s in samples)
+    out.update(timing)
     return out
 
 
@@ -142,6 +160,8 @@ def summarize(runs: dict) -> dict:
             r3 = spread([r["r3"][key] for r in per_seed.values()])
             fam[key] = {"none": none, "r3": r3,
                         "ratio": none["mean"] / r3["mean"] if r3["mean"] > 0 else float("inf")}
+        over = [r["rollout_s_recording"] / r["rollout_s_plain"] for r in per_seed.values()]
+        fam["rollout_time_recording_over_plain"] = spread(over)
         fam["r3_below_none_every_seed"] = all(r["r3"]["logp_diff_mean"] < r["none"]["logp_diff_mean"]
                                               for r in per_seed.values())
         out[family] = fam
@@ -167,7 +187,11 @@ def markdown(report: dict) -> str:
     lines += ["", "Tokens routed differently: the share of the tokens the engine recorded (prompt and response, all "
               "but each sample's last) whose top-k expert set in the trainer's forward differs from the engine's, "
               "over all MoE layers. Logprob difference: over the response tokens, trainer (old-logprob pass) vs the "
-              "engine's sampling logprobs. Both modes score the same samples in one process."]
+              "engine's sampling logprobs. Both modes score the same samples in one process.", "",
+              "Rollout time with the routing recorded / without (the same prompts and tokens, each engine warm):"]
+    for family, s in report["summary"].items():
+        o = s["rollout_time_recording_over_plain"]
+        lines.append(f"- {family}: {o['mean']:.3f}x [{o['min']:.3f}, {o['max']:.3f}]")
     return "\n".join(lines) + "\n"
 
 
