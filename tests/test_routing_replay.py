@@ -40,12 +40,10 @@ pytestmark = [pytest.mark.vllm, pytest.mark.multiproc, pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    from tests.hf_models import make_hf_model
+    from tests.hf_models import make_vllm_moe_models
 
     root = tmp_path_factory.mktemp("routing_replay")
-    qwen, _ = make_hf_model("qwen3_moe", str(root), seed=17, head_dim=64)
-    deepseek, _ = make_hf_model("deepseek_v3", str(root), seed=19, num_attention_heads=2, num_key_value_heads=2,
-                                kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=32, v_head_dim=32)
+    qwen, deepseek = make_vllm_moe_models(str(root))
     torchrun(SELF, str(root), ",".join(LAYOUTS.values()), qwen, deepseek, nproc=2, timeout=900)
     return [json.load(open(root / f"rank{r}.json")) for r in range(2)]
 
