@@ -52,7 +52,8 @@ class RoutingTap:
         self.train_pass = False                 # a training forward (recompute bookkeeping)
         self.natural: torch.Tensor | None = None  # (S * B, k): the router's own top-k, last forward
         self._backward: deque = deque()
-        # tokens compared, the router's own choice != target, the routing used != target
+        # tokens compared, the router's own choice != target, the routing used != target (on the model's
+        # device: no host sync per layer; read by mismatch_stats)
         self.counts = torch.zeros(3, dtype=torch.float64)
 
     def get_replay_topk(self, scores, topk, num_groups=None, group_topk=None, default_compute_topk=None):
@@ -74,7 +75,8 @@ class RoutingTap:
         if self.measure and not recomputing:
             n = have.sum()
             own = (_sets_differ(natural, target) & have).sum()
-            self.counts += torch.stack([n, own, (_sets_differ(used, target) & have).sum()]).to("cpu", torch.float64)
+            inc = torch.stack([n, own, (_sets_differ(used, target) & have).sum()]).to(torch.float64)
+            self.counts = self.counts.to(inc.device) + inc
         if not replay:
             return values, natural
         return scores.gather(1, used), used
@@ -164,18 +166,14 @@ def mismatch_stats(chunks, moe_layers: list[int], reset: bool = True) -> dict[st
 
     L = len(moe_layers)
     counts = torch.zeros(L, 3, dtype=torch.float64)
-    seen = torch.zeros(L, dtype=torch.float64)
     slots = {layer: j for j, layer in enumerate(moe_layers)}
     for c in chunks:
         for tap in taps_of(c):
-            counts[slots[tap.layer]] += tap.counts
-            seen[slots[tap.layer]] += 1
+            counts[slots[tap.layer]] += tap.counts.to("cpu")
             if reset:
-                tap.counts.zero_()
-    vec = torch.cat([counts.flatten(), seen])
-    if dist.is_initialized():
-        dist.all_reduce(vec)
-    counts = vec[:3 * L].view(L, 3)
+                tap.counts = torch.zeros(3, dtype=torch.float64)
+    if dist.is_initialized():  # ratios: ranks that see the same tokens (TP without SP) count them alike
+        dist.all_reduce(counts)
     if counts[:, 0].sum() == 0:
         return {}
     out = {f"moe/layer{layer}/route_mismatch": float(counts[j, 1] / counts[j, 0].clamp_min(1))
