@@ -26,11 +26,11 @@ def _have(module: str) -> bool:
 # (--dist loadfile, --no-loadscope-reorder so that this order holds), and a long file started last
 # would run alone at the end.
 SLOW_FIRST = ("test_fault_injection.py", "test_async_rl.py", "test_rl_loop.py", "test_cli.py",
-              "test_trainer_parity.py", "test_code_rl.py", "test_rollout_multiproc.py", "test_bench_partial.py",
-              "test_r1_chain.py", "test_bench_gpu.py", "test_multinode.py", "test_moe_sync.py", "test_learning.py",
-              "test_models_hf.py", "test_wheel.py", "test_shard_sync.py", "test_sft_command.py", "test_moe_models.py",
+              "test_trainer_parity.py", "test_code_rl.py", "test_moe_rl.py", "test_rollout_multiproc.py", "test_bench_partial.py",
+              "test_r1_chain.py", "test_bench_gpu.py", "test_multinode.py", "test_moe_sync.py", "test_routing_replay.py", "test_learning.py",
+              "test_models_hf.py", "test_wheel.py", "test_shard_sync.py", "test_bench_routing_replay.py", "test_sft_command.py", "test_moe_models.py",
               "test_sandbox_attacks.py", "test_moe_convert.py", "test_checkpoint_training.py", "test_tiny_default.py",
-              "test_moe_training.py", "test_reward_model.py", "test_compat.py", "test_moe_rl.py", "test_rejection.py",
+              "test_moe_training.py", "test_reward_model.py", "test_compat.py", "test_rejection.py",
               "test_rollout_engine.py", "test_kernels_aot.py", "test_tiny_seeds.py", "test_chain_seeds.py")
 
 
