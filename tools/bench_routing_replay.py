@@ -11,8 +11,8 @@ run. The trainer differs from the engine in one of two ways (``--setting``):
            near-tied scores
     bf16   the trainer computes in bfloat16 (router in fp32, as configured), the engine in float32
 
-Also the rollout time with the routing recorded against without it (the same prompts on two engines,
-each warmed up). Reported per family: the share of recorded tokens whose experts differ (the routing the trainer
+Also the rollout time with the routing recorded against without it (one warm engine, the same prompts,
+recording switched on and off between interleaved calls). Reported per family: the share of recorded tokens whose experts differ (the routing the trainer
 computed with: ``moe/route_mismatch_used``), and the mean / max |trainer logprob - engine logprob| over
 the response tokens, none and r3, each as mean, min and max over the seeds, with the ratio none / r3.
 Written to OUT/routing_replay[_<setting>].json and .md with the machine and the command.
@@ -86,25 +86,30 @@ def perturb_routers(chunks, scale: float, seed: int) -> None:
 
 
 def generate(path: str, prompts: list, seed: int, args) -> tuple[list, dict]:
-    """The samples, with routing recorded, and the rollout time with and without recording: each engine
-    generates the prompts twice (the first warms it up), the second call timed; the same seeds give
-    the same tokens both ways (checked)."""
+    """The samples, with routing recorded, and the rollout time with and without recording: one warm
+    engine generates the prompts ``--repeats`` times each way, interleaved (recording paused with
+    ``engine.record_routing(False)``), and the fastest call of each way counts (the least disturbed
+    by the machine); the same seed gives the same tokens both ways (checked)."""
     from r1mega.config.sections import RolloutConfig
     from r1mega.rollout import RolloutEngine
 
     cfg = RolloutConfig(max_new_tokens=args.max_new_tokens, max_model_len=64, kv_cache_memory_mb=32, seed=seed,
                         temperature=1.0)
-    out, seconds = {}, {}
-    for record in (True, False):
-        engine = RolloutEngine(path, cfg, skip_tokenizer=True, return_routed_experts=record)
-        engine.generate(prompts, n=4, seed=seed)
-        t0 = time.perf_counter()
-        out[record] = engine.generate(prompts, n=4, seed=seed)
-        seconds[record] = time.perf_counter() - t0
-        engine.shutdown()
+    engine = RolloutEngine(path, cfg, skip_tokenizer=True, return_routed_experts=True)
+    engine.generate(prompts, n=4, seed=seed)  # warm-up
+    out, times = {}, {True: [], False: []}
+    for _ in range(args.repeats):
+        for record in (True, False):
+            engine.record_routing(record)
+            t0 = time.perf_counter()
+            out[record] = engine.generate(prompts, n=4, seed=seed)
+            times[record].append(time.perf_counter() - t0)
+    engine.shutdown()
     if [s.response_ids for s in out[True]] != [s.response_ids for s in out[False]]:
         raise RuntimeError("recording the routing changed the sampled tokens")
-    return out[True], {"rollout_s_recording": seconds[True], "rollout_s_plain": seconds[False]}
+    if any(s.routed_experts is not None for s in out[False]):
+        raise RuntimeError("the engine recorded routing while paused")
+    return out[True], {"rollout_s_recording": min(times[True]), "rollout_s_plain": min(times[False])}
 
 
 def one_run(family: str, seed: int, args) -> dict:
@@ -188,7 +193,9 @@ def markdown(report: dict) -> str:
               "but each sample's last) whose top-k expert set in the trainer's forward differs from the engine's, "
               "over all MoE layers. Logprob difference: over the response tokens, trainer (old-logprob pass) vs the "
               "engine's sampling logprobs. Both modes score the same samples in one process.", "",
-              "Rollout time with the routing recorded / without (the same prompts and tokens, each engine warm):"]
+              f"Rollout time with the routing recorded / without (one warm engine, the same prompts and tokens, "
+              f"interleaved calls, the fastest of {report['repeats']} each way; {report['groups']} prompts x 4 x up to "
+              f"{report['max_new_tokens']} tokens per call):"]
     for family, s in report["summary"].items():
         o = s["rollout_time_recording_over_plain"]
         lines.append(f"- {family}: {o['mean']:.3f}x [{o['min']:.3f}, {o['max']:.3f}]")
@@ -203,12 +210,13 @@ def main(argv=None) -> dict:
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     p.add_argument("--groups", type=int, default=8, help="prompts per run (4 responses each)")
     p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--repeats", type=int, default=5, help="timed rollouts per engine (the fastest counts)")
     p.add_argument("--work", default=os.path.join(REPO, "runs", "bench_routing_replay"))
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
     p.add_argument("--smoke", action="store_true", help="one seed, Qwen3-MoE only, 2 prompts")
     args = p.parse_args(argv)
     if args.smoke:
-        args.seeds, args.families, args.groups, args.max_new_tokens = [0], ["qwen3_moe"], 2, 8
+        args.seeds, args.families, args.groups, args.max_new_tokens, args.repeats = [0], ["qwen3_moe"], 2, 8, 1
     os.makedirs(args.work, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     from r1mega.parallel import compat
@@ -222,6 +230,7 @@ def main(argv=None) -> dict:
             print(f"{family} seed {seed}: {json.dumps(runs[family][str(seed)])}", flush=True)
     destroy_parallel()
     report = {"setting": args.setting, "noise": args.noise if args.setting == "noise" else None, "seeds": args.seeds,
+              "groups": args.groups, "max_new_tokens": args.max_new_tokens, "repeats": args.repeats,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                          f"{os.environ.get('OMP_NUM_THREADS')} threads",
               "command": "python tools/bench_routing_replay.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),

@@ -133,6 +133,7 @@ class RolloutEngine:
             raise ConfigError(f"parallel.rollout_tensor ({rollout_tensor}) > 1 needs "
                               "torch.distributed initialised (launch with torchrun)")
         self._moe = _moe_routing(model_path) if return_routed_experts else None
+        self._paused_routing = False
         if self.on_gpu:
             kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=True)
             if self._moe is not None:  # vLLM's own recording, which only its model runner V2 does
@@ -335,14 +336,15 @@ class RolloutEngine:
         self._calls += 1
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], per_request,
                                     use_tqdm=use_tqdm)
-        routes = self._capture.for_outputs(outputs, prompts) if self._capture is not None else None
+        capture = self._capture if self._capture is not None and self._capture.on else None
+        routes = capture.for_outputs(outputs, prompts) if capture is not None else None
         samples = []
         for i, out in enumerate(outputs):
             for j, comp in enumerate(sorted(out.outputs, key=lambda c: c.index)):
                 s = self._to_sample(prompts[i], comp, group_offset + i, prompt_texts[i] if prompt_texts else "")
                 if routes is not None:
                     s.routed_experts = routes[i][j]
-                elif self._moe is not None:
+                elif self._moe is not None and self._capture is None and not self._paused_routing:
                     from r1mega.rollout.routing_capture import from_native
                     if comp.routed_experts is None:
                         raise RuntimeError("vLLM returned no routed_experts although enable_return_routed_experts is on")
@@ -375,6 +377,21 @@ class RolloutEngine:
                       policy_version=self.policy_version, prompt_text=prompt_text,
                       response_text=comp.text or "",
                       metadata={"stop_reason": comp.stop_reason, "dp_rank": self.dp_rank})
+
+    @property
+    def records_routing(self) -> bool:
+        """Whether generated samples carry ``routed_experts`` now."""
+        return self._moe is not None and not self._paused_routing
+
+    def record_routing(self, on: bool) -> None:
+        """Pause (``False``) or resume the routed-expert recording of an engine built with
+        ``return_routed_experts`` (evaluation needs none). On GPU vLLM records whatever this says; its
+        samples then simply carry no ``routed_experts`` while paused."""
+        if self._moe is None:
+            raise RuntimeError("record_routing: this engine was built without return_routed_experts")
+        self._paused_routing = not on
+        if self._capture is not None:
+            self._capture.switch(on)
 
     # ---- TP-group consistency ---------------------------------------------------------------
     def _make_tp_group(self):

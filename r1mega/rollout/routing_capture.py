@@ -104,7 +104,7 @@ def _install(worker, moe_layers: list[int]) -> int:
     runner = worker.model_runner
     if getattr(runner, "_r1mega_routes", None) is not None:
         return len(runner._r1mega_routes["layers"])
-    state: dict[str, Any] = {"steps": [], "layers": {}}
+    state: dict[str, Any] = {"steps": [], "layers": {}, "on": True}
     wanted = {layer: j for j, layer in enumerate(moe_layers)}
     for module in runner.get_model().modules():
         if not isinstance(module, MoERunner):
@@ -115,6 +115,8 @@ def _install(worker, moe_layers: list[int]) -> int:
         slot = wanted[module.layer_id]
 
         def capture(topk_ids: torch.Tensor, slot: int = slot) -> None:
+            if not state["on"]:
+                return
             layout, ids = state["steps"][-1]
             ids[slot] = topk_ids[:layout[3]].to("cpu", torch.int16, copy=True)
 
@@ -125,6 +127,8 @@ def _install(worker, moe_layers: list[int]) -> int:
     prepare = runner._prepare_inputs
 
     def prepare_inputs(scheduler_output, num_scheduled_tokens, *args, **kwargs):
+        if not state["on"]:
+            return prepare(scheduler_output, num_scheduled_tokens, *args, **kwargs)
         n = runner.input_batch.num_reqs
         counts = num_scheduled_tokens[:n].copy()
         layout = (list(runner.input_batch.req_ids[:n]), runner.input_batch.num_computed_tokens_cpu[:n].copy(),
@@ -135,6 +139,10 @@ def _install(worker, moe_layers: list[int]) -> int:
     runner._prepare_inputs = prepare_inputs
     runner._r1mega_routes = state
     return len(state["layers"])
+
+
+def _switch(worker, on: bool) -> None:
+    worker.model_runner._r1mega_routes["on"] = on
 
 
 def _collect(worker) -> dict[str, torch.Tensor]:
@@ -170,7 +178,13 @@ class RoutingCapture:
             llm.collective_rpc(_install, args=(self.moe_layers,))
         except ValueError as e:
             raise cannot_record(e) from e
+        self.on = True
         self.collect()  # drop what the engine's warm-up ran
+
+    def switch(self, on: bool) -> None:
+        """Record (the default) or not: paused, the hooks return at once and nothing is kept."""
+        self.llm.collective_rpc(_switch, args=(on,))
+        self.on = on
 
     def collect(self) -> dict[str, torch.Tensor]:
         """Every request's routing since the last call (this worker's; identical on TP ranks)."""

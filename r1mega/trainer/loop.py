@@ -497,6 +497,13 @@ def evaluate_run(run: RLRun) -> dict[str, float]:
     from r1mega.eval.evaluate import evaluate_engine
     watchdog.report("eval")
     run.engine.wake_up()
-    out = evaluate_engine(run.engine, run.eval_records, run.cfg)
+    recording = run.engine.records_routing
+    if recording:  # MoE routing replay: held-out samples are never trained on
+        run.engine.record_routing(False)
+    try:
+        out = evaluate_engine(run.engine, run.eval_records, run.cfg)
+    finally:
+        if recording:
+            run.engine.record_routing(True)
     run.engine.sleep()
     return out
