@@ -30,7 +30,8 @@ import torch
 from tests.dist import REPO, torchrun
 
 SELF = os.path.join(REPO, "tests", "test_routing_replay.py")
-LAYOUTS = {"ep1": "1.1.1", "ep2": "1.2.1", "tp2": "2.1.1", "pp2": "1.1.2"}  # tp.ep.pp (TP 2 runs sequence parallel)
+# tp.ep.pp.packing (TP 2 runs sequence parallel; packed: several samples per row, the GPU default)
+LAYOUTS = {"ep1": "1.1.1.padded", "ep2": "1.2.1.packed", "tp2": "2.1.1.padded", "pp2": "1.1.2.padded"}
 PROMPTS = [[5, 6, 7, 8, 9], [100, 20, 3], list(range(40, 52)), [7, 7, 7, 1]]
 ROUTER_NOISE = 0.08  # relative perturbation of the trainer's router weights
 
@@ -75,6 +76,8 @@ def test_r3_replays_the_engine_routing_token_by_token(result, family, layout):
         assert none["compared"] > 0 and none["compared"] == r3["compared"], res
         assert r3["differ"] == 0, res              # every recorded token went to the engine's experts
         assert r3["ref_compared"] == none["compared"] and r3["ref_differ"] == 0, res  # the reference model's too
+        if layout == "ep2":  # packed rows: several samples in one row
+            assert res["packed"] and max(res["packed"]) > 1, res
         assert r3["stats"]["moe/route_mismatch_used"] == 0.0, res
     total = {m: sum(r[family][LAYOUTS[layout]][m]["differ"] for r in result) for m in ("none", "r3")}
     assert total["none"] > 0, total                # the perturbed routers do disagree without replay
@@ -222,6 +225,22 @@ def count(maps, mbs, shape_of, sp, rows_for):
     return compared, differ
 
 
+def locate(mb, samples, b, s):
+    """(the sample's index in ``samples``, its token position) at row ``b``, column ``s`` of a micro-batch
+    packed from ``samples``, or None for padding: one sample per row, or (packed) one after another."""
+    if mb.segments is None:
+        if b >= len(mb.sample_ids) or s >= samples[mb.sample_ids[b]].num_tokens:
+            return None
+        return mb.sample_ids[b], s
+    start = 0
+    for i in mb.sample_ids:
+        n = samples[i].num_tokens
+        if start <= s < start + n:
+            return i, s - start
+        start += n
+    return None
+
+
 def run_layout(samples, path, spec):
     from megatron.core import parallel_state as ps
 
@@ -232,11 +251,12 @@ def run_layout(samples, path, spec):
     from r1mega.trainer.policy import Policy
     from r1mega.trainer.samples import denominator
 
-    tp, ep, pp = (int(x) for x in spec.split("."))
+    *sizes, packing = spec.split(".")
+    tp, ep, pp = (int(x) for x in sizes)
     cfg = load_config(None, [f"parallel.tensor={tp}", f"parallel.expert={ep}", f"parallel.pipeline={pp}",
                              f"parallel.sequence_parallel={tp > 1}",
                              "parallel.distributed_optimizer=false", "optimizer.name=sgd", "optimizer.lr=0.1",
-                             "trainer.micro_batch_tokens=96", "trainer.packing=padded", "trainer.old_logprobs=recompute",
+                             "trainer.micro_batch_tokens=96", f"trainer.packing={packing}", "trainer.old_logprobs=recompute",
                              "algorithm.routing_replay=r3"])
     arch = read_hf_config(path)
     layout = init_parallel(cfg.parallel, arch, seed=1)
@@ -258,16 +278,14 @@ def run_layout(samples, path, spec):
     engine_ids = [expand(s.routed_experts) for s in mine]
 
     def engine_row(_, mb, layer, b, s):
-        if b >= len(mb.sample_ids):
+        at = locate(mb, mine, b, s)
+        if at is None:
             return None
-        i = mb.sample_ids[b]
-        ids = engine_ids[i]
-        if s >= ids.shape[0] or (ids[s, slots[layer]] < 0).any():
-            return None
-        return set(ids[s, slots[layer]].tolist())
+        ids = engine_ids[at[0]][at[1], slots[layer]]
+        return None if (ids < 0).any() else set(ids.tolist())
 
     hooks, ref_hooks = RoutingMaps(chunks), RoutingMaps(ref_chunks)
-    res = {"last_stage": ps.is_pipeline_last_stage()}
+    res = {"last_stage": ps.is_pipeline_last_stage(), "packed": [len(mb.sample_ids) for mb in mbs if mb.segments]}
     for mode in ("none", "r3"):
         policy.replay = mode
         policy.logprobs(mbs, "old")
@@ -295,7 +313,7 @@ def run_layout(samples, path, spec):
             rec = recorded[i]
             if b >= rec.shape[0] or s >= rec.shape[1] or (rec[b, s, slots[layer]] < 0).any():
                 return None
-            if s >= mine[mb.sample_ids[b]].num_tokens:
+            if locate(mb, mine, b, s) is None:
                 return None  # padding: recorded too, but nobody cares where it goes
             return set(rec[b, s, slots[layer]].tolist())
 
