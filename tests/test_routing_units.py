@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from r1mega.models.routing_replay import RoutingTap, _slice, record, set_targets
-from r1mega.rollout.routing_capture import (_collect, compact, coverage, expand, from_native, routed_rows,
+from r1mega.rollout.routing_capture import (_collect, compact, coverage, expand, from_native, recorded,
                                             storage_dtype)
 from r1mega.types import Sample
 
@@ -22,7 +22,7 @@ def test_storage_is_uint8_up_to_254_experts_with_255_for_not_routed():
     big = compact(torch.tensor([[[300, 1]], [[-1, -1]]]), 384)
     assert big.dtype == torch.int16 and storage_dtype(255) == torch.int16
     assert expand(big).tolist() == [[[300, 1]], [[-1, -1]]]
-    assert routed_rows(small) == 2
+    assert recorded(small).tolist() == [True, False, True]
 
 
 def test_native_vllm_output_keeps_the_moe_layers_and_pads_the_last_token():

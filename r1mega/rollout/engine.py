@@ -336,21 +336,32 @@ class RolloutEngine:
         self._calls += 1
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], per_request,
                                     use_tqdm=use_tqdm)
-        capture = self._capture if self._capture is not None and self._capture.on else None
-        routes = capture.for_outputs(outputs, prompts) if capture is not None else None
+        routes = self._routes(outputs, prompts)
         samples = []
         for i, out in enumerate(outputs):
             for j, comp in enumerate(sorted(out.outputs, key=lambda c: c.index)):
                 s = self._to_sample(prompts[i], comp, group_offset + i, prompt_texts[i] if prompt_texts else "")
-                if routes is not None:
-                    s.routed_experts = routes[i][j]
-                elif self._moe is not None and self._capture is None and not self._paused_routing:
-                    from r1mega.rollout.routing_capture import from_native
-                    if comp.routed_experts is None:
-                        raise RuntimeError("vLLM returned no routed_experts although enable_return_routed_experts is on")
-                    s.routed_experts = from_native(comp.routed_experts, self._moe[0], s.num_tokens, self._moe[1])
+                s.routed_experts = routes[i][j] if routes is not None else None
                 samples.append(s)
         return samples
+
+    def _routes(self, outputs, prompts: list) -> list[list] | None:
+        """Per output, per completion (``index`` order): its compact routed experts; None when not recording."""
+        if not self.records_routing:
+            return None
+        if self._capture is not None:  # CPU: our router hooks
+            return self._capture.for_outputs(outputs, prompts)
+        from r1mega.rollout.routing_capture import from_native
+        layers, experts, _ = self._moe
+        routes = []
+        for prompt, out in zip(prompts, outputs):
+            per = []
+            for comp in sorted(out.outputs, key=lambda c: c.index):
+                if comp.routed_experts is None:
+                    raise RuntimeError("vLLM returned no routed_experts although enable_return_routed_experts is on")
+                per.append(from_native(comp.routed_experts, layers, len(prompt) + len(comp.token_ids), experts))
+            routes.append(per)
+        return routes
 
     def continue_samples(self, samples: Sequence[Sample], *, chunk: int, max_new_tokens: int,
                          expected_version: int | None = None, **overrides: Any) -> list[Sample]:

@@ -55,9 +55,9 @@ def expand(stored: torch.Tensor) -> torch.Tensor:
     return ids
 
 
-def routed_rows(stored: torch.Tensor) -> int:
-    """Rows (tokens) with a recorded routing (every layer's ids present)."""
-    return int((expand(stored) >= 0).all(-1).all(-1).sum())
+def recorded(stored: torch.Tensor) -> torch.Tensor:
+    """(T,) bool: the rows (tokens) with a recorded routing (every layer's ids present)."""
+    return (expand(stored) >= 0).all(-1).all(-1)
 
 
 def coverage(samples) -> dict[str, float]:
@@ -69,7 +69,7 @@ def coverage(samples) -> dict[str, float]:
         return {}
     got = fed = got_p = fed_p = 0
     for s in have:
-        rows = (expand(s.routed_experts) >= 0).all(-1).all(-1)                  # (P + R,) bool
+        rows = recorded(s.routed_experts)                                        # (P + R,) bool
         P = len(s.prompt_ids)
         got += int(rows[:-1].sum())
         fed += rows.shape[0] - 1
@@ -178,13 +178,11 @@ class RoutingCapture:
             llm.collective_rpc(_install, args=(self.moe_layers,))
         except ValueError as e:
             raise cannot_record(e) from e
-        self.on = True
         self.collect()  # drop what the engine's warm-up ran
 
     def switch(self, on: bool) -> None:
         """Record (the default) or not: paused, the hooks return at once and nothing is kept."""
         self.llm.collective_rpc(_switch, args=(on,))
-        self.on = on
 
     def collect(self) -> dict[str, torch.Tensor]:
         """Every request's routing since the last call (this worker's; identical on TP ranks)."""
